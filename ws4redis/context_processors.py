@@ -1,0 +1,23 @@
+"""Template variables for pages that open a websocket."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest
+from django.utils.safestring import SafeString, mark_safe
+
+from ws4redis import settings
+
+
+def default(request: HttpRequest) -> dict[str, str | SafeString]:
+    """``WEBSOCKET_URI`` (scheme, host and prefix of this site's websockets) and
+    ``WS4REDIS_HEARTBEAT`` as a JavaScript literal (a quoted string or ``null``)."""
+    scheme = "wss" if request.is_secure() else "ws"
+    heartbeat = json.dumps(settings.WS4REDIS_HEARTBEAT)
+    # json.dumps leaves "<" alone; escape it so the literal can never end a <script> block.
+    heartbeat = heartbeat.replace("<", "\\u003c")
+    return {
+        "WEBSOCKET_URI": f"{scheme}://{request.get_host()}{settings.WEBSOCKET_URL}",
+        "WS4REDIS_HEARTBEAT": mark_safe(heartbeat),
+    }

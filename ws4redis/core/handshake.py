@@ -1,0 +1,90 @@
+"""Validate a websocket upgrade request and build the handshake answer.
+
+The ``websockets`` sans-I/O ``ServerProtocol`` computes the accept key, validates the key and
+version and frames everything afterwards. The few checks before it exist because the
+original project answered them with specific statuses that clients and tests rely on.
+"""
+
+from __future__ import annotations
+
+import http
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+from django.http import HttpRequest
+from django.http.request import split_domain_port, validate_host
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from ws4redis import settings
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An HTTP answer instead of an upgrade: status and a plain-text body."""
+
+    status: int
+    text: str
+
+    @property
+    def reason(self) -> str:
+        return http.HTTPStatus(self.status).phrase
+
+    @property
+    def body(self) -> bytes:
+        return self.text.encode()
+
+
+def check_request(request: HttpRequest) -> Rejection | None:
+    """The checks made before anything else, with the statuses of SPEC §7."""
+    meta = request.META
+    if request.method != "GET":
+        return Rejection(400, "A websocket must be opened with a GET request.\n")
+    if meta.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return Rejection(400, "The client does not wish to upgrade to a websocket.\n")
+    if "HTTP_SEC_WEBSOCKET_VERSION" not in meta:
+        return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
+    if not origin_allowed(meta.get("HTTP_ORIGIN")):
+        return Rejection(403, f"Origin {meta['HTTP_ORIGIN']!r} is not allowed.\n")
+    return None
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """Browsers always send Origin; a page of another site must not open our websockets.
+
+    Without ``WS4REDIS_ALLOWED_ORIGINS`` the origin's host must pass ``ALLOWED_HOSTS`` the
+    way Django checks the Host header. A request without Origin is not from a browser.
+    """
+    if origin is None:
+        return True
+    allowed = settings.WS4REDIS_ALLOWED_ORIGINS
+    if allowed is not None:
+        return "*" in allowed or origin.lower() in {a.lower().rstrip("/") for a in allowed}
+    domain, _port = split_domain_port(urlsplit(origin).netloc)
+    allowed_hosts = django_settings.ALLOWED_HOSTS
+    if django_settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed_hosts)
+
+
+def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None:
+    """Answer a requested subprotocol with the first one the client offered."""
+    offered = list(subprotocols)  # type: ignore[call-overload]
+    return offered[0] if offered else None
+
+
+def negotiate(request: HttpRequest, max_size: int) -> tuple[ServerProtocol, Response]:
+    """Run the websocket handshake of ``request``; the response may be a 4xx rejection."""
+    headers = Headers()
+    for key, value in request.META.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-")] = value
+    path = request.get_full_path()
+    protocol = ServerProtocol(select_subprotocol=_first_offered, max_size=max_size)
+    # The server already parsed the request; feeding it back in its wire form moves the
+    # protocol's own parser past the handshake, so the next bytes it gets parse as frames.
+    protocol.receive_data(Request(path, headers).serialize())
+    (handshake,) = protocol.events_received()
+    return protocol, protocol.accept(handshake)

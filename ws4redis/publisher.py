@@ -1,0 +1,42 @@
+"""The Django loop's side: publish to browsers from views, tasks and commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from django.http import HttpRequest
+
+from ws4redis.redis_store import AUDIENCES, RedisMessage, RedisStore, channel_name, own_names
+
+
+class RedisPublisher(RedisStore):
+    """Publishes to the union of the audiences given on construction.
+
+    ``RedisPublisher(facility='chat', broadcast=True, users=['john', SELF], groups=[...],
+    sessions=[...], request=request)``; ``SELF`` needs ``request``. Plain synchronous code that
+    borrows a connection from the process-wide pool for each call.
+    """
+
+    def __init__(self, connection: redis.Redis | None = None, **audience: Any) -> None:
+        super().__init__(connection)
+        self._publishers.update(self._get_message_channels(**audience))
+
+    def fetch_message(
+        self, request: HttpRequest | None, facility: str, audience: str = "any"
+    ) -> RedisMessage | None:
+        """Return the persisted message of ``facility`` for this request, or None.
+
+        With ``audience='any'`` the session's message wins over the user's, the user's over
+        the groups', and those over the broadcast one.
+        """
+        if audience != "any" and audience not in AUDIENCES:
+            raise ValueError(f"audience must be one of {', '.join(AUDIENCES)} or 'any'")
+        kinds = AUDIENCES if audience == "any" else (audience,)
+        for kind in kinds:
+            names = [None] if kind == "broadcast" else own_names(kind, request)
+            for name in names:
+                message = self._connection.get(channel_name(kind, facility, name))
+                if message:
+                    return RedisMessage(message)
+        return None

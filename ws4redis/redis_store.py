@@ -1,0 +1,180 @@
+"""Names and messages shared by both loops: how an audience maps to Redis channels.
+
+The Django loop (``RedisPublisher``) and the websocket loop (``RedisSubscriber``) never talk to
+each other; they agree only on channel names, so those are built in exactly one place here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from django.http import HttpRequest
+
+from ws4redis import settings
+from ws4redis.redis_pool import get_redis
+
+MEMBEROF_SESSION_KEY = "ws4redis:memberof"
+"""Session key under which the ``user_logged_in`` handler stores the user's group names."""
+
+
+class _SelfType:
+    """Type of :data:`SELF`: stands for "whoever made this request" in an audience list."""
+
+    def __repr__(self) -> str:
+        return "SELF"
+
+
+SELF = _SelfType()
+
+AUDIENCES = ("session", "user", "group", "broadcast")
+"""Audience kinds, in the order ``fetch_message`` looks for a persisted message."""
+
+
+class RedisMessage(bytes):
+    """A message as stored in Redis: always bytes, whatever it was built from.
+
+    Built from ``str`` (encoded as UTF-8), ``bytes``, or a pub/sub reply
+    ``[b'message', channel, data]``. As in the original project, the heartbeat string and
+    anything else that is not a message give ``None`` instead of an instance, so callers can
+    write ``message = RedisMessage(x); if message: ...``.
+    """
+
+    def __new__(cls, value: Any) -> RedisMessage | None:  # type: ignore[misc]
+        if isinstance(value, list | tuple):
+            if len(value) >= 3 and value[0] in (b"message", "message"):
+                value = value[2]
+            elif len(value) == 2 and value[0] in (b"message", "message"):
+                value = value[1]
+            else:
+                return None
+        if isinstance(value, str):
+            value = value.encode()
+        elif isinstance(value, bytearray | memoryview):
+            value = bytes(value)
+        elif not isinstance(value, bytes):
+            return None
+        heartbeat = settings.WS4REDIS_HEARTBEAT
+        if heartbeat is not None and value == heartbeat.encode():
+            return None
+        return super().__new__(cls, value)
+
+
+def is_authenticated(request: HttpRequest | None) -> bool:
+    """True when ``request`` carries a logged-in user (``None`` users are anonymous)."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated)
+
+
+def channel_name(kind: str, facility: str, name: str | None = None) -> str:
+    """The Redis channel (and key of the persisted message) for one audience and facility."""
+    prefix = settings.WS4REDIS_PREFIX
+    parts = [prefix] if prefix else []
+    parts.append(kind)
+    if name is not None:
+        parts.append(str(name))
+    parts.append(facility)
+    return ":".join(parts)
+
+
+def own_names(kind: str, request: HttpRequest | None) -> list[str]:
+    """What :data:`SELF` means for one audience kind and request (empty when unknown)."""
+    if kind == "user":
+        return [request.user.get_username()] if is_authenticated(request) else []
+    if kind == "group":
+        if not is_authenticated(request):
+            return []
+        session = getattr(request, "session", None)
+        return list(session.get(MEMBEROF_SESSION_KEY, ())) if session is not None else []
+    if kind == "session":
+        session = getattr(request, "session", None)
+        key = getattr(session, "session_key", None)
+        return [key] if key else []
+    raise ValueError(f"unknown audience kind {kind!r}")
+
+
+def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[str]:
+    """Resolve one audience argument (list with names and/or SELF) to a list of names."""
+    if value is True or isinstance(value, str):
+        # Spellings of the original's early releases: True meant SELF, a string one name.
+        warnings.warn(
+            f"pass {kind}s as a list, using SELF for the requester", DeprecationWarning, 2
+        )
+        value = [SELF] if value is True else [value]
+    if value is False or value is None:
+        return []
+    if not isinstance(value, Iterable):
+        raise ValueError(f"argument `{kind}s` must be a list or tuple, got {value!r}")
+    names: list[str] = []
+    for item in value:
+        for name in own_names(kind, request) if item is SELF else [item]:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+class RedisStore:
+    """Base of publisher and subscriber: a Redis connection plus the channels to publish on."""
+
+    def __init__(self, connection: redis.Redis | None = None) -> None:
+        self._connection = connection if connection is not None else get_redis()
+        self._publishers: set[str] = set()
+
+    @staticmethod
+    def get_prefix() -> str:
+        """The key prefix including its ``:``, or an empty string."""
+        prefix = settings.WS4REDIS_PREFIX
+        return f"{prefix}:" if prefix else ""
+
+    def _get_message_channels(
+        self,
+        request: HttpRequest | None = None,
+        facility: str = "{facility}",
+        broadcast: bool = False,
+        groups: Any = (),
+        users: Any = (),
+        sessions: Any = (),
+    ) -> list[str]:
+        """The channels of the union of the given audiences on ``facility``."""
+        channels = [channel_name("broadcast", facility)] if broadcast is True else []
+        for kind, value in (("group", groups), ("user", users), ("session", sessions)):
+            channels.extend(
+                channel_name(kind, facility, name)
+                for name in _audience_names(kind, value, request)
+            )
+        return channels
+
+    def publish_message(self, message: Any, expire: int | None = None) -> dict[str, int]:
+        """Publish ``message`` on every channel of this store and persist it for ``expire``
+        seconds (default ``WS4REDIS_EXPIRE``; 0 or None: not persisted).
+
+        All commands go out in one pipelined round trip. Returns, per channel, how many Redis
+        subscribers received the message.
+        """
+        data = _message_bytes(message)
+        if expire is None:
+            expire = settings.WS4REDIS_EXPIRE
+        channels = list(self._publishers)
+        with self._connection.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.publish(channel, data)
+                if expire:
+                    pipe.setex(channel, expire, data)
+            replies = pipe.execute()
+        return dict(zip(channels, replies[:: 2 if expire else 1], strict=True))
+
+    pipeline_publish_message = publish_message
+    """Kept from the original API, where only this spelling saved round trips."""
+
+
+def _message_bytes(message: Any) -> bytes:
+    """Accept what users pass to ``publish_message``: RedisMessage, str or bytes."""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, str):
+        return message.encode()
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)
+    raise ValueError(f"message must be a RedisMessage, str or bytes, got {type(message).__name__}")

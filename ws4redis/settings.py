@@ -1,0 +1,117 @@
+"""The settings of ws4redis, read from Django's settings each time they are used.
+
+Reading lazily (module ``__getattr__``) instead of copying values at import time keeps
+``override_settings`` working in tests, and keeps the old spelling
+``from ws4redis import settings; settings.WS4REDIS_EXPIRE`` of the original project.
+Every value is checked when read; :func:`check_all` runs the same checks at start-up so a
+wrong type stops ``manage.py`` with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+REDIS_DEFAULTS: dict[str, Any] = {"host": "localhost", "port": 6379, "db": 0, "password": None}
+
+
+def _is_optional_callable(value: Any) -> bool:
+    return value is None or isinstance(value, str) or callable(value)
+
+
+def _is_optional_str_list(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# name -> (default, test, what the test expects, for the error message)
+_SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "WEBSOCKET_URL": (
+        "/ws/",
+        lambda v: isinstance(v, str) and v.startswith("/") and v.endswith("/"),
+        "a path that starts and ends with '/'",
+    ),
+    "WS4REDIS_CONNECTION": (
+        {},
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+        "a dict of redis connection arguments",
+    ),
+    "WS4REDIS_EXPIRE": (
+        3600,
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        "a number of seconds (int >= 0) or None",
+    ),
+    "WS4REDIS_PREFIX": (None, lambda v: v is None or isinstance(v, str), "a string or None"),
+    "WS4REDIS_SUBSCRIBER": (
+        "ws4redis.subscriber.RedisSubscriber",
+        lambda v: isinstance(v, str | type),
+        "a dotted path to a RedisSubscriber class",
+    ),
+    "WS4REDIS_ALLOWED_CHANNELS": (
+        None,
+        _is_optional_callable,
+        "a callable f(request, channels) or its dotted path",
+    ),
+    "WS4REDIS_PROCESS_REQUEST": (
+        None,
+        _is_optional_callable,
+        "a callable f(request) or its dotted path",
+    ),
+    "WS4REDIS_HEARTBEAT": (
+        None,
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a non-empty string or None",
+    ),
+    "WS4REDIS_ALLOWED_ORIGINS": (
+        None,
+        _is_optional_str_list,
+        "a list of origins such as 'https://example.com' ('*' allows any) or None",
+    ),
+    "WS4REDIS_MAX_MESSAGE_SIZE": (64 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_BUFFER_SIZE": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+}
+
+
+def get(name: str) -> Any:
+    """Return the current value of setting ``name``, or raise ImproperlyConfigured."""
+    default, test, expected = _SPECS[name]
+    value = getattr(django_settings, name, default)
+    if not test(value):
+        raise ImproperlyConfigured(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SPECS:
+        return get(name)
+    if name == "WS4REDIS_CONNECTION_ARGS":
+        return {**REDIS_DEFAULTS, **get("WS4REDIS_CONNECTION")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_callable(name: str) -> Callable[..., Any] | None:
+    """Return the callable configured in setting ``name`` (dotted paths are imported)."""
+    value = get(name)
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"{name}: cannot import {value!r}: {exc}") from exc
+        if not callable(value):
+            raise ImproperlyConfigured(f"{name} must name a callable, got {value!r}")
+    return value
+
+
+def check_all() -> None:
+    """Validate every setting; called from ``AppConfig.ready`` so errors show at start-up."""
+    for name in _SPECS:
+        get(name)

@@ -1,0 +1,139 @@
+"""The websocket loop's side of Redis, and the documented override point.
+
+Set ``WS4REDIS_SUBSCRIBER`` to a subclass to change which channels a websocket subscribes
+and publishes to (``set_pubsub_channels``) or what it receives on connect
+(``send_persisted_messages``). Every runtime uses this class; what differs between runtimes
+is only the *subscription* object behind it: one Redis connection per websocket under
+runserver, one shared connection per process in the production servers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+from django.http import HttpRequest
+from redis.client import PubSub
+
+from ws4redis import settings
+from ws4redis.redis_store import SELF, RedisStore
+
+
+class Subscription(Protocol):
+    """What a subscriber needs of its subscription (redis-py's ``PubSub`` has it all)."""
+
+    channels: dict[Any, Any]
+
+    def subscribe(self, *channels: Any) -> Any: ...
+
+    def unsubscribe(self, *channels: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+PubSubFactory = Callable[[], Subscription]
+
+UNSUBSCRIBE_WAIT = 5.0
+"""Seconds ``release`` waits for Redis to confirm it dropped a websocket's channels."""
+
+
+class ConfirmingPubSub(PubSub):
+    """A redis-py ``PubSub`` whose ``close`` waits until Redis confirmed the unsubscribe.
+
+    Without the wait, a ``PUBLISH`` made right after a websocket closed could still count
+    the closed websocket as a receiver.
+    """
+
+    def close(self) -> None:
+        if self.connection is not None and self.channels:
+            self.unsubscribe()
+            deadline = time.monotonic() + UNSUBSCRIBE_WAIT
+            while self.channels and time.monotonic() < deadline:
+                self.get_message(timeout=deadline - time.monotonic())
+        super().close()
+
+
+class RedisSubscriber(RedisStore):
+    """Channels of one websocket: where its messages are published, what it listens to."""
+
+    subscription_channels = [
+        "subscribe-session",
+        "subscribe-group",
+        "subscribe-user",
+        "subscribe-broadcast",
+    ]
+    publish_channels = ["publish-session", "publish-group", "publish-user", "publish-broadcast"]
+
+    pubsub_factory: PubSubFactory | None = None
+    """Set by a runtime that shares one Redis subscription among its websockets."""
+
+    def __init__(self, connection: redis.Redis | None = None) -> None:
+        super().__init__(connection)
+        self._subscription: Subscription | None = None
+
+    @staticmethod
+    def _audience(kind: str, channels: list[str]) -> dict[str, Any]:
+        return {
+            "users": [SELF] if f"{kind}-user" in channels else [],
+            "groups": [SELF] if f"{kind}-group" in channels else [],
+            "sessions": [SELF] if f"{kind}-session" in channels else [],
+            "broadcast": f"{kind}-broadcast" in channels,
+        }
+
+    def _new_subscription(self) -> Subscription:
+        if self.pubsub_factory is not None:
+            return self.pubsub_factory()
+        pool = self._connection.connection_pool
+        return ConfirmingPubSub(pool, ignore_subscribe_messages=True)
+
+    def set_pubsub_channels(self, request: HttpRequest, channels: list[str]) -> None:
+        """Set the publish channels and subscribe to the channels the keys ask for."""
+        facility = request.path_info[len(settings.WEBSOCKET_URL) :]
+        self._publishers = set(
+            self._get_message_channels(request, facility, **self._audience("publish", channels))
+        )
+        self._subscription = self._new_subscription()
+        keys = self._get_message_channels(
+            request, facility, **self._audience("subscribe", channels)
+        )
+        if keys:
+            self._subscription.subscribe(*keys)
+
+    @property
+    def subscribed_channels(self) -> list[str]:
+        """Names of the channels this websocket listens to."""
+        if self._subscription is None:
+            return []
+        return [c.decode() if isinstance(c, bytes) else c for c in self._subscription.channels]
+
+    def send_persisted_messages(self, websocket: Any) -> None:
+        """Send the persisted message of every subscribed channel right after connecting.
+
+        ``websocket`` is anything with ``send(message)``; runtimes pass their relay.
+        """
+        channels = self.subscribed_channels
+        if channels:
+            for message in self._connection.mget(channels):
+                if message:
+                    websocket.send(message)
+
+    def get_file_descriptor(self) -> int | None:
+        """The socket of a per-websocket subscription, for ``select`` (runserver only)."""
+        connection = getattr(self._subscription, "connection", None)
+        sock = getattr(connection, "_sock", None)
+        return sock.fileno() if sock is not None else None
+
+    def parse_response(self) -> Any:
+        """The next reply read on a per-websocket subscription, or None when none is ready."""
+        subscription = self._subscription
+        if not isinstance(subscription, PubSub) or subscription.connection is None:
+            return None
+        return subscription.parse_response(block=False, timeout=0)
+
+    def release(self) -> None:
+        """Drop every subscription of this websocket; called once when it closes."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
