@@ -141,8 +141,7 @@ class RedisStore:
         channels = [channel_name("broadcast", facility)] if broadcast is True else []
         for kind, value in (("group", groups), ("user", users), ("session", sessions)):
             channels.extend(
-                channel_name(kind, facility, name)
-                for name in _audience_names(kind, value, request)
+                channel_name(kind, facility, name) for name in _audience_names(kind, value, request)
             )
         return channels
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import redis
 from django.http import HttpRequest
@@ -58,13 +58,18 @@ class ConfirmingPubSub(PubSub):
 class RedisSubscriber(RedisStore):
     """Channels of one websocket: where its messages are published, what it listens to."""
 
-    subscription_channels = [
+    subscription_channels: ClassVar[list[str]] = [
         "subscribe-session",
         "subscribe-group",
         "subscribe-user",
         "subscribe-broadcast",
     ]
-    publish_channels = ["publish-session", "publish-group", "publish-user", "publish-broadcast"]
+    publish_channels: ClassVar[list[str]] = [
+        "publish-session",
+        "publish-group",
+        "publish-user",
+        "publish-broadcast",
+    ]
 
     pubsub_factory: PubSubFactory | None = None
     """Set by a runtime that shares one Redis subscription among its websockets."""
