@@ -160,7 +160,7 @@ class RedisStore:
             for channel in channels:
                 pipe.publish(channel, data)
                 if expire:
-                    pipe.setex(channel, expire, data)
+                    pipe.set(channel, data, ex=expire)
             replies = pipe.execute()
         return dict(zip(channels, replies[:: 2 if expire else 1], strict=True))
 

@@ -10,6 +10,7 @@ runserver, one shared connection per process in the production servers.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -35,21 +36,44 @@ class Subscription(Protocol):
 
 PubSubFactory = Callable[[], Subscription]
 
-UNSUBSCRIBE_WAIT = 5.0
-"""Seconds ``release`` waits for Redis to confirm it dropped a websocket's channels."""
+CONFIRM_WAIT = 5.0
+"""Seconds to wait at most for Redis to confirm a subscribe or unsubscribe."""
 
 
 class ConfirmingPubSub(PubSub):
-    """A redis-py ``PubSub`` whose ``close`` waits until Redis confirmed the unsubscribe.
+    """A redis-py ``PubSub`` whose ``subscribe`` and ``close`` wait for Redis to confirm.
 
-    Without the wait, a ``PUBLISH`` made right after a websocket closed could still count
-    the closed websocket as a receiver.
+    Without the waits, a ``PUBLISH`` made right after the client saw its handshake could miss
+    the new websocket, and one made right after it closed could still count it as a receiver.
+    Messages that arrive while waiting are kept for :meth:`parse_response`.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early_replies: deque[Any] = deque()
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        super().subscribe(*args, **kwargs)
+        unconfirmed = len(args) + len(kwargs)
+        deadline = time.monotonic() + CONFIRM_WAIT
+        while unconfirmed and time.monotonic() < deadline:
+            reply = super().parse_response(block=False, timeout=deadline - time.monotonic())
+            if reply is None:
+                continue
+            if reply[0] in (b"subscribe", "subscribe"):
+                unconfirmed -= 1
+            else:
+                self.early_replies.append(reply)
+
+    def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
+        if self.early_replies:
+            return self.early_replies.popleft()
+        return super().parse_response(block=block, timeout=timeout)
 
     def close(self) -> None:
         if self.connection is not None and self.channels:
             self.unsubscribe()
-            deadline = time.monotonic() + UNSUBSCRIBE_WAIT
+            deadline = time.monotonic() + CONFIRM_WAIT
             while self.channels and time.monotonic() < deadline:
                 self.get_message(timeout=deadline - time.monotonic())
         super().close()

@@ -64,6 +64,7 @@ def _serve(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber) -> No
         if redis_fd is not None:
             selector.register(redis_fd, selectors.EVENT_READ)
         try:
+            _read_redis(relay, subscriber)  # what arrived while subscribing
             while _flush(sock, relay, subscriber):
                 due = relay.next_heartbeat()
                 timeout = None if due is None else max(due - time.monotonic(), 0)

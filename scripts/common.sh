@@ -1,0 +1,73 @@
+# Shared by scripts/demo and scripts/test: a virtualenv with the project, and a Redis.
+# Sourced, not run. Variables honoured: PYTHON, WS4REDIS_VENV, REDIS_HOST, REDIS_PORT.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${WS4REDIS_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+
+say() { printf '\033[1m[ws4redis]\033[0m %s\n' "$*" >&2; }
+
+# setup_venv EXTRAS: create the virtualenv once and (re)install when pyproject.toml changes.
+setup_venv() {
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        say "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)."
+        exit 1
+    fi
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    local stamp="$VENV/.installed-$1-$(sha1sum "$ROOT/pyproject.toml" | cut -c1-12)"
+    if [ ! -f "$stamp" ]; then
+        say "Installing ws4redis[$1] into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[$1]" 'django~=5.2.0'
+        touch "$stamp"
+    fi
+}
+
+redis_answers() {
+    "$VENV/bin/python" - "$1" "$2" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_connect_timeout=1).ping()
+PY
+}
+
+free_port() {
+    "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for_redis HOST PORT PID: until the server answers, or fail if its process died.
+wait_for_redis() {
+    for _ in $(seq 100); do
+        redis_answers "$1" "$2" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# find_redis: export REDIS_HOST/REDIS_PORT of a Redis that answers. The configured one if it
+# does, else a private redis-server started here (stopped on exit). Returns 1 if neither.
+find_redis() {
+    REDIS_HOST=${REDIS_HOST:-localhost}
+    REDIS_PORT=${REDIS_PORT:-6379}
+    export REDIS_HOST REDIS_PORT
+    if redis_answers "$REDIS_HOST" "$REDIS_PORT"; then
+        say "Using the Redis at $REDIS_HOST:$REDIS_PORT"
+        return 0
+    fi
+    command -v redis-server >/dev/null || return 1
+    REDIS_HOST=127.0.0.1
+    REDIS_PORT=$(free_port)
+    local dir
+    dir=$(mktemp -d)
+    say "No Redis answers; starting a private redis-server on $REDIS_HOST:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --dir "$dir" >"$dir/redis.log" 2>&1 &
+    REDIS_PID=$!
+    trap 'kill $REDIS_PID 2>/dev/null || true' EXIT
+    if ! wait_for_redis "$REDIS_HOST" "$REDIS_PORT" "$REDIS_PID"; then
+        say "The private redis-server did not start; its log:"
+        cat "$dir/redis.log" >&2
+        return 1
+    fi
+}

@@ -1,0 +1,122 @@
+"""Fixtures: a real Redis, a real server per runtime, real websocket clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+import websocket
+from django.contrib.auth.models import Group, User
+from django.test import Client
+
+from ws4redis import settings as ws_settings
+from ws4redis.django_runserver import application
+from ws4redis.publisher import RedisPublisher
+from ws4redis.redis_pool import get_redis
+
+FACILITY = "unittest"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> redis.Redis:
+    """The Redis of the settings; the whole suite needs it, so fail loudly without it."""
+    client = redis.Redis(**ws_settings.WS4REDIS_CONNECTION_ARGS)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.exit(
+            f"No Redis answers at {ws_settings.WS4REDIS_CONNECTION_ARGS}: {exc}. "
+            "Install one (Debian: apt-get install redis-server) or run scripts/test, "
+            "which starts a private redis-server.",
+            returncode=2,
+        )
+    return client
+
+
+@pytest.fixture
+def rdb(redis_server: redis.Redis) -> Iterator[redis.Redis]:
+    """The test Redis database, emptied before each test."""
+    redis_server.flushdb()
+    yield get_redis()
+
+
+@dataclass
+class Server:
+    """A running server of one runtime: where its pages and websockets are."""
+
+    runtime: str
+    http_url: str
+
+    @property
+    def ws_url(self) -> str:
+        return self.http_url.replace("http:", "ws:", 1) + "/ws/"
+
+    def url(self, query: str = "", facility: str = FACILITY) -> str:
+        return f"{self.ws_url}{facility}{'?' + query if query else ''}"
+
+    def connect(self, query: str = "", facility: str = FACILITY, **kwargs) -> websocket.WebSocket:
+        kwargs.setdefault("timeout", 10)
+        return websocket.create_connection(self.url(query, facility), **kwargs)
+
+
+@pytest.fixture(params=["runserver"])
+def server(request, live_server, rdb) -> Iterator[Server]:
+    """The application under every websocket runtime."""
+    live_server.thread.httpd.set_app(application)
+    yield Server(request.param, live_server.url)
+
+
+@pytest.fixture
+def users(transactional_db) -> dict[str, User]:
+    """The example fixture's people: john and mary in group chatters, password secret."""
+    chatters = Group.objects.create(name="chatters")
+    people = {}
+    for name in ("john", "mary"):
+        people[name] = User.objects.create_user(name, password="secret")
+        people[name].groups.add(chatters)
+    people["eve"] = User.objects.create_user("eve", password="secret")
+    return people
+
+
+def login(username: str) -> Client:
+    """A Django test client logged in as ``username`` (runs the user_logged_in signal)."""
+    client = Client()
+    assert client.login(username=username, password="secret")
+    return client
+
+
+def session_cookie(client: Client) -> str:
+    """The Cookie header line that carries ``client``'s session to a websocket."""
+    from django.conf import settings
+
+    name = settings.SESSION_COOKIE_NAME
+    return f"Cookie: {name}={client.cookies[name].value}"
+
+
+def recv_close(ws: websocket.WebSocket) -> int:
+    """Read until the server's close frame; return its close code."""
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big")
+
+
+def publish_marker(facility: str = FACILITY) -> bytes:
+    """Broadcast a marker on ``facility``. Redis delivers in order, so once a socket receives
+    the marker, anything published before it has arrived too: absences are shown without
+    waiting for a timeout."""
+    marker = b"--marker--"
+    RedisPublisher(facility=facility, broadcast=True).publish_message(marker, expire=0)
+    return marker
+
+
+@contextlib.contextmanager
+def connected(server: Server, query: str = "", **kwargs) -> Iterator[websocket.WebSocket]:
+    ws = server.connect(query, **kwargs)
+    try:
+        yield ws
+    finally:
+        ws.close()

@@ -1,0 +1,156 @@
+"""Opening a websocket: every refusal of SPEC §7 and the Origin rule of §9."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import websocket
+from django.core.exceptions import PermissionDenied
+from django.test import override_settings
+from websockets.frames import Close, Frame, Opcode
+
+from tests.conftest import FACILITY, Server
+
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+def upgrade_headers(**changes: str | None) -> dict[str, str]:
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": "13",
+    }
+    headers.update(changes)
+    return {k: v for k, v in headers.items() if v is not None}
+
+
+def http_get(server: Server, **changes: str | None) -> requests.Response:
+    return requests.get(
+        f"{server.http_url}/ws/{FACILITY}", headers=upgrade_headers(**changes), timeout=10
+    )
+
+
+def test_plain_get_is_told_to_upgrade(server):
+    response = requests.get(f"{server.http_url}/ws/{FACILITY}", timeout=10)
+    assert response.status_code == 400
+    assert "upgrade to a websocket" in response.text
+
+
+def test_post_is_refused(server):
+    response = requests.post(
+        f"{server.http_url}/ws/{FACILITY}", headers=upgrade_headers(), data={}, timeout=10
+    )
+    assert response.status_code == 400
+
+
+def test_missing_version_is_426(server):
+    assert http_get(server, **{"Sec-WebSocket-Version": None}).status_code == 426
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"Sec-WebSocket-Version": "8"},
+        {"Sec-WebSocket-Key": None},
+        {"Sec-WebSocket-Key": "not base64!"},
+        {"Sec-WebSocket-Key": base64.b64encode(b"short").decode()},
+    ],
+    ids=["unsupported-version", "missing-key", "malformed-key", "short-key"],
+)
+def test_bad_version_or_key_is_400(server, changes):
+    assert http_get(server, **changes).status_code == 400
+
+
+def test_permission_denied_by_dotted_path_callback_is_403(server):
+    # tests.settings names tests.callbacks.deny_on_header by its dotted path.
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.connect("subscribe-broadcast", header=["Deny-Channels: YES"])
+    assert refused.value.status_code == 403
+
+
+def deny_everything(request, channels):
+    raise PermissionDenied("not you")
+
+
+def test_permission_denied_by_callable_is_403(server):
+    with override_settings(WS4REDIS_ALLOWED_CHANNELS=deny_everything):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            server.connect("subscribe-broadcast")
+    assert refused.value.status_code == 403
+
+
+def test_unexpected_error_is_500_and_logged(server, caplog):
+    def broken(request, channels):
+        raise RuntimeError("callback bug")
+
+    with override_settings(WS4REDIS_ALLOWED_CHANNELS=broken), caplog.at_level(logging.ERROR):
+        with pytest.raises(websocket.WebSocketBadStatusException) as failed:
+            server.connect("subscribe-broadcast")
+    assert failed.value.status_code == 500
+    assert "callback bug" in caplog.text
+
+
+def test_foreign_origin_is_403(server):
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.connect("subscribe-broadcast", origin="http://evil.example")
+    assert refused.value.status_code == 403
+
+
+def test_own_origin_and_no_origin_are_allowed(server):
+    host = urlsplit(server.http_url).netloc
+    for kwargs in ({"origin": f"http://{host}"}, {"suppress_origin": True}):
+        ws = server.connect("subscribe-broadcast", **kwargs)
+        assert ws.connected
+        ws.close()
+
+
+def test_allowed_origins_setting_replaces_allowed_hosts(server):
+    with override_settings(WS4REDIS_ALLOWED_ORIGINS=["https://app.example"]):
+        ws = server.connect("subscribe-broadcast", origin="https://app.example")
+        ws.close()
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            server.connect("subscribe-broadcast", origin=server.http_url)
+    assert refused.value.status_code == 403
+
+
+def test_first_offered_subprotocol_is_chosen(server):
+    ws = server.connect("subscribe-broadcast", subprotocols=["unittestprotocol", "other"])
+    assert ws.headers["sec-websocket-protocol"] == "unittestprotocol"
+    ws.close()
+    ws = server.connect("subscribe-broadcast")
+    assert "sec-websocket-protocol" not in ws.headers
+    ws.close()
+
+
+def test_only_frames_follow_the_upgrade(server):
+    """After the 101 nothing but websocket frames may reach the client: here, exactly the
+    answer to its close frame, then EOF."""
+    url = urlsplit(server.http_url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        lines = [f"GET /ws/{FACILITY}?subscribe-broadcast HTTP/1.1", f"Host: {url.netloc}"]
+        lines += [f"{k}: {v}" for k, v in upgrade_headers().items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(4096)
+        head, rest = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        close = Frame(Opcode.CLOSE, Close(1000, "").serialize())
+        sock.sendall(close.serialize(mask=True))
+        while chunk := sock.recv(4096):
+            rest += chunk
+    assert rest == close.serialize(mask=False)
+
+
+def test_pages_are_served_by_the_same_application(server, rdb):
+    response = requests.get(f"{server.http_url}/chat/", timeout=10)
+    assert response.status_code == 200
+    assert "Broadcast chat" in response.text
+    # the view published its persisted welcome message through the Django loop
+    assert b"Welcome" in rdb.get("ws4redis:broadcast:foobar")

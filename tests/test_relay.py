@@ -1,0 +1,308 @@
+"""Relaying between websockets and Redis (SPEC §4, §5, §8, §9) over real connections."""
+
+from __future__ import annotations
+
+import pytest
+import websocket
+from django.test import override_settings
+
+from tests.conftest import (
+    FACILITY,
+    connected,
+    login,
+    publish_marker,
+    recv_close,
+    session_cookie,
+)
+from ws4redis.publisher import RedisPublisher
+from ws4redis.redis_store import SELF, RedisMessage
+from ws4redis.subscriber import RedisSubscriber
+
+MESSAGE = "".join(chr(c) for c in range(33, 128)) + " ünïcödé"
+
+
+def test_broadcast_persisted_message_arrives_on_connect(server, rdb):
+    RedisPublisher(facility=FACILITY, broadcast=True).publish_message(RedisMessage(MESSAGE))
+    with connected(server, "subscribe-broadcast") as ws:
+        assert ws.recv() == MESSAGE
+
+
+def test_published_while_connected_arrives(server, rdb):
+    with connected(server, "subscribe-broadcast") as ws:
+        receivers = RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+        assert ws.recv() == MESSAGE
+    assert receivers == {f"ws4redis:broadcast:{FACILITY}": 1}
+
+
+def test_publish_from_client_is_persisted_with_expiry(server, rdb):
+    with connected(server, "publish-broadcast") as ws:
+        ws.send(MESSAGE)
+    key = f"ws4redis:broadcast:{FACILITY}"
+    assert rdb.get(key) == MESSAGE.encode()
+    assert 0 < rdb.ttl(key) <= 10
+    assert RedisPublisher().fetch_message(None, FACILITY, "broadcast") == MESSAGE.encode()
+
+
+def test_client_messages_reach_other_clients(server, rdb):
+    with connected(server, "subscribe-broadcast") as reader:
+        with connected(server, "publish-broadcast") as writer:
+            writer.send(MESSAGE)
+            assert reader.recv() == MESSAGE
+
+
+def test_binary_round_trip(server, rdb):
+    payload = bytes(range(256))
+    with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
+        ws.send_binary(payload)
+        opcode, data = ws.recv_data()
+    assert (opcode, data) == (websocket.ABNF.OPCODE_BINARY, payload)
+
+
+def test_text_published_by_django_arrives_as_text_frame(server, rdb):
+    with connected(server, "subscribe-broadcast") as ws:
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE.encode())
+        opcode, data = ws.recv_data()
+    assert (opcode, data.decode()) == (websocket.ABNF.OPCODE_TEXT, MESSAGE)
+
+
+def test_echo_returns_own_message(server, rdb):
+    with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
+        ws.send(MESSAGE)
+        assert ws.recv() == MESSAGE
+
+
+def test_without_echo_own_message_is_not_returned_but_others_are(server, rdb):
+    with connected(server, "subscribe-broadcast&publish-broadcast") as ws:
+        ws.send(MESSAGE)
+        marker = publish_marker()
+        assert ws.recv() == marker.decode()
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("from django")
+        assert ws.recv() == "from django"
+
+
+def test_empty_messages_are_dropped(server, rdb):
+    with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
+        ws.send("")
+        ws.send("after")
+        assert ws.recv() == "after"
+
+
+def test_query_keys_are_case_insensitive_and_unknown_ones_ignored(server, rdb):
+    with connected(server, "Subscribe-Broadcast&colour=blue") as ws:
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+        assert ws.recv() == MESSAGE
+
+
+def test_facilities_are_separate(server, rdb):
+    with connected(server, "subscribe-broadcast") as ws:
+        RedisPublisher(facility="elsewhere", broadcast=True).publish_message("not for you")
+        marker = publish_marker()
+        assert ws.recv() == marker.decode()
+
+
+# -- audiences ---------------------------------------------------------------------------
+
+
+def test_user_audience_reaches_only_that_user(server, rdb, users):
+    john, eve = login("john"), login("eve")
+    with connected(server, "subscribe-user", header=[session_cookie(john)]) as john_ws:
+        with connected(server, "subscribe-user", header=[session_cookie(eve)]) as eve_ws:
+            RedisPublisher(facility=FACILITY, users=["john"]).publish_message(MESSAGE)
+            assert john_ws.recv() == MESSAGE
+            RedisPublisher(facility=FACILITY, users=["eve"]).publish_message("for eve")
+            assert eve_ws.recv() == "for eve"
+
+
+def test_user_audience_with_self(server, rdb, users, rf):
+    john = login("john")
+    request = rf.get("/")
+    request.user = users["john"]
+    RedisPublisher(facility=FACILITY, users=[SELF], request=request).publish_message(MESSAGE)
+    assert rdb.get(f"ws4redis:user:john:{FACILITY}") == MESSAGE.encode()
+    with connected(server, "subscribe-user", header=[session_cookie(john)]) as ws:
+        assert ws.recv() == MESSAGE
+
+
+def test_group_audience_reaches_members(server, rdb, users):
+    mary = login("mary")
+    with connected(server, "subscribe-group", header=[session_cookie(mary)]) as ws:
+        RedisPublisher(facility=FACILITY, groups=["chatters"]).publish_message(MESSAGE)
+        assert ws.recv() == MESSAGE
+
+
+def test_group_audience_with_self_uses_groups_stored_at_login(server, rdb, users, rf):
+    john = login("john")
+    request = rf.get("/")
+    request.user, request.session = users["john"], john.session
+    assert john.session["ws4redis:memberof"] == ["chatters"]
+    RedisPublisher(facility=FACILITY, groups=[SELF], request=request).publish_message(MESSAGE)
+    with connected(server, "subscribe-group", header=[session_cookie(login("mary"))]) as ws:
+        assert ws.recv() == MESSAGE
+
+
+def test_session_audience_with_and_without_self(server, rdb, users, rf):
+    john = login("john")
+    key = john.session.session_key
+    with connected(server, "subscribe-session", header=[session_cookie(john)]) as ws:
+        RedisPublisher(facility=FACILITY, sessions=[key]).publish_message("by key")
+        assert ws.recv() == "by key"
+        request = rf.get("/")
+        request.session = john.session
+        RedisPublisher(facility=FACILITY, sessions=[SELF], request=request).publish_message("me")
+        assert ws.recv() == "me"
+
+
+def test_anonymous_gets_no_user_or_group_channels(server, rdb, users):
+    with connected(server, "subscribe-user&subscribe-group&subscribe-broadcast") as ws:
+        RedisPublisher(facility=FACILITY, users=["john"], groups=["chatters"]).publish_message(
+            "private"
+        )
+        marker = publish_marker()
+        assert ws.recv() == marker.decode()
+
+
+@pytest.mark.parametrize("audience", ["user", "group", "session"])
+def test_publish_from_client_to_own_audience(server, rdb, users, rf, audience):
+    john = login("john")
+    with connected(server, f"publish-{audience}", header=[session_cookie(john)]) as ws:
+        ws.send(MESSAGE)
+    request = rf.get("/")
+    request.user, request.session = users["john"], john.session
+    assert RedisPublisher().fetch_message(request, FACILITY, audience) == MESSAGE.encode()
+
+
+def test_receiver_count_drops_when_socket_closes(server, rdb, users):
+    john = login("john")
+    publisher = RedisPublisher(facility=FACILITY, sessions=[john.session.session_key])
+    channel = f"ws4redis:session:{john.session.session_key}:{FACILITY}"
+    ws = server.connect("subscribe-session", header=[session_cookie(john)])
+    assert publisher.publish_message(MESSAGE) == {channel: 1}
+    ws.close()
+    assert publisher.publish_message(MESSAGE) == {channel: 0}
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.cache",
+        "django.contrib.sessions.backends.signed_cookies",
+        "redis_sessions.session",
+    ],
+)
+def test_user_found_through_any_session_engine(server, rdb, users, engine):
+    with override_settings(SESSION_ENGINE=engine):
+        john = login("john")
+        with connected(server, "subscribe-user", header=[session_cookie(john)]) as ws:
+            RedisPublisher(facility=FACILITY, users=["john"]).publish_message(MESSAGE)
+            assert ws.recv() == MESSAGE
+
+
+def test_process_request_setting_replaces_cookie_session(server, rdb, users):
+    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.callbacks.token_identity"):
+        with connected(server, "subscribe-user&token=mary") as ws:
+            RedisPublisher(facility=FACILITY, users=["mary"]).publish_message(MESSAGE)
+            assert ws.recv() == MESSAGE
+
+
+# -- heartbeat, limits, close ------------------------------------------------------------
+
+
+def test_heartbeat_sent_when_idle_and_swallowed_when_received(server, rdb):
+    with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--"):
+        with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
+            ws.send("--heartbeat--")  # must not be published
+            assert ws.recv() == "--heartbeat--"  # the server's own, after ~4 s idle
+            ws.send("real")
+            assert ws.recv() == "real"
+    assert rdb.get(f"ws4redis:broadcast:{FACILITY}") == b"real"
+
+
+def test_protocol_ping_is_answered(server, rdb):
+    with connected(server, "subscribe-broadcast") as ws:
+        ws.ping(b"are you there")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"are you there")
+
+
+def test_oversized_message_closes_with_1009(server, rdb):
+    with override_settings(WS4REDIS_MAX_MESSAGE_SIZE=1024):
+        ws = server.connect("publish-broadcast")
+        ws.send("x" * 2048)
+        assert recv_close(ws) == 1009
+    assert rdb.get(f"ws4redis:broadcast:{FACILITY}") is None
+
+
+def test_invalid_utf8_text_closes_with_1007(server, rdb):
+    ws = server.connect("publish-broadcast")
+    ws.send(b"\xff\xfe", opcode=websocket.ABNF.OPCODE_TEXT)
+    assert recv_close(ws) == 1007
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000])
+def test_client_close_is_answered_with_its_code(server, rdb, code, caplog):
+    ws = server.connect("subscribe-broadcast&publish-broadcast")
+    ws.send_close(code)
+    assert recv_close(ws) == code
+    assert "ERROR" not in caplog.text
+
+
+def test_close_releases_subscription(server, rdb, monkeypatch):
+    released = []
+    original = RedisSubscriber.release
+
+    def spy(self):
+        released.append(self.subscribed_channels)
+        original(self)
+
+    monkeypatch.setattr(RedisSubscriber, "release", spy)
+    ws = server.connect("subscribe-broadcast")
+    ws.close()
+    assert [f"ws4redis:broadcast:{FACILITY}"] in released
+    assert rdb.pubsub_numsub(f"ws4redis:broadcast:{FACILITY}") == [
+        (f"ws4redis:broadcast:{FACILITY}".encode(), 0)
+    ]
+
+
+# -- overrides ---------------------------------------------------------------------------
+
+
+class ExtraChannelSubscriber(RedisSubscriber):
+    """Also listens to a site-wide announcements channel."""
+
+    def set_pubsub_channels(self, request, channels):
+        super().set_pubsub_channels(request, channels)
+        self._subscription.subscribe("announcements")
+
+
+class QuietSubscriber(RedisSubscriber):
+    """Never sends persisted messages on connect."""
+
+    def send_persisted_messages(self, websocket):
+        websocket.send(b"nothing persisted for you")
+
+
+def test_subscriber_subclass_adds_a_channel(server, rdb):
+    with override_settings(WS4REDIS_SUBSCRIBER="tests.test_relay.ExtraChannelSubscriber"):
+        with connected(server, "subscribe-broadcast") as ws:
+            rdb.publish("announcements", "site news")
+            assert ws.recv() == "site news"
+
+
+def test_subscriber_subclass_replaces_persisted_messages(server, rdb):
+    RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+    with override_settings(WS4REDIS_SUBSCRIBER="tests.test_relay.QuietSubscriber"):
+        with connected(server, "subscribe-broadcast") as ws:
+            assert ws.recv() == "nothing persisted for you"
+
+
+def test_prefix_and_websocket_url_overrides(server, rdb):
+    with override_settings(WS4REDIS_PREFIX="other"):
+        with connected(server, "subscribe-broadcast") as ws:
+            receivers = RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+            assert ws.recv() == MESSAGE
+    assert receivers == {f"other:broadcast:{FACILITY}": 1}
+    assert rdb.get(f"other:broadcast:{FACILITY}") == MESSAGE.encode()
