@@ -299,10 +299,22 @@ def test_subscriber_subclass_replaces_persisted_messages(server, rdb):
             assert ws.recv() == "nothing persisted for you"
 
 
-def test_prefix_and_websocket_url_overrides(server, rdb):
+def test_prefix_override(server, rdb):
     with override_settings(WS4REDIS_PREFIX="other"):
         with connected(server, "subscribe-broadcast") as ws:
             receivers = RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
             assert ws.recv() == MESSAGE
     assert receivers == {f"other:broadcast:{FACILITY}": 1}
     assert rdb.get(f"other:broadcast:{FACILITY}") == MESSAGE.encode()
+
+
+def test_websocket_url_override(server, rdb):
+    with override_settings(WEBSOCKET_URL="/sockets/"):
+        url = server.url("subscribe-broadcast").replace("/ws/", "/sockets/")
+        ws = websocket.create_connection(url, timeout=10)
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+        assert ws.recv() == MESSAGE
+        ws.close()
+        with pytest.raises(websocket.WebSocketBadStatusException) as not_a_socket:
+            server.connect("subscribe-broadcast")  # /ws/ is an ordinary (missing) page now
+    assert not_a_socket.value.status_code == 404
