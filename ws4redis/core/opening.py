@@ -23,7 +23,7 @@ from websockets.server import ServerProtocol
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
-from ws4redis.core.relay import Relay
+from ws4redis.core.relay import FramedRelay, Relay
 from ws4redis.redis_pool import get_redis
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
@@ -72,39 +72,51 @@ def allowed_channels(request: HttpRequest, channels: list[str]) -> list[str]:
 
 @dataclass
 class Accepted:
-    """A request that passed every check; its handshake response is not sent yet."""
+    """A request that passed every check; nothing is sent to the client yet.
+
+    ``protocol`` and ``response`` are the handshake, for runtimes that own the socket; ASGI
+    servers do their own handshake, so they have none.
+    """
 
     request: HttpRequest
     channels: list[str]
     echo: bool
-    protocol: ServerProtocol
-    response: Response
+    protocol: ServerProtocol | None = None
+    response: Response | None = None
 
     def start(self, pubsub_factory: PubSubFactory | None = None) -> tuple[Relay, RedisSubscriber]:
-        """Queue the handshake response, subscribe, and queue the persisted messages.
+        """Subscribe, then queue the handshake response and the persisted messages.
 
         Blocking Redis I/O for the default subscriber: asyncio runtimes call it in a thread.
         ``pubsub_factory`` lets a runtime put its own subscription (a shared hub) behind the
-        subscriber instead of one Redis connection per websocket.
+        subscriber instead of one Redis connection per websocket. If subscribing fails
+        nothing has been queued, so the runtime can still answer with an HTTP error.
         """
-        self.protocol.send_response(self.response)
         subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
         subscriber: RedisSubscriber = subscriber_class(get_redis())
         if pubsub_factory is not None:
             subscriber.pubsub_factory = pubsub_factory
-        relay = Relay(
-            self.protocol,
-            echo=self.echo,
-            heartbeat=settings.WS4REDIS_HEARTBEAT,
-            now=time.monotonic(),
-        )
         subscriber.set_pubsub_channels(self.request, self.channels)
+        options = {
+            "echo": self.echo,
+            "heartbeat": settings.WS4REDIS_HEARTBEAT,
+            "now": time.monotonic(),
+        }
+        relay: Relay
+        if self.protocol is not None and self.response is not None:
+            self.protocol.send_response(self.response)
+            relay = FramedRelay(self.protocol, **options)
+        else:
+            relay = Relay(**options)
         subscriber.send_persisted_messages(relay)
         return relay, subscriber
 
 
-def open_connection(request: HttpRequest) -> Accepted | Rejection:
-    """Decide whether ``request`` becomes a websocket; never raises."""
+def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted | Rejection:
+    """Decide whether ``request`` becomes a websocket; never raises.
+
+    With ``framing`` (runtimes that own the socket) the handshake is negotiated too.
+    """
     try:
         rejection = check_request(request)
         if rejection is not None:
@@ -112,6 +124,8 @@ def open_connection(request: HttpRequest) -> Accepted | Rejection:
         identify(request)
         channels, echo = requested_keys(request)
         channels = allowed_channels(request, channels)
+        if not framing:
+            return Accepted(request, channels, echo)
         protocol, response = negotiate(request, settings.WS4REDIS_MAX_MESSAGE_SIZE)
     except PermissionDenied as exc:
         return Rejection(403, f"{exc or 'Permission denied'}\n")

@@ -1,10 +1,11 @@
 """What happens on one open websocket, without doing any I/O.
 
-A runtime feeds the bytes it read (:meth:`Relay.receive_data`) and the messages Redis
-delivered (:meth:`Relay.deliver`), publishes what ``receive_data`` returns, and writes what
-:meth:`Relay.data_to_send` hands out. Framing, ping/pong, the close handshake and size limits
-are the ``websockets`` sans-I/O protocol's; the rules of this project (echo, heartbeat,
-text or binary) are here.
+:class:`Relay` holds this project's rules (drop empty messages and heartbeats from the
+client, the echo rule, when to send a heartbeat, text or binary). :class:`FramedRelay` adds
+the ``websockets`` sans-I/O protocol for runtimes that own the socket: they feed it the bytes
+they read, publish what :meth:`FramedRelay.receive_data` returns and write what
+:meth:`FramedRelay.data_to_send` hands out. Framing, ping/pong, the close handshake and size
+limits are the library's. ASGI servers frame for us, so the ASGI runtime uses :class:`Relay`.
 """
 
 from __future__ import annotations
@@ -28,21 +29,69 @@ def is_text(message: bytes) -> bool:
     return True
 
 
+def frame_message(message: bytes) -> bytes:
+    """The server-to-client frame of ``message``; built once per message, sent to many."""
+    opcode = Opcode.TEXT if is_text(message) else Opcode.BINARY
+    return Frame(opcode, message).serialize(mask=False)
+
+
 class Relay:
     """Per-connection rules between a websocket and its Redis channels."""
+
+    def __init__(self, *, echo: bool, heartbeat: str | None, now: float) -> None:
+        self.echo = echo
+        self.heartbeat = heartbeat.encode() if heartbeat else None
+        self.last_sent_at = now
+        self.last_received: bytes | None = None
+        self.outbox: list[bytes] = []
+
+    def accept(self, message: bytes) -> bool:
+        """Whether a message from the client is to be published (and remember it)."""
+        if not message or message == self.heartbeat:
+            return False
+        self.last_received = message
+        return True
+
+    def wants(self, message: bytes) -> bool:
+        """The echo rule: without ``echo`` the author's own last message is not sent back."""
+        return self.echo or message != self.last_received
+
+    def send(self, message: bytes) -> None:
+        """Queue a message for the client (persisted messages, heartbeats)."""
+        self.outbox.append(message)
+
+    def deliver(self, message: bytes) -> None:
+        """Queue a message Redis delivered, if the echo rule lets it through."""
+        if self.wants(message):
+            self.send(message)
+
+    def next_heartbeat(self) -> float | None:
+        """When the next heartbeat is due (monotonic seconds), or None without heartbeats."""
+        if self.heartbeat is None:
+            return None
+        return self.last_sent_at + HEARTBEAT_INTERVAL
+
+    def tick(self, now: float) -> None:
+        """Send the heartbeat if nothing went to the client for ``HEARTBEAT_INTERVAL``."""
+        if self.heartbeat is not None and now >= self.last_sent_at + HEARTBEAT_INTERVAL:
+            self.send(self.heartbeat)
+            self.last_sent_at = now
+
+    def note_sent(self, now: float) -> None:
+        """Tell the relay that something went out at ``now`` (postpones the heartbeat)."""
+        self.last_sent_at = now
+
+
+class FramedRelay(Relay):
+    """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
 
     def __init__(
         self, protocol: ServerProtocol, *, echo: bool, heartbeat: str | None, now: float
     ) -> None:
+        super().__init__(echo=echo, heartbeat=heartbeat, now=now)
         self.protocol = protocol
-        self.echo = echo
-        self.heartbeat = heartbeat.encode() if heartbeat else None
-        self.last_sent_at = now
-        self._last_received: bytes | None = None
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
-
-    # -- client to Redis ------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Feed bytes read from the client; return the messages to publish, in order."""
@@ -63,8 +112,7 @@ class Relay:
             if self._fragment_opcode is Opcode.TEXT and not is_text(message):
                 self.protocol.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
                 break
-            if message and message != self.heartbeat:
-                self._last_received = message
+            if self.accept(message):
                 messages.append(message)
         return messages
 
@@ -83,10 +131,7 @@ class Relay:
         self._fragments = []
         return message
 
-    # -- Redis to client ------------------------------------------------------------------
-
     def send(self, message: bytes) -> None:
-        """Queue ``message`` for the client (persisted messages, anything a runtime sends)."""
         if self.protocol.state is not State.OPEN:
             return
         if is_text(message):
@@ -94,35 +139,9 @@ class Relay:
         else:
             self.protocol.send_binary(message)
 
-    def deliver(self, message: bytes) -> None:
-        """Queue a message Redis delivered; without ``echo`` the author's own is skipped."""
-        if self.echo or message != self._last_received:
-            self.send(message)
-
-    # -- time -------------------------------------------------------------------------------
-
-    def next_heartbeat(self) -> float | None:
-        """When the next heartbeat is due (monotonic seconds), or None without heartbeats."""
-        if self.heartbeat is None:
-            return None
-        return self.last_sent_at + HEARTBEAT_INTERVAL
-
-    def tick(self, now: float) -> None:
-        """Send the heartbeat if nothing went to the client for ``HEARTBEAT_INTERVAL``."""
-        due = self.next_heartbeat()
-        if due is not None and now >= due and self.heartbeat is not None:
-            self.send(self.heartbeat)
-            self.last_sent_at = now
-
-    # -- output and state -------------------------------------------------------------------
-
     def data_to_send(self) -> list[bytes]:
         """Bytes to write, in order; an empty ``b""`` means: shut down the write side."""
         return self.protocol.data_to_send()
-
-    def note_sent(self, now: float) -> None:
-        """Tell the relay that frames went out at ``now`` (postpones the heartbeat)."""
-        self.last_sent_at = now
 
     @property
     def closing(self) -> bool:

@@ -20,7 +20,7 @@ from websockets.frames import CloseCode
 
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import open_connection
-from ws4redis.core.relay import Relay
+from ws4redis.core.relay import FramedRelay
 from ws4redis.redis_store import RedisMessage
 from ws4redis.runtimes.wsgi import StartResponse, reject
 from ws4redis.subscriber import RedisSubscriber
@@ -44,12 +44,17 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
             Rejection(500, "This server cannot hand over its socket; run `runwebsocket`.\n"),
             start_response,
         )
+    try:
+        relay, subscriber = outcome.start()
+        assert isinstance(relay, FramedRelay)
+    except redis.RedisError as exc:
+        logger.error("Cannot subscribe websocket %s: %s", request.get_full_path(), exc)
+        return reject(Rejection(503, "Redis is unavailable.\n"), start_response)
     # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
     # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
     start_response("101 Switching Protocols", [])
     handler.headers_sent = True
     request_handler.close_connection = True
-    relay, subscriber = outcome.start()
     try:
         _serve(request_handler.connection, relay, subscriber)
     finally:
@@ -57,7 +62,7 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
     return []
 
 
-def _serve(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber) -> None:
+def _serve(sock: socket.socket, relay: FramedRelay, subscriber: RedisSubscriber) -> None:
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
         redis_fd = subscriber.get_file_descriptor()
@@ -86,7 +91,7 @@ def _serve(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber) -> No
             _flush(sock, relay, subscriber)
 
 
-def _read_client(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber) -> None:
+def _read_client(sock: socket.socket, relay: FramedRelay, subscriber: RedisSubscriber) -> None:
     data = sock.recv(READ_SIZE)
     if not data:
         relay.receive_eof()
@@ -95,7 +100,7 @@ def _read_client(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber)
         subscriber.publish_message(message)
 
 
-def _read_redis(relay: Relay, subscriber: RedisSubscriber) -> None:
+def _read_redis(relay: FramedRelay, subscriber: RedisSubscriber) -> None:
     # hiredis may have parsed several replies from one read: drain them all.
     while (reply := subscriber.parse_response()) is not None:
         message = RedisMessage(reply)
@@ -103,7 +108,7 @@ def _read_redis(relay: Relay, subscriber: RedisSubscriber) -> None:
             relay.deliver(message)
 
 
-def _flush(sock: socket.socket, relay: Relay, subscriber: RedisSubscriber) -> bool:
+def _flush(sock: socket.socket, relay: FramedRelay, subscriber: RedisSubscriber) -> bool:
     """Write what the relay queued; False once the connection is finished.
 
     When closing, the Redis subscriptions are released *before* the close frame goes out,
