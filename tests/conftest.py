@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from ws4redis import settings as ws_settings
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_pool import get_redis
+from ws4redis.runtimes.asyncio_server import WebsocketServer
 
 FACILITY = "unittest"
 
@@ -45,14 +48,16 @@ def rdb(redis_server: redis.Redis) -> Iterator[redis.Redis]:
 
 @dataclass
 class Server:
-    """A running server of one runtime: where its pages and websockets are."""
+    """A running server of one runtime: where its websockets are, and where Django's pages
+    are (the same place under runserver)."""
 
     runtime: str
     http_url: str
+    ws_base: str
 
     @property
     def ws_url(self) -> str:
-        return self.http_url.replace("http:", "ws:", 1) + "/ws/"
+        return self.ws_base + "/ws/"
 
     def url(self, query: str = "", facility: str = FACILITY) -> str:
         return f"{self.ws_url}{facility}{'?' + query if query else ''}"
@@ -62,11 +67,43 @@ class Server:
         return websocket.create_connection(self.url(query, facility), **kwargs)
 
 
-@pytest.fixture(params=["runserver"])
+@pytest.fixture(scope="session")
+def asyncio_server(redis_server) -> Iterator[str]:
+    """The production server (``runwebsocket``'s), in a thread of this process so that
+    ``override_settings`` reaches it. Yields its ws:// base URL."""
+    started: dict = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        server = WebsocketServer()
+        started.update(loop=loop, server=server)
+        started["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="asyncio-server", daemon=True)
+    thread.start()
+    assert ready.wait(10), "the asyncio server did not start"
+    yield f"ws://127.0.0.1:{started['port']}"
+    loop = started["loop"]
+    asyncio.run_coroutine_threadsafe(started["server"].shutdown(grace=1), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+RUNTIMES = ["runserver", "asyncio"]
+
+
+@pytest.fixture(params=RUNTIMES)
 def server(request, live_server, rdb) -> Iterator[Server]:
-    """The application under every websocket runtime."""
+    """The application under every websocket runtime; pages always come from Django."""
     live_server.thread.httpd.set_app(application)
-    yield Server(request.param, live_server.url)
+    if request.param == "runserver":
+        ws_base = live_server.url.replace("http:", "ws:", 1)
+    else:
+        ws_base = request.getfixturevalue("asyncio_server")
+    yield Server(request.param, live_server.url, ws_base)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from django.test import override_settings
 from websockets.frames import Close, Frame, Opcode
 
 from tests.conftest import FACILITY, Server
+from ws4redis.django_runserver import application
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -30,22 +31,23 @@ def upgrade_headers(**changes: str | None) -> dict[str, str]:
     return {k: v for k, v in headers.items() if v is not None}
 
 
+def http_url(server: Server) -> str:
+    """The websocket URL with http: (requests speaks only HTTP)."""
+    return server.url().replace("ws:", "http:", 1)
+
+
 def http_get(server: Server, **changes: str | None) -> requests.Response:
-    return requests.get(
-        f"{server.http_url}/ws/{FACILITY}", headers=upgrade_headers(**changes), timeout=10
-    )
+    return requests.get(http_url(server), headers=upgrade_headers(**changes), timeout=10)
 
 
 def test_plain_get_is_told_to_upgrade(server):
-    response = requests.get(f"{server.http_url}/ws/{FACILITY}", timeout=10)
+    response = requests.get(http_url(server), timeout=10)
     assert response.status_code == 400
     assert "upgrade to a websocket" in response.text
 
 
 def test_post_is_refused(server):
-    response = requests.post(
-        f"{server.http_url}/ws/{FACILITY}", headers=upgrade_headers(), data={}, timeout=10
-    )
+    response = requests.post(http_url(server), headers=upgrade_headers(), data={}, timeout=10)
     assert response.status_code == 400
 
 
@@ -103,7 +105,7 @@ def test_foreign_origin_is_403(server):
 
 
 def test_own_origin_and_no_origin_are_allowed(server):
-    host = urlsplit(server.http_url).netloc
+    host = urlsplit(server.ws_base).netloc
     for kwargs in ({"origin": f"http://{host}"}, {"suppress_origin": True}):
         ws = server.connect("subscribe-broadcast", **kwargs)
         assert ws.connected
@@ -131,7 +133,7 @@ def test_first_offered_subprotocol_is_chosen(server):
 def test_only_frames_follow_the_upgrade(server):
     """After the 101 nothing but websocket frames may reach the client: here, exactly the
     answer to its close frame, then EOF."""
-    url = urlsplit(server.http_url)
+    url = urlsplit(server.ws_base)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         lines = [f"GET /ws/{FACILITY}?subscribe-broadcast HTTP/1.1", f"Host: {url.netloc}"]
         lines += [f"{k}: {v}" for k, v in upgrade_headers().items()]
@@ -148,8 +150,9 @@ def test_only_frames_follow_the_upgrade(server):
     assert rest == close.serialize(mask=False)
 
 
-def test_pages_are_served_by_the_same_application(server, rdb):
-    response = requests.get(f"{server.http_url}/chat/", timeout=10)
+def test_pages_are_served_by_the_runserver_application(live_server, rdb):
+    live_server.thread.httpd.set_app(application)
+    response = requests.get(f"{live_server.url}/chat/", timeout=10)
     assert response.status_code == 200
     assert "Broadcast chat" in response.text
     # the view published its persisted welcome message through the Django loop

@@ -1,0 +1,104 @@
+"""``manage.py runwebsocket [addr:]port [--workers N]``: the production websocket loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from ws4redis.runtimes.asyncio_server import bind_check, run_worker
+
+logger = logging.getLogger("ws4redis.server")
+
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 8001
+
+
+def parse_addrport(value: str) -> tuple[str, int]:
+    """``8001``, ``0.0.0.0:8001``, ``[::1]:8001`` -> (host, port)."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or DEFAULT_ADDRESS
+    if not port.isdigit():
+        raise CommandError(f"{value!r} is not a port or address:port")
+    return host, int(port)
+
+
+class Command(BaseCommand):
+    help = "Serve the websockets under WEBSOCKET_URL (asyncio; uvloop when installed)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "addrport", nargs="?", default=str(DEFAULT_PORT), help="[addr:]port to listen on"
+        )
+        parser.add_argument(
+            "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+        )
+
+    def handle(self, *args: Any, addrport: str, workers: int, **options: Any) -> None:
+        host, port = parse_addrport(addrport)
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        _log_to_stderr()
+        try:
+            bind_check(host, port)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
+        connections.close_all()  # neither a worker nor the supervisor inherits DB sockets
+        if workers == 1:
+            run_worker(host, port, reuse_port=False)
+        else:
+            supervise(host, port, workers)
+
+
+def _log_to_stderr() -> None:
+    """Show the server's own log lines unless the project configured logging for them."""
+    server_logger = logging.getLogger("ws4redis")
+    if not server_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
+        server_logger.addHandler(handler)
+        server_logger.setLevel(logging.INFO)
+
+
+def supervise(host: str, port: int, workers: int) -> None:
+    """Fork ``workers`` processes on one port; restart any that crash; forward SIGTERM."""
+    stopping = False
+    children: dict[int, int] = {}
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                run_worker(host, port, reuse_port=True)
+            finally:
+                os._exit(0)
+        children[pid] = slot
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(workers):
+        spawn(slot)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        slot = children.pop(pid, None)
+        if slot is not None and not stopping:
+            logger.error("Worker %d ended (status %d); starting another", pid, status)
+            time.sleep(1)
+            spawn(slot)

@@ -1,0 +1,352 @@
+"""The production websocket loop: one asyncio process holding thousands of websockets.
+
+Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
+core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
+only moves bytes: client frames through :class:`~ws4redis.core.relay.FramedRelay`, Redis
+messages from the process's :class:`~ws4redis.runtimes.hub.Hub` straight to the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import redis
+from django.core.handlers.wsgi import WSGIRequest
+from websockets.frames import CloseCode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from ws4redis import settings
+from ws4redis.core.handshake import Rejection
+from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.relay import FramedRelay
+from ws4redis.redis_pool import connection_kwargs
+from ws4redis.runtimes.hub import Hub, HubSubscription
+from ws4redis.subscriber import RedisSubscriber
+
+logger = logging.getLogger("ws4redis.server")
+
+SHUTDOWN_GRACE = 5.0
+"""Seconds clients get to answer the 1001 close on shutdown before they are cut off."""
+SLOW_CLIENT_GRACE = 1.0
+"""Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
+HEARTBEAT_SCAN = 1.0
+"""Seconds between two looks for idle websockets that are due a heartbeat."""
+
+
+def wsgi_request(request: Request, transport: asyncio.Transport) -> WSGIRequest:
+    """A Django request for a parsed handshake, so the core sees what a WSGI server gives."""
+    url = urlsplit(request.path)
+    peer = transport.get_extra_info("peername") or ("", 0)
+    local = transport.get_extra_info("sockname") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(url.path).decode("iso-8859-1"),
+        "QUERY_STRING": url.query,
+        "SERVER_NAME": str(local[0]),
+        "SERVER_PORT": str(local[1]),
+        "SERVER_PROTOCOL": request.protocol,
+        "REMOTE_ADDR": str(peer[0]),
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in request.headers.raw_items():
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return WSGIRequest(environ)
+
+
+class WebsocketServer:
+    """Listens on one address; owns the hub, the open websockets and their threads."""
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+        self.connections: set[Connection] = set()
+        self.heartbeating: set[Connection] = set()
+        # Opening a websocket may query sessions and users: threads keep that off the loop.
+        self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
+        # Client messages are published from one thread, so they reach Redis in order.
+        self.publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
+        self._server: asyncio.Server | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Start listening; returns the port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self.hub = Hub(connection_kwargs())
+        self._server = await loop.create_server(
+            lambda: Connection(self), host, port, reuse_port=reuse_port or None, backlog=4096
+        )
+        self._heartbeat = loop.create_task(self._send_heartbeats())
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _send_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SCAN)
+            now = time.monotonic()
+            for connection in list(self.heartbeating):
+                connection.heartbeat(now)
+
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop accepting, close every websocket with 1001, wait at most ``grace`` seconds."""
+        if self._server is not None:
+            self._server.close()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for connection in list(self.connections):
+            connection.going_away()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+        if self.hub is not None:
+            await self.hub.close()
+        self.openers.shutdown(wait=False, cancel_futures=True)
+        self.publisher.shutdown(wait=True)
+
+    def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+        """Publish what a client sent, off the loop and in order."""
+        self.publisher.submit(_publish, subscriber, messages)
+
+
+def _publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+    try:
+        for message in messages:
+            subscriber.publish_message(message)
+    except redis.RedisError as exc:
+        logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
+
+
+class Connection(asyncio.Protocol):
+    """One client: first an HTTP handshake, then a websocket fed by the hub."""
+
+    def __init__(self, server: WebsocketServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.handshake = ServerProtocol()
+        self.relay: FramedRelay | None = None
+        self.subscriber: RedisSubscriber | None = None
+        self.subscription: HubSubscription | None = None
+        self.pending: list[bytes] = []
+        self.dirty = False
+        self.max_buffer = 0
+
+    # -- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            messages = self.relay.receive_data(data)
+            if messages and self.subscriber is not None:
+                self.server.publish(self.subscriber, messages)
+            self._write_protocol_output()
+        elif self.handshake is not None:
+            self._receive_handshake(data)
+
+    def eof_received(self) -> bool | None:
+        if self.relay is not None:
+            self.relay.receive_eof()
+            self._write_protocol_output()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.server.heartbeating.discard(self)
+        self._release()
+        self.pending = []
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _receive_handshake(self, data: bytes) -> None:
+        handshake = self.handshake
+        handshake.receive_data(data)
+        events = handshake.events_received()
+        if not events:
+            self._write(handshake.data_to_send())  # a malformed request just closes
+            return
+        (request,) = events
+        self.handshake = None  # type: ignore[assignment]
+        path = urlsplit(request.path).path
+        if not path.startswith(settings.WEBSOCKET_URL):
+            self._reject(handshake, Rejection(404, f"{path} is not a websocket URL.\n"))
+            return
+        django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(self.server.openers, self._open, django_request)
+        opening.add_done_callback(lambda done: self._opened(handshake, done))
+
+    def _open(self, request: WSGIRequest) -> Rejection | tuple[FramedRelay, RedisSubscriber]:
+        """In a thread: the core decides, then subscribes through the hub."""
+        outcome = open_connection(request)
+        if not isinstance(outcome, Accepted):
+            return outcome
+        try:
+            relay, subscriber = outcome.start(self._subscription)
+        except (redis.RedisError, TimeoutError) as exc:
+            logger.error("Cannot subscribe websocket %s: %s", request.get_full_path(), exc)
+            return Rejection(503, "Redis is unavailable.\n")
+        assert isinstance(relay, FramedRelay)
+        return relay, subscriber
+
+    def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            return
+        outcome = done.result()
+        if isinstance(outcome, Rejection):
+            self._reject(handshake, outcome)
+            return
+        self.relay, self.subscriber = outcome
+        if self.transport is None or self.transport.is_closing():
+            self._release()
+            return
+        self.max_buffer = settings.WS4REDIS_MAX_BUFFER_SIZE
+        if self.relay.heartbeat is not None:
+            self.server.heartbeating.add(self)
+        self._write_protocol_output()  # the 101 response and the persisted messages
+        self.flush()  # what the hub delivered meanwhile
+
+    def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
+        handshake.send_response(handshake.reject(rejection.status, rejection.text))
+        self._write(handshake.data_to_send())
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def push(self, data: bytes, frame: bytes) -> bool:
+        """From the hub: queue a framed message unless the echo rule drops it."""
+        relay = self.relay
+        if relay is not None and not relay.echo and data == relay.last_received:
+            return False
+        self.pending.append(frame)
+        if self.dirty or relay is None:
+            return False  # not open yet: flushed when it opens
+        self.dirty = True
+        return True
+
+    def flush(self) -> None:
+        """Write every pending frame at once; close a client that stopped reading."""
+        self.dirty = False
+        transport, relay = self.transport, self.relay
+        if not self.pending or transport is None or relay is None or transport.is_closing():
+            self.pending = []
+            return
+        transport.writelines(self.pending)
+        self.pending = []
+        relay.last_sent_at = time.monotonic()
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        logger.warning("Closing a websocket that does not read (more than %d bytes waiting)",
+                       self.max_buffer)  # fmt: skip
+        self._release()
+        assert self.relay is not None and self.transport is not None
+        self.relay.fail(CloseCode.POLICY_VIOLATION, "client does not read")
+        self._write_protocol_output()
+        asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, self.transport.abort)
+
+    def _write_protocol_output(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        if relay.closing:
+            self._release()
+            # The close frame waits until Redis confirmed the unsubscribe: a client that
+            # saw its close answered is no longer counted as a receiver.
+            released = self.subscription.released if self.subscription else None
+            if released is not None and not released.done():
+                released.add_done_callback(lambda _: self._write_protocol_output())
+                return
+        self._write(relay.data_to_send())
+
+    def _write(self, chunks: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        for chunk in chunks:
+            if chunk:
+                transport.write(chunk)
+            else:
+                transport.close()
+                return
+
+    def _subscription(self) -> HubSubscription:
+        """The subscriber's subscription: this connection, registered with the hub."""
+        assert self.server.hub is not None
+        self.subscription = HubSubscription(self.server.hub, self)
+        return self.subscription
+
+    def _release(self) -> None:
+        if self.subscriber is not None:
+            self.subscriber.release()
+
+    # -- server-driven -------------------------------------------------------------------------
+
+    def heartbeat(self, now: float) -> None:
+        relay = self.relay
+        if relay is not None and not relay.closing:
+            relay.tick(now)
+            self._write_protocol_output()
+
+    def going_away(self) -> None:
+        if self.relay is not None:
+            self.relay.close(CloseCode.GOING_AWAY, "server shutting down")
+            self._write_protocol_output()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def serve(host: str, port: int, *, reuse_port: bool = False, ready: Any = None) -> None:
+    """Run one server until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    install_signal_handlers(loop, stop)
+    server = WebsocketServer()
+    bound = await server.start(host, port, reuse_port=reuse_port)
+    logger.info("ws4redis websocket server listening on %s:%d", host, bound)
+    if ready is not None:
+        ready(bound)
+    await stop.wait()
+    logger.info("Shutting down: closing %d websocket(s)", len(server.connections))
+    await server.shutdown()
+
+
+def bind_check(host: str, port: int) -> None:
+    """Fail early and clearly when the address is taken (before forking workers)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+
+
+def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
+    """Run one server process to the end, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(host, port, reuse_port=reuse_port))

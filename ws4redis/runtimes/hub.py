@@ -1,0 +1,214 @@
+"""One Redis subscription per process, shared by every websocket of an asyncio runtime.
+
+The original opened a Redis connection per websocket. Here a process has one: a channel is
+subscribed when its first local websocket needs it and unsubscribed when the last one
+leaves. A message is framed once and the same bytes are handed to every local subscriber;
+all the frames a websocket gets from one read of Redis go out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import redis.asyncio
+import redis.exceptions
+
+from ws4redis.core.relay import Relay, frame_message
+from ws4redis.subscriber import CONFIRM_WAIT
+
+logger = logging.getLogger("ws4redis.hub")
+
+RECONNECT_MIN = 0.1
+RECONNECT_MAX = 10.0
+
+
+class Sink(Protocol):
+    """A local websocket as the hub sees it."""
+
+    relay: Relay
+
+    def push(self, data: bytes, frame: bytes) -> bool:
+        """Take a message (raw and framed); True when the sink needs a :meth:`flush`."""
+        ...
+
+    def flush(self) -> None:
+        """Write what was pushed since the last flush."""
+        ...
+
+
+class Hub:
+    """The process's Redis subscription and the local websockets listening on each channel."""
+
+    def __init__(self, connection_kwargs: dict[str, Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._pubsub = redis.asyncio.Redis(**connection_kwargs).pubsub()
+        self._sinks: dict[bytes, set[Sink]] = {}
+        self._confirmations: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
+        self._lock = asyncio.Lock()
+        self._dirty: list[Sink] = []
+        self._flush_scheduled = False
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- membership ------------------------------------------------------------------------
+
+    async def add(self, sink: Sink, channels: list[str]) -> None:
+        """Deliver ``channels`` to ``sink``; returns once Redis confirmed new subscriptions."""
+        new = []
+        for name in channels:
+            key = name.encode()
+            sinks = self._sinks.setdefault(key, set())
+            if not sinks:
+                new.append(key)
+            sinks.add(sink)
+        if new:
+            await self._subscribe(new)
+
+    def remove(self, sink: Sink, channels: list[str]) -> asyncio.Future[None] | None:
+        """Stop delivering ``channels`` to ``sink``. Channels nobody wants any more are
+        unsubscribed; the returned future ends when Redis confirmed that."""
+        gone = []
+        for name in channels:
+            key = name.encode()
+            sinks = self._sinks.get(key)
+            if sinks is not None:
+                sinks.discard(sink)
+                if not sinks:
+                    del self._sinks[key]
+                    gone.append(key)
+        return self.loop.create_task(self._unsubscribe(gone)) if gone else None
+
+    def _expect(self, kind: bytes, keys: list[bytes]) -> list[asyncio.Future[None]]:
+        """Futures resolved by the reader when Redis confirms ``kind`` for each key."""
+        return [self._confirmations.setdefault((kind, k), self.loop.create_future()) for k in keys]
+
+    async def _subscribe(self, keys: list[bytes]) -> None:
+        # The lock orders SUBSCRIBE and UNSUBSCRIBE as the sinks came and went.
+        async with self._lock:
+            keys = [k for k in keys if k in self._sinks and k not in self._pubsub.channels]
+            if not keys:
+                return
+            confirmed = self._expect(b"subscribe", keys)
+            await self._pubsub.subscribe(*keys)
+            if self._reader is None:
+                self._reader = self.loop.create_task(self._read_forever())
+        await asyncio.wait_for(asyncio.gather(*confirmed), CONFIRM_WAIT)
+
+    async def _unsubscribe(self, keys: list[bytes]) -> None:
+        try:
+            async with self._lock:
+                keys = [k for k in keys if k not in self._sinks and k in self._pubsub.channels]
+                if not keys:
+                    return
+                confirmed = self._expect(b"unsubscribe", keys)
+                await self._pubsub.unsubscribe(*keys)
+            await asyncio.wait_for(asyncio.gather(*confirmed), CONFIRM_WAIT)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            logger.warning("UNSUBSCRIBE failed (%s); dropped locally", exc)
+            for key in keys:  # so that a reconnect does not subscribe them again
+                self._pubsub.channels.pop(key, None)
+
+    @property
+    def channels(self) -> list[bytes]:
+        """Channels with at least one local websocket."""
+        return list(self._sinks)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        """Read Redis forever; after a lost connection, reconnect with backoff.
+
+        redis-py resubscribes every channel when the connection comes back.
+        """
+        delay = RECONNECT_MIN
+        failed = False
+        while True:
+            try:
+                reply = await self._pubsub.parse_response(block=True)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                if not failed:
+                    logger.warning("Lost the Redis subscription connection; reconnecting")
+                failed = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            if failed:
+                logger.warning("Redis is back; %d channels resubscribed", len(self._sinks))
+                failed, delay = False, RECONNECT_MIN
+            if reply[0] == b"message":
+                self._fan_out(reply[1], reply[2])
+            else:
+                await self._pubsub.handle_message(reply)
+                future = self._confirmations.pop((reply[0], reply[1]), None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    def _fan_out(self, channel: bytes, data: bytes) -> None:
+        sinks = self._sinks.get(channel)
+        if not sinks:
+            return
+        frame = frame_message(data)
+        dirty = self._dirty
+        for sink in sinks:
+            if sink.push(data, frame):
+                dirty.append(sink)
+        if dirty and not self._flush_scheduled:
+            # Runs once the reader has drained every reply hiredis already parsed.
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for sink in dirty:
+            sink.flush()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._pubsub.aclose()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class HubSubscription:
+    """The subscription of one websocket's subscriber when a :class:`Hub` serves the process.
+
+    Same surface as redis-py's ``PubSub`` as far as :class:`RedisSubscriber` uses it.
+    ``subscribe`` runs in the thread that opens the websocket and waits for the hub;
+    ``unsubscribe`` runs on the loop and leaves in ``released`` when Redis confirmed it.
+    """
+
+    def __init__(self, hub: Hub, sink: Sink) -> None:
+        self.hub = hub
+        self.sink = sink
+        self.channels: dict[str, None] = {}
+        self.released: asyncio.Future[None] | None = None
+
+    def subscribe(self, *channels: str | bytes) -> None:
+        names = [c.decode() if isinstance(c, bytes) else c for c in channels]
+        self.channels.update(dict.fromkeys(names))
+        adding = self.hub.add(self.sink, names)
+        if _on_loop(self.hub.loop):
+            self.hub.loop.create_task(adding)
+        else:
+            asyncio.run_coroutine_threadsafe(adding, self.hub.loop).result(CONFIRM_WAIT * 2)
+
+    def unsubscribe(self, *channels: str | bytes) -> None:
+        names = [c.decode() if isinstance(c, bytes) else c for c in channels]
+        names = names or list(self.channels)
+        for name in names:
+            self.channels.pop(name, None)
+        if _on_loop(self.hub.loop):
+            self.released = self.hub.remove(self.sink, names)
+        else:
+            self.hub.loop.call_soon_threadsafe(self.hub.remove, self.sink, names)
+
+    def close(self) -> None:
+        self.unsubscribe()
