@@ -18,7 +18,7 @@ from ws4redis import settings as ws_settings
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_pool import get_redis
-from ws4redis.runtimes.asyncio_server import WebsocketServer
+from ws4redis.runtimes.asyncio_server import WebsocketServer, new_event_loop
 
 FACILITY = "unittest"
 
@@ -67,29 +67,50 @@ class Server:
         return websocket.create_connection(self.url(query, facility), **kwargs)
 
 
-@pytest.fixture(scope="session")
-def asyncio_server(redis_server) -> Iterator[str]:
-    """The production server (``runwebsocket``'s), in a thread of this process so that
-    ``override_settings`` reaches it. Yields its ws:// base URL."""
+@dataclass
+class InProcessServer:
+    """A :class:`WebsocketServer` running on its own loop in a thread of this process."""
+
+    server: WebsocketServer
+    loop: asyncio.AbstractEventLoop
+    port: int
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def in_process_server() -> Iterator[InProcessServer]:
+    """Run the production server in a thread, so that ``override_settings`` reaches it."""
     started: dict = {}
     ready = threading.Event()
 
     def run() -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         server = WebsocketServer()
-        started.update(loop=loop, server=server)
-        started["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
+        port = loop.run_until_complete(server.start("127.0.0.1", 0))
+        started["running"] = InProcessServer(server, loop, port)
         ready.set()
         loop.run_forever()
 
     thread = threading.Thread(target=run, name="asyncio-server", daemon=True)
     thread.start()
     assert ready.wait(10), "the asyncio server did not start"
-    yield f"ws://127.0.0.1:{started['port']}"
-    loop = started["loop"]
-    asyncio.run_coroutine_threadsafe(started["server"].shutdown(grace=1), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    running = started["running"]
+    try:
+        yield running
+    finally:
+        shutdown = running.server.shutdown(grace=1)
+        asyncio.run_coroutine_threadsafe(shutdown, running.loop).result(10)
+        running.loop.call_soon_threadsafe(running.loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def asyncio_server(redis_server) -> Iterator[InProcessServer]:
+    with in_process_server() as running:
+        yield running
 
 
 RUNTIMES = ["runserver", "asyncio"]
@@ -102,7 +123,7 @@ def server(request, live_server, rdb) -> Iterator[Server]:
     if request.param == "runserver":
         ws_base = live_server.url.replace("http:", "ws:", 1)
     else:
-        ws_base = request.getfixturevalue("asyncio_server")
+        ws_base = request.getfixturevalue("asyncio_server").ws_base
     yield Server(request.param, live_server.url, ws_base)
 
 

@@ -340,13 +340,16 @@ def bind_check(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
-    """Run one server process to the end, on uvloop when it is installed."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (``pip install ws4redis[fast]``), else asyncio's."""
     try:
         import uvloop
     except ImportError:
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
+    """Run one server process to the end."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve(host, port, reuse_port=reuse_port))

@@ -13,7 +13,9 @@ import logging
 from typing import Any, Protocol
 
 import redis.asyncio
+import redis.asyncio.retry
 import redis.exceptions
+from redis.backoff import NoBackoff
 
 from ws4redis.core.relay import Relay, frame_message
 from ws4redis.subscriber import CONFIRM_WAIT
@@ -43,7 +45,11 @@ class Hub:
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
-        self._pubsub = redis.asyncio.Redis(**connection_kwargs).pubsub()
+        # No retries inside redis-py: a lost connection surfaces at once, and the reader
+        # below reconnects with its own backoff and says so in the log.
+        no_retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
+        self._pubsub = redis.asyncio.Redis(**connection_kwargs, retry=no_retry).pubsub()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._sinks: dict[bytes, set[Sink]] = {}
         self._confirmations: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
@@ -77,7 +83,12 @@ class Hub:
                 if not sinks:
                     del self._sinks[key]
                     gone.append(key)
-        return self.loop.create_task(self._unsubscribe(gone)) if gone else None
+        if not gone:
+            return None
+        task = self.loop.create_task(self._unsubscribe(gone))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _expect(self, kind: bytes, keys: list[bytes]) -> list[asyncio.Future[None]]:
         """Futures resolved by the reader when Redis confirms ``kind`` for each key."""
@@ -165,6 +176,9 @@ class Hub:
             sink.flush()
 
     async def close(self) -> None:
+        """Give pending unsubscribes a moment, then drop the Redis connection."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CONFIRM_WAIT)
         if self._reader is not None:
             self._reader.cancel()
         await self._pubsub.aclose()
