@@ -115,9 +115,9 @@ class WebsocketServer:
         self.openers.shutdown(wait=False, cancel_futures=True)
         self.publisher.shutdown(wait=True)
 
-    def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+    def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> asyncio.Future[None]:
         """Publish what a client sent, off the loop and in order."""
-        self.publisher.submit(_publish, subscriber, messages)
+        return asyncio.wrap_future(self.publisher.submit(_publish, subscriber, messages))
 
 
 def _publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
@@ -138,6 +138,7 @@ class Connection(asyncio.Protocol):
         self.relay: FramedRelay | None = None
         self.subscriber: RedisSubscriber | None = None
         self.subscription: HubSubscription | None = None
+        self.last_publish: asyncio.Future[None] | None = None
         self.pending: list[bytes] = []
         self.dirty = False
         self.max_buffer = 0
@@ -152,7 +153,7 @@ class Connection(asyncio.Protocol):
         if self.relay is not None:
             messages = self.relay.receive_data(data)
             if messages and self.subscriber is not None:
-                self.server.publish(self.subscriber, messages)
+                self.last_publish = self.server.publish(self.subscriber, messages)
             self._write_protocol_output()
         elif self.handshake is not None:
             self._receive_handshake(data)
@@ -263,11 +264,14 @@ class Connection(asyncio.Protocol):
         assert relay is not None
         if relay.closing:
             self._release()
-            # The close frame waits until Redis confirmed the unsubscribe: a client that
-            # saw its close answered is no longer counted as a receiver.
+            # The close frame waits until Redis confirmed the unsubscribe and published what
+            # the client sent: once a client saw its close answered, its messages are in
+            # Redis and it is no longer counted as a receiver.
             released = self.subscription.released if self.subscription else None
-            if released is not None and not released.done():
-                released.add_done_callback(lambda _: self._write_protocol_output())
+            waiting = [f for f in (released, self.last_publish) if f is not None and not f.done()]
+            if waiting:
+                gathered = asyncio.gather(*waiting, return_exceptions=True)
+                gathered.add_done_callback(lambda _: self._write_protocol_output())
                 return
         self._write(relay.data_to_send())
 
