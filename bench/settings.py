@@ -1,0 +1,34 @@
+"""Django settings for the benchmark servers: ws4redis, and Django Channels to compare."""
+
+import os
+import tempfile
+
+SECRET_KEY = "benchmark-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "ws4redis",
+    "channels",
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "ws4redis-bench.sqlite3"),
+    }
+}
+USE_TZ = True
+REDIS_HOST = os.environ.get("REDIS_HOST", "localhost")
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+WS4REDIS_CONNECTION = {"host": REDIS_HOST, "port": REDIS_PORT}
+WS4REDIS_EXPIRE = 0
+WS4REDIS_PREFIX = "bench"
+ASGI_APPLICATION = "bench.channels_asgi.application"
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [f"redis://{REDIS_HOST}:{REDIS_PORT}/0"]},
+    }
+}
