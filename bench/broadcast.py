@@ -227,6 +227,7 @@ def stop(server: Server) -> None:
 
 # -- workloads ---------------------------------------------------------------------------
 
+
 class Numbers:
     """Hands out message numbers, so that every published message is told apart."""
 
@@ -291,9 +292,7 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
     try:
         for clients in counts:
             more = clients - len(transports)
-            transports += await connect_clients(
-                "127.0.0.1", server.port, server.path, more, tally
-            )
+            transports += await connect_clients("127.0.0.1", server.port, server.path, more, tally)
             await asyncio.sleep(1)  # let the server settle after the handshakes
             rss = rss_bytes(server.process.pid)
             runs = [await burst(server, tally, clients, args.messages) for _ in range(args.runs)]
@@ -304,9 +303,7 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
             }
             print(f"  {server.name} {clients} clients: {results[clients]}", flush=True)
             if clients == args.latency_clients:
-                results["latency"] = await steady(
-                    server, tally, clients, args.rate, args.seconds
-                )
+                results["latency"] = await steady(server, tally, clients, args.rate, args.seconds)
                 print(f"  {server.name} latency: {results['latency']}", flush=True)
     finally:
         for transport in transports:
@@ -348,9 +345,7 @@ def main() -> None:
         theirs: dict = {}
         if not args.skip_channels:
             print("Django Channels (uvicorn + RedisPubSubChannelLayer, core 0):", flush=True)
-            theirs = runner.run(
-                run_server(channels_server(), args, [args.channels_clients])
-            )
+            theirs = runner.run(run_server(channels_server(), args, [args.channels_clients]))
     report(args, ours, theirs)
 
 

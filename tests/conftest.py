@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -113,18 +115,55 @@ def asyncio_server(redis_server) -> Iterator[InProcessServer]:
         yield running
 
 
-RUNTIMES = ["runserver", "asyncio"]
+@pytest.fixture(scope="session")
+def asgi_server(redis_server) -> Iterator[str]:
+    """``ws4redis.asgi.application`` under uvicorn, in a thread of this process."""
+    import uvicorn
+
+    from ws4redis.asgi import application as asgi_application
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(asgi_application, log_level="warning", lifespan="on")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    uvicorn_server.should_exit = True
+    thread.join(10)
 
 
-@pytest.fixture(params=RUNTIMES)
-def server(request, live_server, rdb) -> Iterator[Server]:
-    """The application under every websocket runtime; pages always come from Django."""
+SOCKET_RUNTIMES = ["runserver", "asyncio"]
+"""Runtimes that own the socket, and so the handshake and the close handshake."""
+
+
+def _server(request, live_server) -> Server:
     live_server.thread.httpd.set_app(application)
-    if request.param == "runserver":
+    runtime = request.param
+    if runtime == "runserver":
         ws_base = live_server.url.replace("http:", "ws:", 1)
-    else:
+    elif runtime == "asyncio":
         ws_base = request.getfixturevalue("asyncio_server").ws_base
-    yield Server(request.param, live_server.url, ws_base)
+    else:
+        ws_base = request.getfixturevalue("asgi_server")
+    return Server(runtime, live_server.url, ws_base)
+
+
+@pytest.fixture(params=[*SOCKET_RUNTIMES, "asgi"])
+def server(request, live_server, rdb) -> Server:
+    """The application under every websocket runtime; pages always come from Django."""
+    return _server(request, live_server)
+
+
+@pytest.fixture(params=SOCKET_RUNTIMES)
+def socket_server(request, live_server, rdb) -> Server:
+    """Runtimes whose handshake and close handshake are ours. Under ASGI the server answers
+    them itself: its statuses, and a close answered before the app has seen it."""
+    return _server(request, live_server)
 
 
 @pytest.fixture

@@ -40,19 +40,21 @@ def http_get(server: Server, **changes: str | None) -> requests.Response:
     return requests.get(http_url(server), headers=upgrade_headers(**changes), timeout=10)
 
 
-def test_plain_get_is_told_to_upgrade(server):
-    response = requests.get(http_url(server), timeout=10)
+def test_plain_get_is_told_to_upgrade(socket_server):
+    response = requests.get(http_url(socket_server), timeout=10)
     assert response.status_code == 400
     assert "upgrade to a websocket" in response.text
 
 
-def test_post_is_refused(server):
-    response = requests.post(http_url(server), headers=upgrade_headers(), data={}, timeout=10)
+def test_post_is_refused(socket_server):
+    response = requests.post(
+        http_url(socket_server), headers=upgrade_headers(), data={}, timeout=10
+    )
     assert response.status_code == 400
 
 
-def test_missing_version_is_426(server):
-    assert http_get(server, **{"Sec-WebSocket-Version": None}).status_code == 426
+def test_missing_version_is_426(socket_server):
+    assert http_get(socket_server, **{"Sec-WebSocket-Version": None}).status_code == 426
 
 
 @pytest.mark.parametrize(
@@ -65,14 +67,14 @@ def test_missing_version_is_426(server):
     ],
     ids=["unsupported-version", "missing-key", "malformed-key", "short-key"],
 )
-def test_bad_version_or_key_is_400(server, changes):
-    assert http_get(server, **changes).status_code == 400
+def test_bad_version_or_key_is_400(socket_server, changes):
+    assert http_get(socket_server, **changes).status_code == 400
 
 
-def test_permission_denied_by_dotted_path_callback_is_403(server):
+def test_permission_denied_by_dotted_path_callback_is_403(socket_server):
     # tests.settings names tests.callbacks.deny_on_header by its dotted path.
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        server.connect("subscribe-broadcast", header=["Deny-Channels: YES"])
+        socket_server.connect("subscribe-broadcast", header=["Deny-Channels: YES"])
     assert refused.value.status_code == 403
 
 
@@ -80,60 +82,60 @@ def deny_everything(request, channels):
     raise PermissionDenied("not you")
 
 
-def test_permission_denied_by_callable_is_403(server):
+def test_permission_denied_by_callable_is_403(socket_server):
     with override_settings(WS4REDIS_ALLOWED_CHANNELS=deny_everything):
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            server.connect("subscribe-broadcast")
+            socket_server.connect("subscribe-broadcast")
     assert refused.value.status_code == 403
 
 
-def test_unexpected_error_is_500_and_logged(server, caplog):
+def test_unexpected_error_is_500_and_logged(socket_server, caplog):
     def broken(request, channels):
         raise RuntimeError("callback bug")
 
     with override_settings(WS4REDIS_ALLOWED_CHANNELS=broken), caplog.at_level(logging.ERROR):
         with pytest.raises(websocket.WebSocketBadStatusException) as failed:
-            server.connect("subscribe-broadcast")
+            socket_server.connect("subscribe-broadcast")
     assert failed.value.status_code == 500
     assert "callback bug" in caplog.text
 
 
-def test_foreign_origin_is_403(server):
+def test_foreign_origin_is_403(socket_server):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        server.connect("subscribe-broadcast", origin="http://evil.example")
+        socket_server.connect("subscribe-broadcast", origin="http://evil.example")
     assert refused.value.status_code == 403
 
 
-def test_own_origin_and_no_origin_are_allowed(server):
-    host = urlsplit(server.ws_base).netloc
+def test_own_origin_and_no_origin_are_allowed(socket_server):
+    host = urlsplit(socket_server.ws_base).netloc
     for kwargs in ({"origin": f"http://{host}"}, {"suppress_origin": True}):
-        ws = server.connect("subscribe-broadcast", **kwargs)
+        ws = socket_server.connect("subscribe-broadcast", **kwargs)
         assert ws.connected
         ws.close()
 
 
-def test_allowed_origins_setting_replaces_allowed_hosts(server):
+def test_allowed_origins_setting_replaces_allowed_hosts(socket_server):
     with override_settings(WS4REDIS_ALLOWED_ORIGINS=["https://app.example"]):
-        ws = server.connect("subscribe-broadcast", origin="https://app.example")
+        ws = socket_server.connect("subscribe-broadcast", origin="https://app.example")
         ws.close()
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            server.connect("subscribe-broadcast", origin=server.http_url)
+            socket_server.connect("subscribe-broadcast", origin=socket_server.http_url)
     assert refused.value.status_code == 403
 
 
-def test_first_offered_subprotocol_is_chosen(server):
-    ws = server.connect("subscribe-broadcast", subprotocols=["unittestprotocol", "other"])
+def test_first_offered_subprotocol_is_chosen(socket_server):
+    ws = socket_server.connect("subscribe-broadcast", subprotocols=["unittestprotocol", "other"])
     assert ws.headers["sec-websocket-protocol"] == "unittestprotocol"
     ws.close()
-    ws = server.connect("subscribe-broadcast")
+    ws = socket_server.connect("subscribe-broadcast")
     assert "sec-websocket-protocol" not in ws.headers
     ws.close()
 
 
-def test_only_frames_follow_the_upgrade(server):
+def test_only_frames_follow_the_upgrade(socket_server):
     """After the 101 nothing but websocket frames may reach the client: here, exactly the
     answer to its close frame, then EOF."""
-    url = urlsplit(server.ws_base)
+    url = urlsplit(socket_server.ws_base)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         lines = [f"GET /ws/{FACILITY}?subscribe-broadcast HTTP/1.1", f"Host: {url.netloc}"]
         lines += [f"{k}: {v}" for k, v in upgrade_headers().items()]

@@ -34,8 +34,8 @@ def test_published_while_connected_arrives(server, rdb):
     assert receivers == {f"ws4redis:broadcast:{FACILITY}": 1}
 
 
-def test_publish_from_client_is_persisted_with_expiry(server, rdb):
-    with connected(server, "publish-broadcast") as ws:
+def test_publish_from_client_is_persisted_with_expiry(socket_server, rdb):
+    with connected(socket_server, "publish-broadcast") as ws:
         ws.send(MESSAGE)
     key = f"ws4redis:broadcast:{FACILITY}"
     assert rdb.get(key) == MESSAGE.encode()
@@ -162,20 +162,20 @@ def test_anonymous_gets_no_user_or_group_channels(server, rdb, users):
 
 
 @pytest.mark.parametrize("audience", ["user", "group", "session"])
-def test_publish_from_client_to_own_audience(server, rdb, users, rf, audience):
+def test_publish_from_client_to_own_audience(socket_server, rdb, users, rf, audience):
     john = login("john")
-    with connected(server, f"publish-{audience}", header=[session_cookie(john)]) as ws:
+    with connected(socket_server, f"publish-{audience}", header=[session_cookie(john)]) as ws:
         ws.send(MESSAGE)
     request = rf.get("/")
     request.user, request.session = users["john"], john.session
     assert RedisPublisher().fetch_message(request, FACILITY, audience) == MESSAGE.encode()
 
 
-def test_receiver_count_drops_when_socket_closes(server, rdb, users):
+def test_receiver_count_drops_when_socket_closes(socket_server, rdb, users):
     john = login("john")
     publisher = RedisPublisher(facility=FACILITY, sessions=[john.session.session_key])
     channel = f"ws4redis:session:{john.session.session_key}:{FACILITY}"
-    ws = server.connect("subscribe-session", header=[session_cookie(john)])
+    ws = socket_server.connect("subscribe-session", header=[session_cookie(john)])
     assert publisher.publish_message(MESSAGE) == {channel: 1}
     ws.close()
     assert publisher.publish_message(MESSAGE) == {channel: 0}
@@ -250,7 +250,7 @@ def test_client_close_is_answered_with_its_code(server, rdb, code, caplog):
     assert "ERROR" not in caplog.text
 
 
-def test_close_releases_subscription(server, rdb, monkeypatch):
+def test_close_releases_subscription(socket_server, rdb, monkeypatch):
     released = []
     original = RedisSubscriber.release
 
@@ -259,7 +259,7 @@ def test_close_releases_subscription(server, rdb, monkeypatch):
         original(self)
 
     monkeypatch.setattr(RedisSubscriber, "release", spy)
-    ws = server.connect("subscribe-broadcast")
+    ws = socket_server.connect("subscribe-broadcast")
     ws.close()
     assert [f"ws4redis:broadcast:{FACILITY}"] in released
     assert rdb.pubsub_numsub(f"ws4redis:broadcast:{FACILITY}") == [

@@ -1,0 +1,198 @@
+"""Websockets under any ASGI server (uvicorn, daphne, hypercorn), next to Django's pages.
+
+The ASGI server owns the socket, the handshake and the framing; this adapter only turns its
+events into the core's decisions. Websockets of one event loop share a
+:class:`~ws4redis.runtimes.hub.Hub`, as under ``runwebsocket``; the difference is a small
+send task per websocket while it has messages queued, since ASGI offers no transport to
+write to directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+
+from ws4redis import settings
+from ws4redis.core.handshake import Rejection
+from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.relay import Relay, is_text
+from ws4redis.redis_pool import connection_kwargs
+from ws4redis.runtimes.hub import Hub, HubSubscription
+from ws4redis.subscriber import RedisSubscriber
+
+logger = logging.getLogger("ws4redis.asgi")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ASGISink:
+    """A websocket as the hub sees it: messages queue in the relay's outbox until sent."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.relay: Relay | None = None
+        self.dirty = False
+        self._sending: asyncio.Task[None] | None = None
+
+    def push(self, data: bytes, frame: bytes) -> bool:
+        relay = self.relay
+        if relay is None or not relay.wants(data):
+            return False
+        relay.outbox.append(data)
+        if self.dirty:
+            return False
+        self.dirty = True
+        return True
+
+    def flush(self) -> None:
+        self.dirty = False
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        outbox = relay.outbox
+        while outbox:
+            message = outbox.pop(0)
+            if is_text(message):
+                await self.send({"type": "websocket.send", "text": message.decode()})
+            else:
+                await self.send({"type": "websocket.send", "bytes": message})
+            relay.note_sent(time.monotonic())
+
+
+class ASGIApplication:
+    """``ws4redis.asgi.application``: websockets under ``WEBSOCKET_URL``, Django for the rest."""
+
+    def __init__(self) -> None:
+        self._django: ASGIHandler | None = None
+        self._hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+        # Client messages are published from one thread, so they reach Redis in order.
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            if self._django is None:
+                self._django = ASGIHandler()
+            await self._django(scope, receive, send)
+
+    def _hub(self) -> Hub:
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = self._hubs[loop] = Hub(connection_kwargs())
+        return hub
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                hub = self._hubs.pop(asyncio.get_running_loop(), None)
+                if hub is not None:
+                    await hub.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if not scope["path"].startswith(settings.WEBSOCKET_URL):
+            await _reject(scope, send, Rejection(404, f"{scope['path']} is not a websocket URL.\n"))
+            return
+        loop = asyncio.get_running_loop()
+        request = ASGIRequest({**scope, "method": "GET"}, io.BytesIO())
+        opening = functools.partial(open_connection, request, framing=False)
+        outcome = await loop.run_in_executor(None, opening)
+        if not isinstance(outcome, Accepted):
+            await _reject(scope, send, outcome)
+            return
+        sink = ASGISink(send)
+        hub = self._hub()
+        try:
+            relay, subscriber = await loop.run_in_executor(
+                None, outcome.start, lambda: HubSubscription(hub, sink)
+            )
+        except (redis.RedisError, TimeoutError) as exc:
+            logger.error("Cannot subscribe websocket %s: %s", scope["path"], exc)
+            await _reject(scope, send, Rejection(503, "Redis is unavailable.\n"))
+            return
+        offered = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        sink.relay = relay
+        sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
+        try:
+            await self._relay(receive, send, relay, subscriber, sink)
+        finally:
+            subscriber.release()
+
+    async def _relay(
+        self,
+        receive: Receive,
+        send: Send,
+        relay: Relay,
+        subscriber: RedisSubscriber,
+        sink: ASGISink,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        max_size = settings.WS4REDIS_MAX_MESSAGE_SIZE
+        while True:
+            due = relay.next_heartbeat()
+            timeout = None if due is None else max(due - time.monotonic(), 0)
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                relay.tick(time.monotonic())
+                sink.flush()
+                continue
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            text = message.get("text")
+            data = text.encode() if text is not None else message.get("bytes") or b""
+            if len(data) > max_size:
+                await send({"type": "websocket.close", "code": 1009, "reason": "message too big"})
+                return
+            if relay.accept(data):
+                loop.run_in_executor(self._publisher, _publish, subscriber, data)
+
+
+def _publish(subscriber: RedisSubscriber, message: bytes) -> None:
+    try:
+        subscriber.publish_message(message)
+    except redis.RedisError as exc:
+        logger.warning("Dropped a client message, Redis failed: %s", exc)
+
+
+async def _reject(scope: Scope, send: Send, rejection: Rejection) -> None:
+    """An HTTP answer where the server supports it (the websocket.http.response extension),
+    else a close before accepting, which servers answer with 403."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": rejection.status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": rejection.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
