@@ -17,6 +17,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ def start_process(command: list[str], ready_text: str) -> subprocess.Popen:
     )
     for line in process.stderr:  # type: ignore[union-attr]
         if ready_text in line:
+            # Keep reading its log, or the server blocks once the pipe is full.
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
             return process
     raise SystemExit(f"{command[0]} did not start: exit {process.wait()}")
 

@@ -18,8 +18,13 @@ setup_venv() {
     local stamp="$VENV/.installed-$1-$(sha1sum "$ROOT/pyproject.toml" | cut -c1-12)"
     if [ ! -f "$stamp" ]; then
         say "Installing ws4redis[$1] into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e "$ROOT[$1]" 'django~=5.2.0'
+        local log="$VENV/pip-install.log"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+            "$VENV/bin/python" -m pip install -e "$ROOT[$1]" 'django~=5.2.0'; } >"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            say "Installing failed; the whole log is in $log"
+            exit 1
+        fi
         touch "$stamp"
     fi
 }

@@ -1,5 +1,7 @@
 """Callbacks named by dotted path in the test settings."""
 
+import threading
+
 from django.core.exceptions import PermissionDenied
 
 
@@ -15,3 +17,13 @@ def token_identity(request):
     from django.contrib.auth.models import User
 
     request.user = User.objects.get(username=request.GET["token"])
+
+
+GATE = threading.Event()
+
+
+def gated_identity(request):
+    """A WS4REDIS_PROCESS_REQUEST whose lookup, for ``?gated``, waits for ``GATE``: a stand-in
+    for a slow session store or database."""
+    if "gated" in request.GET:
+        GATE.wait(30)

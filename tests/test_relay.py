@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import websocket
 from django.test import override_settings
 
+from tests import callbacks
 from tests.conftest import (
     FACILITY,
     connected,
@@ -318,3 +321,20 @@ def test_websocket_url_override(server, rdb):
         with pytest.raises(websocket.WebSocketBadStatusException) as not_a_socket:
             server.connect("subscribe-broadcast")  # /ws/ is an ordinary (missing) page now
     assert not_a_socket.value.status_code == 404
+
+
+def test_slow_identity_lookup_does_not_block_other_websockets(server, rdb):
+    opened = []
+    callbacks.GATE.clear()
+    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.callbacks.gated_identity"):
+        gated = threading.Thread(target=lambda: opened.append(server.connect("gated")))
+        gated.start()
+        try:
+            with connected(server, "subscribe-broadcast") as ws:
+                RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
+                assert ws.recv() == MESSAGE
+            assert gated.is_alive()  # still inside its lookup, yet the other websocket worked
+        finally:
+            callbacks.GATE.set()
+            gated.join(30)
+    opened[0].close()

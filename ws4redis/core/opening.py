@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from importlib import import_module
 
+import redis
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
@@ -84,14 +85,26 @@ class Accepted:
     protocol: ServerProtocol | None = None
     response: Response | None = None
 
-    def start(self, pubsub_factory: PubSubFactory | None = None) -> tuple[Relay, RedisSubscriber]:
+    def start(
+        self, pubsub_factory: PubSubFactory | None = None
+    ) -> tuple[Relay, RedisSubscriber] | Rejection:
         """Subscribe, then queue the handshake response and the persisted messages.
 
         Blocking Redis I/O for the default subscriber: asyncio runtimes call it in a thread.
         ``pubsub_factory`` lets a runtime put its own subscription (a shared hub) behind the
-        subscriber instead of one Redis connection per websocket. If subscribing fails
-        nothing has been queued, so the runtime can still answer with an HTTP error.
+        subscriber instead of one Redis connection per websocket. Never raises: when
+        subscribing fails nothing has been queued, and the runtime answers the Rejection.
         """
+        try:
+            return self._start(pubsub_factory)
+        except (redis.RedisError, TimeoutError) as exc:
+            logger.error("Cannot subscribe websocket %s: %s", self.request.get_full_path(), exc)
+            return Rejection(503, "Redis is unavailable.\n")
+        except Exception:
+            logger.exception("Cannot start websocket %s", self.request.get_full_path())
+            return Rejection(500, "The websocket could not be opened; see the server log.\n")
+
+    def _start(self, pubsub_factory: PubSubFactory | None) -> tuple[Relay, RedisSubscriber]:
         subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
         subscriber: RedisSubscriber = subscriber_class(get_redis())
         if pubsub_factory is not None:

@@ -126,14 +126,13 @@ class ASGIApplication:
             return
         sink = ASGISink(send)
         hub = self._hub()
-        try:
-            relay, subscriber = await loop.run_in_executor(
-                None, outcome.start, lambda: HubSubscription(hub, sink)
-            )
-        except (redis.RedisError, TimeoutError) as exc:
-            logger.error("Cannot subscribe websocket %s: %s", scope["path"], exc)
-            await _reject(scope, send, Rejection(503, "Redis is unavailable.\n"))
+        started = await loop.run_in_executor(
+            None, outcome.start, lambda: HubSubscription(hub, sink)
+        )
+        if isinstance(started, Rejection):
+            await _reject(scope, send, started)
             return
+        relay, subscriber = started
         offered = scope.get("subprotocols") or []
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
         sink.relay = relay

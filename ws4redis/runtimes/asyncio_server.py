@@ -196,11 +196,10 @@ class Connection(asyncio.Protocol):
         outcome = open_connection(request)
         if not isinstance(outcome, Accepted):
             return outcome
-        try:
-            relay, subscriber = outcome.start(self._subscription)
-        except (redis.RedisError, TimeoutError) as exc:
-            logger.error("Cannot subscribe websocket %s: %s", request.get_full_path(), exc)
-            return Rejection(503, "Redis is unavailable.\n")
+        started = outcome.start(self._subscription)
+        if isinstance(started, Rejection):
+            return started
+        relay, subscriber = started
         assert isinstance(relay, FramedRelay)
         return relay, subscriber
 

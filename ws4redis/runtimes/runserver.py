@@ -44,12 +44,11 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
             Rejection(500, "This server cannot hand over its socket; run `runwebsocket`.\n"),
             start_response,
         )
-    try:
-        relay, subscriber = outcome.start()
-        assert isinstance(relay, FramedRelay)
-    except redis.RedisError as exc:
-        logger.error("Cannot subscribe websocket %s: %s", request.get_full_path(), exc)
-        return reject(Rejection(503, "Redis is unavailable.\n"), start_response)
+    started = outcome.start()
+    if isinstance(started, Rejection):
+        return reject(started, start_response)
+    relay, subscriber = started
+    assert isinstance(relay, FramedRelay)
     # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
     # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
     start_response("101 Switching Protocols", [])
