@@ -83,7 +83,7 @@ class InProcessServer:
 
 
 @contextlib.contextmanager
-def in_process_server() -> Iterator[InProcessServer]:
+def in_process_server(port: int = 0) -> Iterator[InProcessServer]:
     """Run the production server in a thread, so that ``override_settings`` reaches it."""
     started: dict = {}
     ready = threading.Event()
@@ -91,8 +91,8 @@ def in_process_server() -> Iterator[InProcessServer]:
     def run() -> None:
         loop = new_event_loop()
         server = WebsocketServer()
-        port = loop.run_until_complete(server.start("127.0.0.1", 0))
-        started["running"] = InProcessServer(server, loop, port)
+        bound = loop.run_until_complete(server.start("127.0.0.1", port))
+        started["running"] = InProcessServer(server, loop, bound)
         ready.set()
         loop.run_forever()
 

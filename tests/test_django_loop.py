@@ -232,3 +232,8 @@ def test_ssl(tmp_path):
     ):  # fmt: skip
         with override_settings(WS4REDIS_CONNECTION=tls):
             assert publish_and_read() == b"private"
+
+
+def test_context_processor_with_separate_websocket_host(rf):
+    with override_settings(WS4REDIS_WEBSOCKET_HOST="wss://ws.example.com/"):
+        assert context_processor(rf.get("/"))["WEBSOCKET_URI"] == "wss://ws.example.com/ws/"

@@ -11,13 +11,16 @@ from ws4redis import settings
 
 
 def default(request: HttpRequest) -> dict[str, str | SafeString]:
-    """``WEBSOCKET_URI`` (scheme, host and prefix of this site's websockets) and
+    """``WEBSOCKET_URI`` (scheme, host and prefix of this site's websockets: the page's own
+    host unless ``WS4REDIS_WEBSOCKET_HOST`` names another) and
     ``WS4REDIS_HEARTBEAT`` as a JavaScript literal (a quoted string or ``null``)."""
-    scheme = "wss" if request.is_secure() else "ws"
+    host = settings.WS4REDIS_WEBSOCKET_HOST
+    if host is None:
+        host = f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
     heartbeat = json.dumps(settings.WS4REDIS_HEARTBEAT)
     # json.dumps leaves "<" alone; escape it so the literal can never end a <script> block.
     heartbeat = heartbeat.replace("<", "\\u003c")
     return {
-        "WEBSOCKET_URI": f"{scheme}://{request.get_host()}{settings.WEBSOCKET_URL}",
+        "WEBSOCKET_URI": f"{host.rstrip('/')}{settings.WEBSOCKET_URL}",
         "WS4REDIS_HEARTBEAT": mark_safe(heartbeat),
     }

@@ -76,6 +76,11 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         _is_optional_str_list,
         "a list of origins such as 'https://example.com' ('*' allows any) or None",
     ),
+    "WS4REDIS_WEBSOCKET_HOST": (
+        None,
+        lambda v: v is None or (isinstance(v, str) and v.startswith(("ws://", "wss://"))),
+        "None or the scheme and host of the websocket server, such as 'ws://localhost:8001'",
+    ),
     "WS4REDIS_MAX_MESSAGE_SIZE": (64 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_BUFFER_SIZE": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
 }

@@ -61,7 +61,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_REDIRECT_URL = "/chat/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/userchat/"
 
 # --- ws4redis -------------------------------------------------------------------------------
 # runserver serves websockets through this application (production uses its own server).

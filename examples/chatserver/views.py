@@ -1,22 +1,92 @@
-"""Views of the example chat: ordinary Django views that publish through Redis."""
+"""Views of the example site: ordinary Django views that publish through Redis."""
 
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.models import Group, User
+from django.http import HttpResponseBadRequest, JsonResponse
+from django.urls import reverse
 from django.views.generic import TemplateView
 
 from ws4redis.publisher import RedisPublisher
 
-FACILITY = "foobar"
+
+class ChatView(TemplateView):
+    """A chat page; subclasses say which facility and channel keys its websocket uses."""
+
+    template_name = "chatserver/chat.html"
+    title = ""
+    lead = ""
+    facility = ""
+    channels = ""
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(
+            title=self.title,
+            lead=self.lead,
+            facility=self.facility,
+            channels=self.channels,
+            **kwargs,
+        )
 
 
-class BroadcastChatView(TemplateView):
-    """The broadcast chat. Loading the page persists a welcome message for the facility, so
+class BroadcastChatView(ChatView):
+    """Everybody on /chat/ sees everything. Loading the page persists a welcome message, so
     every browser that connects (or reconnects) within WS4REDIS_EXPIRE is greeted with it."""
 
-    template_name = "chatserver/broadcast_chat.html"
+    title = "Broadcast chat"
+    lead = "Every page open on /chat/ sees what you send. Open a second window and try."
+    facility = "foobar"
+    channels = "subscribe-broadcast&publish-broadcast&echo"
 
     def get(self, request, *args, **kwargs):
         welcome = "Welcome to the broadcast chat: every page on /chat/ sees what you send."
-        RedisPublisher(facility=FACILITY, broadcast=True).publish_message(welcome)
+        RedisPublisher(facility=self.facility, broadcast=True).publish_message(welcome)
         return super().get(request, *args, **kwargs)
 
+
+class RecipientChatView(LoginRequiredMixin, ChatView):
+    """Pick a recipient; the message is POSTed here and this view publishes it to the
+    recipient's channel only: the browser never chooses whom its websocket reaches."""
+
+    template_name = "chatserver/recipient_chat.html"
+    audience = ""  # "users" or "groups"
+
+    def recipients(self) -> list[str]:
+        raise NotImplementedError
+
     def get_context_data(self, **kwargs):
-        return super().get_context_data(facility=FACILITY, **kwargs)
+        return super().get_context_data(
+            recipients=self.recipients(),
+            recipient_label=f"To {self.audience[:-1]}",
+            post_url=reverse(self.request.resolver_match.url_name),
+            **kwargs,
+        )
+
+    def post(self, request, *args, **kwargs):
+        recipient, message = request.POST.get("recipient"), request.POST.get("message", "")
+        if recipient not in self.recipients() or not message:
+            return HttpResponseBadRequest("choose a recipient and write a message")
+        text = f"{request.user.get_username()} → {recipient}: {message}"
+        publisher = RedisPublisher(facility=self.facility, **{self.audience: [recipient]})
+        return JsonResponse({"receivers": sum(publisher.publish_message(text).values())})
+
+
+class UserChatView(RecipientChatView):
+    title = "User chat"
+    lead = "Send a message to one user; only that user's pages receive it."
+    facility = "userchat"
+    channels = "subscribe-user"
+    audience = "users"
+
+    def recipients(self) -> list[str]:
+        return list(User.objects.order_by("username").values_list("username", flat=True))
+
+
+class GroupChatView(RecipientChatView):
+    title = "Group chat"
+    lead = "Send a message to a group; the pages of all its members receive it."
+    facility = "groupchat"
+    channels = "subscribe-group"
+    audience = "groups"
+
+    def recipients(self) -> list[str]:
+        return list(Group.objects.order_by("name").values_list("name", flat=True))

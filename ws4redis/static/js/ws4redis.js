@@ -1,30 +1,42 @@
 /*
  * ws4redis browser client: a websocket that reconnects by itself and speaks heartbeats.
+ * No dependencies. As a classic script it defines the global `WS4Redis`; as an ES module
+ * import it from ws4redis.mjs (`import WS4Redis from ".../ws4redis.mjs"`).
  *
- *   var ws4redis = WS4Redis({
+ *   const chat = WS4Redis({
  *     uri: "{{ WEBSOCKET_URI }}foobar?subscribe-broadcast&publish-broadcast&echo",
  *     connecting: function () {},          // before each connection attempt
- *     connected: function () {},           // socket open
+ *     connected: function () {},           // the websocket is open
  *     receive_message: function (msg) {},  // every message except heartbeats
- *     disconnected: function (event) {},   // socket closed (a reconnect follows unless close())
+ *     disconnected: function (event) {},   // closed; a reconnect follows unless close()
  *     heartbeat_msg: {{ WS4REDIS_HEARTBEAT }}
  *   });
+ *   chat.send_message("hello");
+ *   chat.close();                          // for good: no reconnect after this
  *
- * Messages sent while not connected wait in a bounded queue (oldest dropped first) and go
- * out once connected again. No dependencies.
+ * Reconnecting: after any close that close() did not ask for, wait a random time between 0
+ * and a ceiling that starts at 0.5 s and doubles up to 30 s ("full jitter"), so that clients
+ * of a restarted server do not all come back at once. The ceiling resets once a connection
+ * opens.
+ *
+ * Heartbeats (with heartbeat_msg): the client sends it every 5 s; if three periods pass
+ * without one from the server, the connection is taken as dead and replaced.
+ *
+ * Messages sent while not connected wait in a queue of at most 100 (the oldest is dropped
+ * first) and go out, in order, as soon as a connection opens. close() discards the queue.
  */
 (function (root) {
   "use strict";
 
-  var HEARTBEAT_PERIOD = 5000;   // ms between our heartbeats
-  var MISSED_LIMIT = 3;          // heartbeat periods without one from the server
-  var BACKOFF_START = 500;       // ms, first reconnect delay ceiling
-  var BACKOFF_MAX = 30000;       // ms, cap of the reconnect delay ceiling
-  var QUEUE_LIMIT = 100;         // messages kept while disconnected
+  var HEARTBEAT_PERIOD = 5000;  // ms between heartbeats sent
+  var MISSED_LIMIT = 3;         // periods without a heartbeat from the server
+  var BACKOFF_START = 500;      // ms, first ceiling of the reconnect delay
+  var BACKOFF_MAX = 30000;      // ms, largest ceiling
+  var QUEUE_LIMIT = 100;        // messages kept while disconnected
 
   function WS4Redis(options) {
     var opts = options || {};
-    if (!opts.uri) throw new Error("WS4Redis: option 'uri' is required");
+    if (!opts.uri) throw new Error("WS4Redis: the option 'uri' is required");
     var noop = function () {};
     var onConnecting = opts.connecting || noop;
     var onConnected = opts.connected || noop;
@@ -33,8 +45,8 @@
     var heartbeat = opts.heartbeat_msg || null;
 
     var ws = null;
-    var closedByUser = false;
-    var backoff = BACKOFF_START;
+    var closedForGood = false;
+    var ceiling = BACKOFF_START;
     var reconnectTimer = null;
     var heartbeatTimer = null;
     var missed = 0;
@@ -52,39 +64,49 @@
       heartbeatTimer = setInterval(function () {
         missed += 1;
         if (missed >= MISSED_LIMIT) {
-          stopHeartbeat();
-          ws.close();  // the close handler reconnects
+          lost({ code: 4000, reason: "no heartbeat from the server", wasClean: false });
           return;
         }
-        ws.send(heartbeat);
+        if (ws && ws.readyState === WebSocket.OPEN) ws.send(heartbeat);
       }, HEARTBEAT_PERIOD);
+    }
+
+    // The current socket is gone (closed, or silent too long): forget it and plan the next.
+    function lost(event) {
+      var old = ws;
+      ws = null;
+      stopHeartbeat();
+      if (old) {
+        old.onopen = old.onmessage = old.onclose = old.onerror = null;
+        if (old.readyState === WebSocket.CONNECTING || old.readyState === WebSocket.OPEN) {
+          old.close();
+        }
+      }
+      onDisconnected(event);
+      if (closedForGood) return;
+      reconnectTimer = setTimeout(connect, Math.random() * ceiling);
+      ceiling = Math.min(ceiling * 2, BACKOFF_MAX);
     }
 
     function connect() {
       reconnectTimer = null;
       onConnecting();
-      ws = new WebSocket(opts.uri);
-      ws.onopen = function () {
-        backoff = BACKOFF_START;
+      var socket = new WebSocket(opts.uri);
+      ws = socket;
+      socket.onopen = function () {
+        ceiling = BACKOFF_START;
         startHeartbeat();
+        while (queue.length && socket.readyState === WebSocket.OPEN) socket.send(queue.shift());
         onConnected();
-        while (queue.length && ws.readyState === WebSocket.OPEN) ws.send(queue.shift());
       };
-      ws.onmessage = function (event) {
+      socket.onmessage = function (event) {
         if (heartbeat && event.data === heartbeat) {
           missed = 0;
           return;
         }
         onMessage(event.data);
       };
-      ws.onclose = function (event) {
-        stopHeartbeat();
-        onDisconnected(event);
-        if (closedByUser) return;
-        // full jitter: anywhere between 0 and the current ceiling
-        reconnectTimer = setTimeout(connect, Math.random() * backoff);
-        backoff = Math.min(backoff * 2, BACKOFF_MAX);
-      };
+      socket.onclose = lost;
     }
 
     connect();
@@ -93,17 +115,17 @@
       send_message: function (message) {
         if (ws && ws.readyState === WebSocket.OPEN) {
           ws.send(message);
-        } else if (!closedByUser) {
+        } else if (!closedForGood) {
           queue.push(message);
           if (queue.length > QUEUE_LIMIT) queue.shift();
         }
       },
       close: function () {
-        closedByUser = true;
+        closedForGood = true;
+        queue = [];
         if (reconnectTimer !== null) clearTimeout(reconnectTimer);
         reconnectTimer = null;
         stopHeartbeat();
-        queue = [];
         if (ws) ws.close();
       },
       is_connecting: function () { return !!ws && ws.readyState === WebSocket.CONNECTING; },

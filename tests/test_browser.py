@@ -1,0 +1,210 @@
+"""The example site in a real Chromium (Debian's), driven by Playwright.
+
+Pages come from Django's live server; their websockets go to the runtime under test
+(``WS4REDIS_WEBSOCKET_HOST`` points pages at the production server when it is the one tested).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.test import override_settings
+
+from tests.conftest import SOCKET_RUNTIMES, in_process_server, login
+from ws4redis.django_runserver import application
+from ws4redis.publisher import RedisPublisher
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The flags a closed network needs: no background traffic, no component updates.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "chat.png"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("WS4REDIS_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM}, and this run requires the browser tests")
+        pytest.skip("no Chromium: install Debian's chromium package to run the browser tests")
+    # Playwright's sync API keeps an event loop running in this thread, which makes Django
+    # refuse database calls here; the tests' own ORM calls are synchronous, so allow them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "1"
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture(params=SOCKET_RUNTIMES)
+def site(request, live_server, rdb) -> Iterator[str]:
+    """The example site's URL, its pages' websockets served by each runtime in turn."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    if request.param == "runserver":
+        yield live_server.url
+    else:
+        # The same host name as the pages, so that the browser sends their session cookie.
+        port = request.getfixturevalue("asyncio_server").port
+        with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+            yield live_server.url
+
+
+@pytest.fixture
+def browser_context(browser) -> Iterator:
+    """New browser contexts for one test, closed after it (with their websockets)."""
+    contexts: list = []
+
+    def new_context(**kwargs):
+        contexts.append(browser.new_context(**kwargs))
+        return contexts[-1]
+
+    yield new_context
+    for context in contexts:
+        context.close()
+
+
+def open_page(browser_context, url: str, as_user: str | None = None):
+    context = browser_context(viewport={"width": 900, "height": 640})
+    if as_user is not None:
+        cookie = login(as_user).cookies[settings.SESSION_COOKIE_NAME]
+        host = urlsplit(url).hostname
+        session = {"name": cookie.key, "value": cookie.value, "domain": host, "path": "/"}
+        context.add_cookies([session])
+    page = context.new_page()
+    page.goto(url)
+    expect(page.locator("#status")).to_have_text("connected")
+    return page
+
+
+def say(page, text: str, recipient: str | None = None) -> None:
+    if recipient is not None:
+        page.select_option("#recipient", recipient)
+    page.fill("#text_message", text)
+    page.click("#send_message")
+
+
+def billboard(page):
+    return page.locator("#billboard p")
+
+
+def test_two_pages_on_the_broadcast_chat_see_each_other(browser_context, site, tmp_path):
+    first = open_page(browser_context, f"{site}/chat/")
+    second = open_page(browser_context, f"{site}/chat/")
+    for page in (first, second):
+        expect(billboard(page).first).to_contain_text("Welcome to the broadcast chat")
+    say(first, "Hello from the first page")
+    say(second, "And hello from the second")
+    for page in (first, second):
+        # (each page load also broadcast a welcome, which the other page saw arrive)
+        chatter = billboard(page).filter(has_not_text="Welcome")
+        expect(chatter).to_have_text(["Hello from the first page", "And hello from the second"])
+    shot = first.screenshot(path=str(tmp_path / "chat.png"))
+    assert shot.startswith(b"\x89PNG")
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        SCREENSHOT.write_bytes(shot)
+
+
+def test_user_chat_reaches_only_that_user(browser_context, site, users):
+    john = open_page(browser_context, f"{site}/userchat/", as_user="john")
+    mary = open_page(browser_context, f"{site}/userchat/", as_user="mary")
+    say(john, "hi mary", recipient="mary")
+    expect(billboard(mary)).to_have_text(["john → mary: hi mary"])
+    say(john, "note to self", recipient="john")
+    # Redis delivers in order: john's first message is his own note, not the one to mary.
+    expect(billboard(john)).to_have_text(["john → john: note to self"])
+
+
+def test_group_chat_reaches_the_members(browser_context, site, users):
+    john = open_page(browser_context, f"{site}/groupchat/", as_user="john")
+    mary = open_page(browser_context, f"{site}/groupchat/", as_user="mary")
+    say(mary, "hello chatters", recipient="chatters")
+    for page in (john, mary):
+        expect(billboard(page)).to_have_text(["mary → chatters: hello chatters"])
+
+
+def test_login_page_says_who_to_log_in_as(browser_context, site, users):
+    page = browser_context().new_page()
+    page.goto(f"{site}/userchat/")
+    expect(page).to_have_url(f"{site}/login/?next=/userchat/")
+    expect(page.locator("main")).to_contain_text("john or mary")
+    page.fill("#id_username", "mary")
+    page.fill("#id_password", "secret")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{site}/userchat/")
+    expect(page.locator("#status")).to_have_text("connected")
+
+
+def test_markup_in_messages_is_shown_as_text(browser_context, site):
+    page = open_page(browser_context, f"{site}/chat/")
+    attack = '<img src=x onerror="window.pwned = true">'
+    RedisPublisher(facility="foobar", broadcast=True).publish_message(attack)
+    expect(billboard(page).last).to_have_text(attack)
+    assert page.locator("#billboard img").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+
+def test_heartbeats_keep_the_page_connected(browser_context, site):
+    with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--"):
+        page = open_page(browser_context, f"{site}/chat/")
+        # Three heartbeat periods (5 s each) without the server's heartbeat would make the
+        # client give the connection up; wait past that.
+        page.wait_for_timeout(17_000)
+        status = page.locator("#status")
+        expect(status).to_have_text("connected")
+        expect(status).to_have_attribute("data-connected", "1")  # never reconnected
+        assert "--heartbeat--" not in page.locator("#billboard").inner_text()
+
+
+def test_close_stops_reconnecting(browser_context, site):
+    page = browser_context().new_page()
+    page.clock.install()
+    page.goto(f"{site}/chat/")
+    expect(page.locator("#status")).to_have_text("connected")
+    page.click("#leave")
+    expect(page.locator("#status")).to_have_text("closed")
+    page.clock.fast_forward("05:00")  # far past the longest reconnect delay
+    expect(page.locator("#status")).to_have_attribute("data-connecting", "1")
+    assert page.evaluate("chat.is_closed()") is True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_page_reconnects_after_the_server_restarts(browser_context, live_server, rdb):
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    port = free_port()
+    with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+        with in_process_server(port):
+            page = open_page(browser_context, f"{live_server.url}/chat/")
+        # the server is gone: the page says so, and keeps trying
+        expect(page.locator("#status")).to_have_text("disconnected")
+        with in_process_server(port):
+            status = page.locator("#status")
+            expect(status).to_have_text("connected", timeout=20_000)
+            expect(status).to_have_attribute("data-connected", "2")
+            RedisPublisher(facility="foobar", broadcast=True).publish_message("after restart")
+            expect(billboard(page).last).to_have_text("after restart")
