@@ -48,10 +48,13 @@ class RecipientChatView(LoginRequiredMixin, ChatView):
     recipient's channel only: the browser never chooses whom its websocket reaches."""
 
     template_name = "chatserver/recipient_chat.html"
-    audience = ""  # "users" or "groups"
+    audience = ""  # "users" or "groups": the RedisPublisher argument
+    model: type[User] | type[Group] = User
+    name_field = ""  # the model field naming a recipient
 
     def recipients(self) -> list[str]:
-        raise NotImplementedError
+        names = self.model.objects.order_by(self.name_field)
+        return list(names.values_list(self.name_field, flat=True))
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(
@@ -75,10 +78,7 @@ class UserChatView(RecipientChatView):
     lead = "Send a message to one user; only that user's pages receive it."
     facility = "userchat"
     channels = "subscribe-user"
-    audience = "users"
-
-    def recipients(self) -> list[str]:
-        return list(User.objects.order_by("username").values_list("username", flat=True))
+    audience, model, name_field = "users", User, "username"
 
 
 class GroupChatView(RecipientChatView):
@@ -86,7 +86,4 @@ class GroupChatView(RecipientChatView):
     lead = "Send a message to a group; the pages of all its members receive it."
     facility = "groupchat"
     channels = "subscribe-group"
-    audience = "groups"
-
-    def recipients(self) -> list[str]:
-        return list(Group.objects.order_by("name").values_list("name", flat=True))
+    audience, model, name_field = "groups", Group, "name"
