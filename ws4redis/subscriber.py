@@ -36,6 +36,39 @@ class Subscription(Protocol):
 
 PubSubFactory = Callable[[], Subscription]
 
+
+class SharedSubscription:
+    """Base of the subscriptions a runtime puts behind a subscriber when one Redis connection
+    serves all its websockets: keeps the names, and tells the runtime's hub."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, None] = {}
+
+    def subscribe(self, *channels: str | bytes) -> None:
+        names = _names(channels)
+        self.channels.update(dict.fromkeys(names))
+        self._add(names)
+
+    def unsubscribe(self, *channels: str | bytes) -> None:
+        names = _names(channels) or list(self.channels)
+        for name in names:
+            self.channels.pop(name, None)
+        self._remove(names)
+
+    def close(self) -> None:
+        self.unsubscribe()
+
+    def _add(self, names: list[str]) -> None:
+        raise NotImplementedError
+
+    def _remove(self, names: list[str]) -> None:
+        raise NotImplementedError
+
+
+def _names(channels: tuple[str | bytes, ...]) -> list[str]:
+    return [c.decode() if isinstance(c, bytes) else c for c in channels]
+
+
 CONFIRM_WAIT = 5.0
 """Seconds to wait at most for Redis to confirm a subscribe or unsubscribe."""
 

@@ -18,7 +18,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 
 from ws4redis.core.relay import Relay, frame_message
-from ws4redis.subscriber import CONFIRM_WAIT
+from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
 
@@ -191,38 +191,28 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-class HubSubscription:
+class HubSubscription(SharedSubscription):
     """The subscription of one websocket's subscriber when a :class:`Hub` serves the process.
 
-    Same surface as redis-py's ``PubSub`` as far as :class:`RedisSubscriber` uses it.
     ``subscribe`` runs in the thread that opens the websocket and waits for the hub;
     ``unsubscribe`` runs on the loop and leaves in ``released`` when Redis confirmed it.
     """
 
     def __init__(self, hub: Hub, sink: Sink) -> None:
+        super().__init__()
         self.hub = hub
         self.sink = sink
-        self.channels: dict[str, None] = {}
         self.released: asyncio.Future[None] | None = None
 
-    def subscribe(self, *channels: str | bytes) -> None:
-        names = [c.decode() if isinstance(c, bytes) else c for c in channels]
-        self.channels.update(dict.fromkeys(names))
+    def _add(self, names: list[str]) -> None:
         adding = self.hub.add(self.sink, names)
         if _on_loop(self.hub.loop):
             self.hub.loop.create_task(adding)
         else:
             asyncio.run_coroutine_threadsafe(adding, self.hub.loop).result(CONFIRM_WAIT * 2)
 
-    def unsubscribe(self, *channels: str | bytes) -> None:
-        names = [c.decode() if isinstance(c, bytes) else c for c in channels]
-        names = names or list(self.channels)
-        for name in names:
-            self.channels.pop(name, None)
+    def _remove(self, names: list[str]) -> None:
         if _on_loop(self.hub.loop):
             self.released = self.hub.remove(self.sink, names)
         else:
             self.hub.loop.call_soon_threadsafe(self.hub.remove, self.sink, names)
-
-    def close(self) -> None:
-        self.unsubscribe()
