@@ -1,6 +1,6 @@
 """One uWSGI for pages and websockets: dispatch on WEBSOCKET_URL (see deploy/uwsgi/standalone.ini).
 
-    uwsgi --http :8000 --gevent 100 --http-websockets --module wsgi
+uwsgi --http :8000 --gevent 100 --http-websockets --module wsgi
 """
 
 import os

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -23,6 +28,7 @@ from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio_server import WebsocketServer, new_event_loop
 
 FACILITY = "unittest"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +143,66 @@ def asgi_server(redis_server) -> Iterator[str]:
     thread.join(10)
 
 
+@pytest.fixture(scope="session")
+def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[str]:
+    """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/uwsgi_app.py)."""
+    from django.db import connection
+    from django.test.signals import setting_changed
+
+    binary = shutil.which("uwsgi")
+    if binary is None:
+        pytest.fail("uWSGI is not installed: pip install uwsgi (the test extras include it)")
+    overrides_file = tmp_path_factory.mktemp("uwsgi") / "overrides.json"
+    overrides: dict = {}
+
+    def mirror(setting, value, enter, **kwargs) -> None:
+        if enter:
+            overrides[setting] = value
+        else:
+            overrides.pop(setting, None)
+        serializable = {}
+        for name, item in overrides.items():
+            with contextlib.suppress(TypeError):
+                serializable[name] = json.loads(json.dumps(item))
+        overrides_file.write_text(json.dumps(serializable))
+
+    setting_changed.connect(mirror)
+    port = free_port()
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
+        WS4REDIS_TEST_OVERRIDES=str(overrides_file),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
+    )
+    command = [
+        binary, "--http-socket", f"127.0.0.1:{port}", "--gevent", "200", "--http-websockets",
+        "--gevent-early-monkey-patch",
+        "--module", "tests.uwsgi_app", "--master", "--die-on-term",
+    ]  # fmt: skip
+    log = open(tmp_path_factory.mktemp("uwsgi-log") / "uwsgi.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None, "uWSGI exited at start"
+            assert time.monotonic() < deadline, "uWSGI did not start"
+            time.sleep(0.1)
+    yield f"ws://127.0.0.1:{port}"
+    setting_changed.disconnect(mirror)
+    process.terminate()
+    process.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 SOCKET_RUNTIMES = ["runserver", "asyncio"]
 """Runtimes that own the socket, and so the handshake and the close handshake."""
 
@@ -149,13 +215,19 @@ def _server(request, live_server) -> Server:
     elif runtime == "asyncio":
         ws_base = request.getfixturevalue("asyncio_server").ws_base
     else:
-        ws_base = request.getfixturevalue("asgi_server")
+        ws_base = request.getfixturevalue(f"{runtime}_server")
     return Server(runtime, live_server.url, ws_base)
 
 
-@pytest.fixture(params=[*SOCKET_RUNTIMES, "asgi"])
+@pytest.fixture(params=[*SOCKET_RUNTIMES, "asgi", "uwsgi"])
 def server(request, live_server, rdb) -> Server:
-    """The application under every websocket runtime; pages always come from Django."""
+    """The application under every websocket runtime; pages always come from Django.
+
+    A test marked ``not_under(runtime, reason=...)`` is skipped for that runtime, saying why.
+    """
+    for mark in request.node.iter_markers("not_under"):
+        if request.param in mark.args:
+            pytest.skip(f"not under {request.param}: {mark.kwargs['reason']}")
     return _server(request, live_server)
 
 

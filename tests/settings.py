@@ -10,7 +10,10 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.path.join(tempfile.gettempdir(), "ws4redis-tests.sqlite3"),
+        # Servers in other processes are pointed at the test database by the fixtures.
+        "NAME": os.environ.get(
+            "WS4REDIS_TEST_DB", os.path.join(tempfile.gettempdir(), "ws4redis-tests.sqlite3")
+        ),
         # A file, not memory: servers running in other processes must see the same data.
         "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"ws4redis-test-{os.getpid()}.db")},
     }

@@ -40,6 +40,8 @@ class Rejection:
 def check_request(request: HttpRequest) -> Rejection | None:
     """The checks made before anything else, with the statuses of SPEC §7."""
     meta = request.META
+    if not request.path_info.startswith(settings.WEBSOCKET_URL):
+        return Rejection(404, f"{request.path_info} is not under WEBSOCKET_URL.\n")
     if request.method != "GET":
         return Rejection(400, "A websocket must be opened with a GET request.\n")
     if meta.get("HTTP_UPGRADE", "").lower() != "websocket":

@@ -114,9 +114,6 @@ class ASGIApplication:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        if not scope["path"].startswith(settings.WEBSOCKET_URL):
-            await _reject(scope, send, Rejection(404, f"{scope['path']} is not a websocket URL.\n"))
-            return
         loop = asyncio.get_running_loop()
         request = ASGIRequest({**scope, "method": "GET"}, io.BytesIO())
         opening = functools.partial(open_connection, request, framing=False)

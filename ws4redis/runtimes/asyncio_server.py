@@ -182,10 +182,6 @@ class Connection(asyncio.Protocol):
             return
         (request,) = events
         self.handshake = None  # type: ignore[assignment]
-        path = urlsplit(request.path).path
-        if not path.startswith(settings.WEBSOCKET_URL):
-            self._reject(handshake, Rejection(404, f"{path} is not a websocket URL.\n"))
-            return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(self.server.openers, self._open, django_request)

@@ -75,7 +75,11 @@ def _serve(sink: Greenlet, relay: Relay, subscriber: RedisSubscriber) -> None:
             sink.wakeup.wait(None if due is None else max(due - time.monotonic(), 0))
             sink.wakeup.clear()
             # uWSGI's API is only usable from this greenlet: the watcher merely wakes us.
-            while message := uwsgi.websocket_recv_nb():
+            # An empty message reads like "nothing yet", so stop only at a second empty read.
+            empty_reads = 0
+            while empty_reads < 2:
+                message = uwsgi.websocket_recv_nb()
+                empty_reads = 0 if message else empty_reads + 1
                 if len(message) > max_size:
                     logger.info("Closing a websocket that sent %d bytes", len(message))
                     return
