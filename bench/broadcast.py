@@ -220,12 +220,12 @@ def channels_server() -> Server:
     return Server("channels", process, port, "/ws/bench", publish)
 
 
-def stop(server: Server) -> None:
-    server.process.terminate()
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        server.process.wait(30)
+        process.wait(30)
     except subprocess.TimeoutExpired:
-        server.process.kill()
+        process.kill()
 
 
 # -- workloads ---------------------------------------------------------------------------
@@ -311,7 +311,7 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
     finally:
         for transport in transports:
             transport.abort()
-        stop(server)
+        stop_process(server.process)
     return results
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -149,9 +150,7 @@ def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[st
     from django.db import connection
     from django.test.signals import setting_changed
 
-    binary = shutil.which("uwsgi")
-    if binary is None:
-        pytest.fail("uWSGI is not installed: pip install uwsgi (the test extras include it)")
+    binary = uwsgi_binary()
     overrides_file = tmp_path_factory.mktemp("uwsgi") / "overrides.json"
     overrides: dict = {}
 
@@ -195,6 +194,15 @@ def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[st
     setting_changed.disconnect(mirror)
     process.terminate()
     process.wait(30)
+
+
+def uwsgi_binary() -> str:
+    """The uwsgi of this virtualenv (the test extras install it), or the one on PATH."""
+    beside = Path(sys.executable).with_name("uwsgi")
+    binary = str(beside) if beside.exists() else shutil.which("uwsgi")
+    if binary is None:
+        pytest.fail("uWSGI is not installed: pip install uwsgi (the test extras include it)")
+    return binary
 
 
 def free_port() -> int:

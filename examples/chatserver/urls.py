@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 from django.views.generic import RedirectView
 
@@ -14,3 +15,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="/chat/"), name="logout"),
     path("admin/", admin.site.urls),
 ]
+# Static files for servers without a web server in front (uWSGI stand-alone); DEBUG only.
+urlpatterns += staticfiles_urlpatterns()

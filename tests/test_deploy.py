@@ -1,0 +1,235 @@
+"""The manual's deployments, run for real: uWSGI + gevent alone, two uWSGI instances behind
+nginx, Django behind nginx with ``runwebsocket``, the uWSGI emperor, and Apache 2.4.
+
+Each starts the shipped files of ``examples/deploy`` (paths and ports rewritten to this
+run's) and checks the same thing: a page comes through, a websocket comes through, and a
+message published by a Django view reaches that websocket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+
+from tests.conftest import ROOT, free_port, uwsgi_binary
+from ws4redis import settings as ws_settings
+
+EXAMPLES = ROOT / "examples"
+DEPLOY = EXAMPLES / "deploy"
+
+
+class Stack:
+    """Processes of one deployment, all stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.run = tmp_path / "run"
+        self.run.mkdir()
+        self.processes: list[subprocess.Popen] = []
+        connection = ws_settings.WS4REDIS_CONNECTION_ARGS
+        self.env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="chatserver.settings",
+            DJANGO_DB=str(tmp_path / "db.sqlite3"),
+            REDIS_HOST=str(connection["host"]),
+            REDIS_PORT=str(connection["port"]),
+            WS4REDIS_RUN=str(self.run),
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLES)]),
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=EXAMPLES, env=self.env, check=True,
+        )  # fmt: skip
+
+    def start(self, name: str, command: list[str], **env: str) -> subprocess.Popen:
+        log = (self.tmp / f"{name}.log").open("w")
+        process = subprocess.Popen(
+            command, cwd=EXAMPLES, env={**self.env, **env}, stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        return process
+
+    def uwsgi(self, name: str, ini: str, **env: str) -> subprocess.Popen:
+        return self.start(name, [uwsgi_binary(), "--ini", str(DEPLOY / "uwsgi" / ini)], **env)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def stack(tmp_path, redis_server) -> Iterator[Stack]:
+    running = Stack(tmp_path)
+    yield running
+    running.stop()
+
+
+def wait_for(address: tuple[str, int] | Path, stack: Stack, what: str) -> None:
+    """Until ``address`` (TCP or unix socket) accepts connections; fail if a process died."""
+    deadline = time.monotonic() + 30
+    while True:
+        family = socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET
+        with socket.socket(family) as probe:
+            try:
+                probe.connect(str(address) if isinstance(address, Path) else address)
+                return
+            except OSError:
+                pass
+        dead = [p.args for p in stack.processes if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            logs = "\n".join(stack.log(f.stem) for f in stack.tmp.glob("*.log"))
+            pytest.fail(f"{what} did not come up (ended: {dead})\n{logs[-4000:]}")
+        time.sleep(0.1)
+
+
+def check_site(http_url: str) -> None:
+    """A page, a websocket, and a view's publish reaching the websocket, through ``http_url``."""
+    page = requests.get(f"{http_url}/chat/", timeout=10)
+    assert page.status_code == 200
+    assert "Broadcast chat" in page.text
+    ws_url = http_url.replace("http:", "ws:", 1) + "/ws/foobar?subscribe-broadcast"
+    ws = websocket.create_connection(ws_url, timeout=10)
+    assert ws.recv().startswith("Welcome")  # persisted by the page load above
+    assert requests.get(f"{http_url}/chat/", timeout=10).status_code == 200
+    assert ws.recv().startswith("Welcome")  # published live by that view
+    ws.close()
+
+
+def site_config(source: Path, stack: Stack, port: int) -> Path:
+    """The shipped site file with this run's port and paths."""
+    text = source.read_text()
+    text = text.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    text = text.replace("/run/ws4redis", str(stack.run))
+    text = text.replace("/srv/ws4redis/static/", f"{stack.tmp}/static/")
+    target = stack.tmp / source.name
+    target.write_text(text)
+    return target
+
+
+def start_nginx(stack: Stack, site: Path) -> int:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is not installed (Debian: apt-get install nginx)")
+    port = free_port()
+    conf = stack.tmp / "nginx.conf"
+    # workers as this user: the sockets and the temporary folder are this user's alone
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"""daemon off;
+{user}
+pid {stack.tmp}/nginx.pid;
+error_log {stack.tmp}/nginx-error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {stack.tmp}/client_body;
+    proxy_temp_path {stack.tmp}/proxy;
+    fastcgi_temp_path {stack.tmp}/fastcgi;
+    uwsgi_temp_path {stack.tmp}/uwsgi;
+    scgi_temp_path {stack.tmp}/scgi;
+    include {site_config(site, stack, port)};
+}}
+"""
+    )
+    stack.start("nginx", [nginx, "-c", str(conf), "-p", str(stack.tmp)])
+    wait_for(("127.0.0.1", port), stack, "nginx")
+    return port
+
+
+def test_uwsgi_standalone(stack):
+    port = free_port()
+    stack.uwsgi("standalone", "standalone.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
+    wait_for(("127.0.0.1", port), stack, "uWSGI")
+    check_site(f"http://127.0.0.1:{port}")
+
+
+def test_nginx_in_front_of_two_uwsgi_instances(stack):
+    stack.uwsgi("django", "django.ini")
+    stack.uwsgi("websocket", "websocket.ini")
+    wait_for(stack.run / "django.socket", stack, "the Django uWSGI")
+    wait_for(stack.run / "web.socket", stack, "the websocket uWSGI")
+    port = start_nginx(stack, DEPLOY / "nginx" / "ws4redis-uwsgi.conf")
+    check_site(f"http://127.0.0.1:{port}")
+
+
+def test_nginx_in_front_of_django_and_runwebsocket(stack):
+    stack.uwsgi("django", "django.ini")
+    websockets_port = free_port()
+    stack.start(
+        "runwebsocket",
+        [sys.executable, "manage.py", "runwebsocket", f"127.0.0.1:{websockets_port}"],
+    )
+    site = stack.tmp / "site-template.conf"
+    site.write_text(
+        (DEPLOY / "nginx" / "ws4redis-runwebsocket.conf")
+        .read_text()
+        .replace("127.0.0.1:8001", f"127.0.0.1:{websockets_port}")
+    )
+    wait_for(stack.run / "django.socket", stack, "the Django uWSGI")
+    wait_for(("127.0.0.1", websockets_port), stack, "runwebsocket")
+    port = start_nginx(stack, site)
+    check_site(f"http://127.0.0.1:{port}")
+
+
+def test_uwsgi_emperor_with_internal_routing(stack):
+    port = free_port()
+    stack.uwsgi("emperor", "emperor.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
+    wait_for(stack.run / "django.socket", stack, "the Django vassal")
+    wait_for(stack.run / "web.socket", stack, "the websocket vassal")
+    wait_for(("127.0.0.1", port), stack, "the emperor")
+    check_site(f"http://127.0.0.1:{port}")
+    assert "no internal routing support" not in stack.log("emperor")
+
+
+def test_apache_in_front_of_uwsgi(stack):
+    apache = shutil.which("apache2") or "/usr/sbin/apache2"
+    modules = Path("/usr/lib/apache2/modules")
+    if not os.path.exists(apache):
+        pytest.skip("Apache is not installed (Debian: apt-get install apache2)")
+    backend = free_port()
+    stack.uwsgi("standalone", "standalone.ini", WS4REDIS_HTTP=f"127.0.0.1:{backend}")
+    wait_for(("127.0.0.1", backend), stack, "uWSGI")
+    port = free_port()
+    site = (DEPLOY / "apache" / "ws4redis.conf").read_text()
+    site = site.replace("*:80", f"127.0.0.1:{port}").replace(
+        "127.0.0.1:9090", f"127.0.0.1:{backend}"
+    )
+    conf = stack.tmp / "apache2.conf"
+    load = "\n".join(
+        f"LoadModule {name}_module {modules}/mod_{name}.so"
+        for name in ("mpm_event", "authz_core", "proxy", "proxy_http", "proxy_wstunnel")
+    )
+    conf.write_text(
+        f"""ServerRoot {stack.tmp}
+{load}
+Listen 127.0.0.1:{port}
+PidFile {stack.tmp}/apache2.pid
+ErrorLog {stack.tmp}/apache2-error.log
+ServerName localhost
+{site}
+"""
+    )
+    stack.start("apache2", [apache, "-f", str(conf), "-DFOREGROUND"])
+    wait_for(("127.0.0.1", port), stack, "Apache")
+    check_site(f"http://127.0.0.1:{port}")
