@@ -202,9 +202,20 @@ def test_page_reconnects_after_the_server_restarts(browser_context, live_server,
             page = open_page(browser_context, f"{live_server.url}/chat/")
         # the server is gone: the page says so, and keeps trying
         expect(page.locator("#status")).to_have_text("disconnected")
+        say(page, "written while away")  # queued by the client, not lost
         with in_process_server(port):
             status = page.locator("#status")
             expect(status).to_have_text("connected", timeout=20_000)
             expect(status).to_have_attribute("data-connected", "2")
+            expect(billboard(page).last).to_have_text("written while away")  # sent, echoed
             RedisPublisher(facility="foobar", broadcast=True).publish_message("after restart")
             expect(billboard(page).last).to_have_text("after restart")
+
+
+def test_client_loads_as_an_es_module_too(browser_context, site):
+    page = open_page(browser_context, f"{site}/chat/")
+    loaded = page.evaluate(
+        "import('/static/js/ws4redis.mjs')"
+        ".then(m => [typeof m.default, m.WS4Redis === window.WS4Redis])"
+    )
+    assert loaded == ["function", True]

@@ -19,7 +19,11 @@ def test_every_subscriber_receives_one_publish(request, runtime, rdb):
     url = f"{ws_base}/ws/{FACILITY}?subscribe-broadcast"
     clients = [websocket.create_connection(url, timeout=30) for _ in range(SUBSCRIBERS)]
     try:
-        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("to everybody")
+        receivers = RedisPublisher(facility=FACILITY, broadcast=True).publish_message(
+            "to everybody"
+        )
+        # one Redis subscription for the whole process (one uWSGI worker), not one per socket
+        assert receivers == {f"ws4redis:broadcast:{FACILITY}": 1}
         assert [ws.recv() for ws in clients] == ["to everybody"] * SUBSCRIBERS
     finally:
         for ws in clients:
