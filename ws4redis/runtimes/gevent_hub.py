@@ -19,13 +19,11 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ws4redis.core.membership import Membership, Reconnection
 from ws4redis.core.relay import Relay
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
-
-RECONNECT_MIN = 0.1
-RECONNECT_MAX = 10.0
 
 
 class GreenletSink(Protocol):
@@ -42,24 +40,18 @@ class GeventHub:
         # No retries inside redis-py: the reader reconnects with its own backoff and logs it.
         client = redis.Redis(**connection_kwargs, retry=Retry(NoBackoff(), 0))
         self._pubsub = client.pubsub()
-        self._sinks: dict[bytes, set[GreenletSink]] = {}
+        self._members: Membership[GreenletSink] = Membership()
         self._confirmations: dict[tuple[bytes, bytes], gevent.event.AsyncResult] = {}
         self._lock = gevent.lock.RLock()
         self._reader: gevent.Greenlet | None = None
 
     def add(self, sink: GreenletSink, channels: list[str]) -> None:
         """Deliver ``channels`` to ``sink``; returns once Redis confirmed new subscriptions."""
-        new = []
-        for name in channels:
-            key = name.encode()
-            sinks = self._sinks.setdefault(key, set())
-            if not sinks:
-                new.append(key)
-            sinks.add(sink)
+        new = self._members.join(sink, channels)
         if not new:
             return
         with self._lock:
-            new = [k for k in new if k in self._sinks and k not in self._pubsub.channels]
+            new = [k for k in new if self._members.wanted(k) and k not in self._pubsub.channels]
             if not new:
                 return
             confirmed = self._expect(b"subscribe", new)
@@ -71,20 +63,14 @@ class GeventHub:
 
     def remove(self, sink: GreenletSink, channels: list[str]) -> None:
         """Stop delivering ``channels`` to ``sink``; unsubscribe channels nobody wants."""
-        gone = []
-        for name in channels:
-            key = name.encode()
-            sinks = self._sinks.get(key)
-            if sinks is not None:
-                sinks.discard(sink)
-                if not sinks:
-                    del self._sinks[key]
-                    gone.append(key)
+        gone = self._members.leave(sink, channels)
         if not gone:
             return
         try:
             with self._lock:
-                gone = [k for k in gone if k not in self._sinks and k in self._pubsub.channels]
+                gone = [
+                    k for k in gone if not self._members.wanted(k) and k in self._pubsub.channels
+                ]
                 if not gone:
                     return
                 confirmed = self._expect(b"unsubscribe", gone)
@@ -100,25 +86,18 @@ class GeventHub:
         return [self._confirmations.setdefault((kind, k), gevent.event.AsyncResult()) for k in keys]
 
     def _read_forever(self) -> None:
-        delay = RECONNECT_MIN
-        failed = False
+        reconnection = Reconnection(logger)
         while True:
             try:
                 reply = self._pubsub.parse_response(block=True)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                if not failed:
-                    logger.warning("Lost the Redis subscription connection; reconnecting")
-                failed = True
-                gevent.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
+                gevent.sleep(reconnection.lost())
                 continue
-            if failed:
-                logger.warning("Redis is back; %d channels resubscribed", len(self._sinks))
-                failed, delay = False, RECONNECT_MIN
+            reconnection.working(len(self._members))
             if reply is None:
                 continue
             if reply[0] == b"message":
-                for sink in self._sinks.get(reply[1], ()):
+                for sink in self._members.listeners(reply[1]):
                     relay = sink.relay
                     if relay is not None and relay.wants(reply[2]):
                         relay.outbox.append(reply[2])

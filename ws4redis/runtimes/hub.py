@@ -17,13 +17,11 @@ import redis.asyncio.retry
 import redis.exceptions
 from redis.backoff import NoBackoff
 
+from ws4redis.core.membership import Membership, Reconnection
 from ws4redis.core.relay import Relay, frame_message
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
-
-RECONNECT_MIN = 0.1
-RECONNECT_MAX = 10.0
 
 
 class Sink(Protocol):
@@ -50,7 +48,7 @@ class Hub:
         no_retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
         self._pubsub = redis.asyncio.Redis(**connection_kwargs, retry=no_retry).pubsub()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sinks: dict[bytes, set[Sink]] = {}
+        self._members: Membership[Sink] = Membership()
         self._confirmations: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
         self._dirty: list[Sink] = []
@@ -61,28 +59,14 @@ class Hub:
 
     async def add(self, sink: Sink, channels: list[str]) -> None:
         """Deliver ``channels`` to ``sink``; returns once Redis confirmed new subscriptions."""
-        new = []
-        for name in channels:
-            key = name.encode()
-            sinks = self._sinks.setdefault(key, set())
-            if not sinks:
-                new.append(key)
-            sinks.add(sink)
+        new = self._members.join(sink, channels)
         if new:
             await self._subscribe(new)
 
     def remove(self, sink: Sink, channels: list[str]) -> asyncio.Future[None] | None:
         """Stop delivering ``channels`` to ``sink``. Channels nobody wants any more are
         unsubscribed; the returned future ends when Redis confirmed that."""
-        gone = []
-        for name in channels:
-            key = name.encode()
-            sinks = self._sinks.get(key)
-            if sinks is not None:
-                sinks.discard(sink)
-                if not sinks:
-                    del self._sinks[key]
-                    gone.append(key)
+        gone = self._members.leave(sink, channels)
         if not gone:
             return None
         task = self.loop.create_task(self._unsubscribe(gone))
@@ -97,7 +81,7 @@ class Hub:
     async def _subscribe(self, keys: list[bytes]) -> None:
         # The lock orders SUBSCRIBE and UNSUBSCRIBE as the sinks came and went.
         async with self._lock:
-            keys = [k for k in keys if k in self._sinks and k not in self._pubsub.channels]
+            keys = [k for k in keys if self._members.wanted(k) and k not in self._pubsub.channels]
             if not keys:
                 return
             confirmed = self._expect(b"subscribe", keys)
@@ -109,7 +93,9 @@ class Hub:
     async def _unsubscribe(self, keys: list[bytes]) -> None:
         try:
             async with self._lock:
-                keys = [k for k in keys if k not in self._sinks and k in self._pubsub.channels]
+                keys = [
+                    k for k in keys if not self._members.wanted(k) and k in self._pubsub.channels
+                ]
                 if not keys:
                     return
                 confirmed = self._expect(b"unsubscribe", keys)
@@ -120,11 +106,6 @@ class Hub:
             for key in keys:  # so that a reconnect does not subscribe them again
                 self._pubsub.channels.pop(key, None)
 
-    @property
-    def channels(self) -> list[bytes]:
-        """Channels with at least one local websocket."""
-        return list(self._sinks)
-
     # -- delivery --------------------------------------------------------------------------
 
     async def _read_forever(self) -> None:
@@ -132,21 +113,14 @@ class Hub:
 
         redis-py resubscribes every channel when the connection comes back.
         """
-        delay = RECONNECT_MIN
-        failed = False
+        reconnection = Reconnection(logger)
         while True:
             try:
                 reply = await self._pubsub.parse_response(block=True)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                if not failed:
-                    logger.warning("Lost the Redis subscription connection; reconnecting")
-                failed = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
+                await asyncio.sleep(reconnection.lost())
                 continue
-            if failed:
-                logger.warning("Redis is back; %d channels resubscribed", len(self._sinks))
-                failed, delay = False, RECONNECT_MIN
+            reconnection.working(len(self._members))
             if reply[0] == b"message":
                 self._fan_out(reply[1], reply[2])
             else:
@@ -156,7 +130,7 @@ class Hub:
                     future.set_result(None)
 
     def _fan_out(self, channel: bytes, data: bytes) -> None:
-        sinks = self._sinks.get(channel)
+        sinks = self._members.listeners(channel)
         if not sinks:
             return
         frame = frame_message(data)
