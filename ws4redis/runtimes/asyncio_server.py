@@ -225,7 +225,7 @@ class Connection(asyncio.Protocol):
     def push(self, data: bytes, frame: bytes) -> bool:
         """From the hub: queue a framed message unless the echo rule drops it."""
         relay = self.relay
-        if relay is not None and not relay.echo and data == relay.last_received:
+        if relay is not None and not relay.wants(data):
             return False
         self.pending.append(frame)
         if self.dirty or relay is None:

@@ -11,7 +11,6 @@ from ws4redis import settings
 from ws4redis.core.handshake import Rejection
 
 StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def reject(rejection: Rejection, start_response: StartResponse) -> list[bytes]:
