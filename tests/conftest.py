@@ -147,10 +147,8 @@ def asgi_server(redis_server) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[str]:
     """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/uwsgi_app.py)."""
-    from django.db import connection
     from django.test.signals import setting_changed
 
-    binary = uwsgi_binary()
     overrides_file = tmp_path_factory.mktemp("uwsgi") / "overrides.json"
     overrides: dict = {}
 
@@ -166,34 +164,47 @@ def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[st
         overrides_file.write_text(json.dumps(serializable))
 
     setting_changed.connect(mirror)
+    log = tmp_path_factory.mktemp("uwsgi-log") / "uwsgi.log"
+    with running_uwsgi(log, WS4REDIS_TEST_OVERRIDES=str(overrides_file)) as port:
+        yield f"ws://127.0.0.1:{port}"
+    setting_changed.disconnect(mirror)
+
+
+@contextlib.contextmanager
+def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
+    """uWSGI + gevent serving tests/uwsgi_app.py on a free port, with the test database;
+    ``env`` adds to its environment. Yields the port once it accepts connections."""
+    from django.db import connection
+
     port = free_port()
-    env = dict(
+    environment = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="tests.settings",
         WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
-        WS4REDIS_TEST_OVERRIDES=str(overrides_file),
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
+        **env,
     )
     command = [
-        binary, "--http-socket", f"127.0.0.1:{port}", "--gevent", "200", "--http-websockets",
-        "--gevent-early-monkey-patch",
+        uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--gevent", "200",
+        "--http-websockets", "--gevent-early-monkey-patch",
         "--module", "tests.uwsgi_app", "--master", "--die-on-term",
     ]  # fmt: skip
-    log = open(tmp_path_factory.mktemp("uwsgi-log") / "uwsgi.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while True:
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, "uWSGI exited at start"
-            assert time.monotonic() < deadline, "uWSGI did not start"
-            time.sleep(0.1)
-    yield f"ws://127.0.0.1:{port}"
-    setting_changed.disconnect(mirror)
-    process.terminate()
-    process.wait(30)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert process.poll() is None, f"uWSGI exited at start: {log.read_text()}"
+                    assert time.monotonic() < deadline, "uWSGI did not start"
+                    time.sleep(0.1)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def uwsgi_binary() -> str:

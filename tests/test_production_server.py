@@ -17,7 +17,7 @@ import redis
 import websocket
 from django.test import override_settings
 
-from tests.conftest import FACILITY, in_process_server, recv_close
+from tests.conftest import FACILITY, in_process_server, recv_close, running_uwsgi
 from tests.redis_servers import free_port, private_redis
 from ws4redis.publisher import RedisPublisher
 
@@ -99,6 +99,32 @@ def test_redis_outage_keeps_websockets_and_resubscribes(tmp_path, rdb, caplog):
                 ws.close()
     assert "Lost the Redis subscription connection" in caplog.text
     assert "Redis is back" in caplog.text
+
+
+def test_uwsgi_worker_survives_a_redis_outage(tmp_path, rdb, django_db_setup):
+    """The same outage under uWSGI + gevent: the worker's hub reconnects and resubscribes."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    log = tmp_path / "uwsgi.log"
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as first:
+            with running_uwsgi(log, REDIS_HOST="127.0.0.1", REDIS_PORT=str(port)) as web:
+                ws = connect(f"ws://127.0.0.1:{web}")
+                RedisPublisher(facility=FACILITY, broadcast=True).publish_message("before")
+                assert ws.recv() == "before"
+                first.kill()
+                first.wait()
+                with private_redis(tmp_path, *args, port=port):
+                    restarted = redis.Redis(port=port)
+                    wait_until(
+                        lambda: restarted.pubsub_numsub(CHANNEL)[0][1] == 1,
+                        "the worker's hub to subscribe again",
+                    )
+                    RedisPublisher(facility=FACILITY, broadcast=True).publish_message("after")
+                    assert ws.recv() == "after"
+                ws.close()
+    assert "Lost the Redis subscription connection" in log.read_text()
+    assert "Redis is back" in log.read_text()
 
 
 def start_runwebsocket(port: int, *extra: str) -> subprocess.Popen:

@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from ws4redis.uwsgi_runserver import uWSGIWebsocketServer
 
-OVERRIDES = Path(os.environ["WS4REDIS_TEST_OVERRIDES"])
+OVERRIDES = Path(os.environ.get("WS4REDIS_TEST_OVERRIDES", "/nonexistent"))
 server = uWSGIWebsocketServer()
 
 
