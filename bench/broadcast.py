@@ -298,7 +298,10 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
             transports += await connect_clients("127.0.0.1", server.port, server.path, more, tally)
             await asyncio.sleep(1)  # let the server settle after the handshakes
             rss = rss_bytes(server.process.pid)
-            runs = [await burst(server, tally, clients, args.messages) for _ in range(args.runs)]
+            runs = []
+            for _ in range(args.runs):
+                runs.append(await burst(server, tally, clients, args.messages))
+                print(f"    burst: {runs[-1]}", flush=True)
             results[clients] = {
                 "reach": min(r["reach"] for r in runs),
                 "us": statistics.median(r["us"] for r in runs),

@@ -3,6 +3,7 @@ graceful shutdown, several workers on one port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -179,3 +180,27 @@ def test_workers_share_the_port_and_each_has_a_hub(rdb):
     finally:
         process.kill()
         process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_stop_when_their_supervisor_is_killed(rdb):
+    port = free_port()
+    process = start_runwebsocket(port, "--workers", "2")
+    try:
+        wait_for_listening(process, 2)
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+        process.kill()  # no chance to forward a signal
+        process.wait()
+        wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), "workers")
+    finally:
+        for worker in children_of(process.pid):
+            os.kill(worker, signal.SIGKILL)

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import io
 import logging
+import os
 import signal
 import socket
 import time
@@ -322,22 +323,34 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
         loop.add_signal_handler(signum, stop.set)
 
 
-async def serve(host: str, port: int, *, reuse_port: bool = False, ready: Any = None) -> None:
-    """Run one server until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(
+    host: str, port: int, *, reuse_port: bool = False, supervisor: int | None = None
+) -> None:
+    """Run one server until SIGTERM or SIGINT (or, for a worker, until its ``supervisor``
+    process is gone), then shut down gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     install_signal_handlers(loop, stop)
+    watchdog = None if supervisor is None else loop.create_task(_orphaned(supervisor, stop))
     server = WebsocketServer()
     bound = await server.start(host, port, reuse_port=reuse_port)
     # Everything made so far lives as long as the process: keep it out of the collector's
     # full passes, which would otherwise pause delivery for every websocket at once.
     gc.freeze()
     logger.info("ws4redis websocket server listening on %s:%d", host, bound)
-    if ready is not None:
-        ready(bound)
     await stop.wait()
     logger.info("Shutting down: closing %d websocket(s)", len(server.connections))
+    if watchdog is not None:
+        watchdog.cancel()
     await server.shutdown()
+
+
+async def _orphaned(supervisor: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (killed, say) stops instead of holding the port."""
+    while os.getppid() == supervisor:
+        await asyncio.sleep(1)
+    logger.warning("The supervisor process is gone; shutting down")
+    stop.set()
 
 
 def bind_check(host: str, port: int) -> None:
@@ -357,7 +370,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(host: str, port: int, *, reuse_port: bool) -> None:
+def run_worker(host: str, port: int, *, reuse_port: bool, supervisor: int | None = None) -> None:
     """Run one server process to the end."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve(host, port, reuse_port=reuse_port))
+        runner.run(serve(host, port, reuse_port=reuse_port, supervisor=supervisor))

@@ -78,12 +78,13 @@ def supervise(host: str, port: int, workers: int) -> None:
             os.kill(pid, signal.SIGTERM)
 
     def spawn(slot: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                run_worker(host, port, reuse_port=True)
+                run_worker(host, port, reuse_port=True, supervisor=supervisor)
             finally:
                 os._exit(0)
         children[pid] = slot
