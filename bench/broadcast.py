@@ -309,8 +309,17 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
             }
             print(f"  {server.name} {clients} clients: {results[clients]}", flush=True)
             if clients == args.latency_clients:
-                results["latency"] = await steady(server, tally, clients, args.rate, args.seconds)
-                print(f"  {server.name} latency: {results['latency']}", flush=True)
+                steady_runs = []
+                for _ in range(args.runs):
+                    steady_runs.append(
+                        await steady(server, tally, clients, args.rate, args.seconds)
+                    )
+                    print(f"    steady: {steady_runs[-1]}", flush=True)
+                results["latency"] = {
+                    key: statistics.median(run[key] for run in steady_runs)
+                    for key in steady_runs[0]
+                }
+                results["latency"]["reach"] = min(run["reach"] for run in steady_runs)
     finally:
         for transport in transports:
             transport.abort()
@@ -367,8 +376,9 @@ def report(args: argparse.Namespace, ours: dict, theirs: dict) -> None:
             print(f"| {name} | {clients} | {r['reach']:.3f} | {r['us']:.1f} | "
                   f"{r['rss_per_conn'] / 1024:.1f} |")  # fmt: skip
     print()
-    print(f"| server | latency at {args.latency_clients} clients, {args.rate:g}/s | p50 ms | "
-          "p99 ms | max ms | reach | server CPU µs/delivery |")  # fmt: skip
+    print(f"| server | latency at {args.latency_clients} clients, {args.rate:g}/s for "
+          f"{args.seconds:g} s, median of {args.runs} runs | p50 ms | p99 ms | max ms | "
+          "reach (lowest) | server CPU µs/delivery |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for name, results in (("ws4redis", ours), ("Channels", theirs)):
         if "latency" in results:
