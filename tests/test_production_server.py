@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,13 +79,27 @@ def test_client_that_does_not_read_is_closed_and_others_get_everything(asyncio_s
     good.close()
 
 
-def test_redis_outage_keeps_websockets_and_resubscribes(tmp_path, rdb, caplog):
+@contextlib.contextmanager
+def server_on_redis(runtime, port, request, caplog) -> Iterator[tuple[str, Callable[[], str]]]:
+    """A server of ``runtime`` using the Redis on ``port``: its ws:// base and its log."""
+    if runtime == "asyncio":
+        with in_process_server() as running:
+            yield running.ws_base, lambda: caplog.text
+    else:
+        request.getfixturevalue("django_db_setup")
+        log = request.getfixturevalue("tmp_path") / "uwsgi.log"
+        with running_uwsgi(log, REDIS_HOST="127.0.0.1", REDIS_PORT=str(port)) as web:
+            yield f"ws://127.0.0.1:{web}", log.read_text
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "uwsgi"])
+def test_redis_outage_keeps_websockets_and_resubscribes(runtime, request, tmp_path, rdb, caplog):
     port = free_port()
     args = ("--port", str(port), "--bind", "127.0.0.1")
     with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
         with private_redis(tmp_path, *args, port=port) as first:
-            with in_process_server() as running:
-                ws = connect(running.ws_base)
+            with server_on_redis(runtime, port, request, caplog) as (ws_base, server_log):
+                ws = connect(ws_base)
                 RedisPublisher(facility=FACILITY, broadcast=True).publish_message("before")
                 assert ws.recv() == "before"
                 first.kill()
@@ -98,34 +113,8 @@ def test_redis_outage_keeps_websockets_and_resubscribes(tmp_path, rdb, caplog):
                     RedisPublisher(facility=FACILITY, broadcast=True).publish_message("after")
                     assert ws.recv() == "after"  # the same socket, never closed
                 ws.close()
-    assert "Lost the Redis subscription connection" in caplog.text
-    assert "Redis is back" in caplog.text
-
-
-def test_uwsgi_worker_survives_a_redis_outage(tmp_path, rdb, django_db_setup):
-    """The same outage under uWSGI + gevent: the worker's hub reconnects and resubscribes."""
-    port = free_port()
-    args = ("--port", str(port), "--bind", "127.0.0.1")
-    log = tmp_path / "uwsgi.log"
-    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
-        with private_redis(tmp_path, *args, port=port) as first:
-            with running_uwsgi(log, REDIS_HOST="127.0.0.1", REDIS_PORT=str(port)) as web:
-                ws = connect(f"ws://127.0.0.1:{web}")
-                RedisPublisher(facility=FACILITY, broadcast=True).publish_message("before")
-                assert ws.recv() == "before"
-                first.kill()
-                first.wait()
-                with private_redis(tmp_path, *args, port=port):
-                    restarted = redis.Redis(port=port)
-                    wait_until(
-                        lambda: restarted.pubsub_numsub(CHANNEL)[0][1] == 1,
-                        "the worker's hub to subscribe again",
-                    )
-                    RedisPublisher(facility=FACILITY, broadcast=True).publish_message("after")
-                    assert ws.recv() == "after"
-                ws.close()
-    assert "Lost the Redis subscription connection" in log.read_text()
-    assert "Redis is back" in log.read_text()
+                assert "Lost the Redis subscription connection" in server_log()
+                assert "Redis is back" in server_log()
 
 
 def start_runwebsocket(port: int, *extra: str) -> subprocess.Popen:
