@@ -28,8 +28,10 @@ def test_channel_names_follow_the_documented_layout():
         "ws4redis:group:chatters:f",
         "ws4redis:session:abc:f",
     }
+    assert RedisPublisher.get_prefix() == "ws4redis:"
     with override_settings(WS4REDIS_PREFIX=None):
         assert RedisPublisher(facility="f", broadcast=True)._publishers == {"broadcast:f"}
+        assert RedisPublisher.get_prefix() == ""
 
 
 def test_self_means_the_requester(users, rf):

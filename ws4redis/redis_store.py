@@ -68,15 +68,16 @@ def is_authenticated(request: HttpRequest | None) -> bool:
     return bool(user is not None and user.is_authenticated)
 
 
+def key_prefix() -> str:
+    """``WS4REDIS_PREFIX`` with its ``:``, or an empty string."""
+    prefix = settings.WS4REDIS_PREFIX
+    return f"{prefix}:" if prefix else ""
+
+
 def channel_name(kind: str, facility: str, name: str | None = None) -> str:
     """The Redis channel (and key of the persisted message) for one audience and facility."""
-    prefix = settings.WS4REDIS_PREFIX
-    parts = [prefix] if prefix else []
-    parts.append(kind)
-    if name is not None:
-        parts.append(str(name))
-    parts.append(facility)
-    return ":".join(parts)
+    who = "" if name is None else f"{name}:"
+    return f"{key_prefix()}{kind}:{who}{facility}"
 
 
 def own_names(kind: str, request: HttpRequest | None) -> list[str]:
@@ -122,11 +123,8 @@ class RedisStore:
         self._connection = connection if connection is not None else get_redis()
         self._publishers: set[str] = set()
 
-    @staticmethod
-    def get_prefix() -> str:
-        """The key prefix including its ``:``, or an empty string."""
-        prefix = settings.WS4REDIS_PREFIX
-        return f"{prefix}:" if prefix else ""
+    get_prefix = staticmethod(key_prefix)
+    """Kept from the original API."""
 
     def _get_message_channels(
         self,

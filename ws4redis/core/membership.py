@@ -8,7 +8,7 @@ I/O: the asyncio hub and the gevent hub do theirs around it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sized
 from typing import Generic, TypeVar
 
 Sink = TypeVar("Sink")
@@ -73,8 +73,9 @@ class Reconnection:
         delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_MAX)
         return delay
 
-    def working(self, channels: int) -> None:
-        """A reply came in: say so if that ends an outage."""
+    def working(self, channels: Sized) -> None:
+        """A reply came in: say so if that ends an outage (called for every reply, so it
+        does nothing else)."""
         if self.failed:
-            self.logger.warning("Redis is back; %d channels resubscribed", channels)
+            self.logger.warning("Redis is back; %d channels resubscribed", len(channels))
             self.failed, self.delay = False, RECONNECT_MIN

@@ -60,6 +60,11 @@ class Relay:
         """Queue a message for the client (persisted messages, heartbeats)."""
         self.outbox.append(message)
 
+    def take_outbox(self) -> list[bytes]:
+        """Hand over the queued messages, in order, and start a new queue."""
+        messages, self.outbox = self.outbox, []
+        return messages
+
     def deliver(self, message: bytes) -> None:
         """Queue a message Redis delivered, if the echo rule lets it through."""
         if self.wants(message):

@@ -55,7 +55,7 @@ class ASGISink:
         self.dirty = True
         return True
 
-    def flush(self) -> None:
+    def flush(self, now: float | None = None) -> None:
         self.dirty = False
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send_outbox())
@@ -63,13 +63,12 @@ class ASGISink:
     async def _send_outbox(self) -> None:
         relay = self.relay
         assert relay is not None
-        outbox = relay.outbox
-        while outbox:
-            message = outbox.pop(0)
-            if is_text(message):
-                await self.send({"type": "websocket.send", "text": message.decode()})
-            else:
-                await self.send({"type": "websocket.send", "bytes": message})
+        while messages := relay.take_outbox():  # the hub may queue more while we send
+            for message in messages:
+                if is_text(message):
+                    await self.send({"type": "websocket.send", "text": message.decode()})
+                else:
+                    await self.send({"type": "websocket.send", "bytes": message})
             relay.note_sent(time.monotonic())
 
 

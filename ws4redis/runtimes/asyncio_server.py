@@ -215,7 +215,7 @@ class Connection(asyncio.Protocol):
         if self.relay.heartbeat is not None:
             self.server.heartbeating.add(self)
         self._write_protocol_output()  # the 101 response and the persisted messages
-        self.flush()  # what the hub delivered meanwhile
+        self.flush(time.monotonic())  # what the hub delivered meanwhile
 
     def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
         handshake.send_response(handshake.reject(rejection.status, rejection.text))
@@ -234,7 +234,7 @@ class Connection(asyncio.Protocol):
         self.dirty = True
         return True
 
-    def flush(self) -> None:
+    def flush(self, now: float) -> None:
         """Write every pending frame at once; close a client that stopped reading.
 
         Hot path: one call per websocket per batch of Redis messages. The list is emptied in
@@ -248,7 +248,7 @@ class Connection(asyncio.Protocol):
             return
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         pending.clear()
-        relay.last_sent_at = time.monotonic()
+        relay.last_sent_at = now
         if transport.get_write_buffer_size() > self.max_buffer:
             self._too_slow()
 

@@ -93,7 +93,7 @@ class GeventHub:
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 gevent.sleep(reconnection.lost())
                 continue
-            reconnection.working(len(self._members))
+            reconnection.working(self._members)
             if reply is None:
                 continue
             if reply[0] == b"message":

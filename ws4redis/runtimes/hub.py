@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -33,8 +34,8 @@ class Sink(Protocol):
         """Take a message (raw and framed); True when the sink needs a :meth:`flush`."""
         ...
 
-    def flush(self) -> None:
-        """Write what was pushed since the last flush."""
+    def flush(self, now: float) -> None:
+        """Write what was pushed since the last flush (``now``: monotonic seconds)."""
         ...
 
 
@@ -120,7 +121,7 @@ class Hub:
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 await asyncio.sleep(reconnection.lost())
                 continue
-            reconnection.working(len(self._members))
+            reconnection.working(self._members)
             if reply[0] == b"message":
                 self._fan_out(reply[1], reply[2])
             else:
@@ -146,8 +147,9 @@ class Hub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
+        now = time.monotonic()
         for sink in dirty:
-            sink.flush()
+            sink.flush(now)
 
     async def close(self) -> None:
         """Give pending unsubscribes a moment, then drop the Redis connection."""

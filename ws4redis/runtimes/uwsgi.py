@@ -104,11 +104,10 @@ def _watch_client(fd: int, wakeup: gevent.event.Event, consumed: gevent.event.Ev
 
 
 def _send_outbox(relay: Relay) -> None:
-    outbox = relay.outbox
-    if not outbox:
+    messages = relay.take_outbox()
+    if not messages:
         return
-    while outbox:
-        message = outbox.pop(0)
+    for message in messages:
         if is_text(message):
             uwsgi.websocket_send(message)
         else:
