@@ -26,7 +26,7 @@ from ws4redis import settings as ws_settings
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_pool import get_redis
-from ws4redis.runtimes.asyncio_server import WebsocketServer, new_event_loop
+from ws4redis.runtimes.asyncio.server import WebsocketServer, new_event_loop
 
 FACILITY = "unittest"
 ROOT = Path(__file__).resolve().parent.parent

@@ -60,7 +60,7 @@ def test_client_that_does_not_read_is_closed_and_others_get_everything(asyncio_s
         assert good.recv() == f"{sent:06d}{payload}"  # every message, in order
         sent += 1
     assert slow_connection not in server.connections, "the slow client was never closed"
-    assert slow_connection.pending == []
+    assert slow_connection.relay.outbox == []
     # The slow client, reading at last, finds its stream cut short: a 1008 close or a reset.
     received, code = 0, None
     try:

@@ -13,6 +13,6 @@ import django
 
 django.setup(set_prefix=False)
 
-from ws4redis.runtimes.asgi import ASGIApplication  # noqa: E402
+from ws4redis.runtimes.asyncio.asgi import ASGIApplication  # noqa: E402
 
 application = ASGIApplication()

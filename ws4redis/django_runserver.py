@@ -4,7 +4,7 @@ Set ``WSGI_APPLICATION = 'ws4redis.django_runserver.application'``, or install i
 ``LiveServerTestCase`` with ``cls.server_thread.httpd.set_app(application)``.
 """
 
-from ws4redis.runtimes.runserver import websocket_app
-from ws4redis.runtimes.wsgi import Dispatcher
+from ws4redis.runtimes.sync.runserver import websocket_app
+from ws4redis.runtimes.sync.wsgi import Dispatcher
 
 application = Dispatcher(websocket_app)

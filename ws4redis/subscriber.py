@@ -3,14 +3,12 @@
 Set ``WS4REDIS_SUBSCRIBER`` to a subclass to change which channels a websocket subscribes
 and publishes to (``set_pubsub_channels``) or what it receives on connect
 (``send_persisted_messages``). Every runtime uses this class; what differs between runtimes
-is only the *subscription* object behind it: one Redis connection per websocket under
-runserver, one shared connection per process in the production servers.
+is only the *subscription* object behind it: the runtime's hub, one Redis connection shared
+by every websocket of the process.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +17,7 @@ from django.http import HttpRequest
 from redis.client import PubSub
 
 from ws4redis import settings
+from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
 from ws4redis.redis_store import SELF, RedisStore
 
 
@@ -70,63 +69,14 @@ def _names(channels: tuple[str | bytes, ...]) -> list[str]:
 
 
 CONFIRM_WAIT = 5.0
-"""Seconds to wait at most for Redis to confirm a subscribe or unsubscribe."""
-
-
-class ConfirmingPubSub(PubSub):
-    """A redis-py ``PubSub`` whose ``subscribe`` and ``close`` wait for Redis to confirm.
-
-    Without the waits, a ``PUBLISH`` made right after the client saw its handshake could miss
-    the new websocket, and one made right after it closed could still count it as a receiver.
-    Messages that arrive while waiting are kept for :meth:`parse_response`.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.early_replies: deque[Any] = deque()
-
-    def subscribe(self, *args: Any, **kwargs: Any) -> None:
-        super().subscribe(*args, **kwargs)
-        unconfirmed = len(args) + len(kwargs)
-        deadline = time.monotonic() + CONFIRM_WAIT
-        while unconfirmed and time.monotonic() < deadline:
-            reply = super().parse_response(block=False, timeout=deadline - time.monotonic())
-            if reply is None:
-                continue
-            if reply[0] in (b"subscribe", "subscribe"):
-                unconfirmed -= 1
-            else:
-                self.early_replies.append(reply)
-
-    def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
-        if self.early_replies:
-            return self.early_replies.popleft()
-        return super().parse_response(block=block, timeout=timeout)
-
-    def close(self) -> None:
-        if self.connection is not None and self.channels:
-            self.unsubscribe()
-            deadline = time.monotonic() + CONFIRM_WAIT
-            while self.channels and time.monotonic() < deadline:
-                self.get_message(timeout=deadline - time.monotonic())
-        super().close()
+"""Seconds to wait at most for Redis to confirm the subscriptions of a new websocket."""
 
 
 class RedisSubscriber(RedisStore):
     """Channels of one websocket: where its messages are published, what it listens to."""
 
-    subscription_channels: ClassVar[list[str]] = [
-        "subscribe-session",
-        "subscribe-group",
-        "subscribe-user",
-        "subscribe-broadcast",
-    ]
-    publish_channels: ClassVar[list[str]] = [
-        "publish-session",
-        "publish-group",
-        "publish-user",
-        "publish-broadcast",
-    ]
+    subscription_channels: ClassVar[list[str]] = list(SUBSCRIBE_KEYS)
+    publish_channels: ClassVar[list[str]] = list(PUBLISH_KEYS)
 
     pubsub_factory: PubSubFactory | None = None
     """Set by a runtime that shares one Redis subscription among its websockets."""
@@ -147,8 +97,7 @@ class RedisSubscriber(RedisStore):
     def _new_subscription(self) -> Subscription:
         if self.pubsub_factory is not None:
             return self.pubsub_factory()
-        pool = self._connection.connection_pool
-        return ConfirmingPubSub(pool, ignore_subscribe_messages=True)
+        return self._connection.pubsub(ignore_subscribe_messages=True)
 
     def set_pubsub_channels(self, request: HttpRequest, channels: list[str]) -> None:
         """Set the publish channels and subscribe to the channels the keys ask for."""

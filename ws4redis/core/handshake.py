@@ -38,7 +38,7 @@ class Rejection:
 
 
 def check_request(request: HttpRequest) -> Rejection | None:
-    """The checks made before anything else, with the statuses of SPEC §7."""
+    """The checks made before anything else (``docs/reference.md#http-statuses``)."""
     meta = request.META
     if not request.path_info.startswith(settings.WEBSOCKET_URL):
         return Rejection(404, f"{request.path_info} is not under WEBSOCKET_URL.\n")

@@ -1,18 +1,17 @@
-"""From an upgrade request to an accepted connection, in the order of SPEC §7.
+"""From an upgrade request to an accepted connection (``docs/reference.md#opening-a-websocket``).
 
 protocol checks -> identify -> parse keys -> ``WS4REDIS_ALLOWED_CHANNELS`` -> handshake.
 Runtimes call :func:`open_connection` (blocking: session and user lookups may query a
-database, so asyncio runtimes run it in a thread) and then :meth:`Accepted.start`.
+database, so asyncio runtimes run it in a thread), then subscribe through their hub
+(:mod:`ws4redis.runtimes.opening`) and relay with :meth:`Accepted.relay`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from importlib import import_module
 
-import redis
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
@@ -25,12 +24,13 @@ from websockets.server import ServerProtocol
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
 from ws4redis.core.relay import FramedRelay, Relay
-from ws4redis.redis_pool import get_redis
-from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
 
-CHANNEL_KEYS = frozenset(RedisSubscriber.subscription_channels + RedisSubscriber.publish_channels)
+SUBSCRIBE_KEYS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
+PUBLISH_KEYS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")
+CHANNEL_KEYS = frozenset(SUBSCRIBE_KEYS + PUBLISH_KEYS)
+"""The query keys that choose channels (``docs/reference.md#url-and-channel-keys``)."""
 
 
 def identify(request: HttpRequest) -> None:
@@ -85,44 +85,19 @@ class Accepted:
     protocol: ServerProtocol | None = None
     response: Response | None = None
 
-    def start(
-        self, pubsub_factory: PubSubFactory | None = None
-    ) -> tuple[Relay, RedisSubscriber] | Rejection:
-        """Subscribe, then queue the handshake response and the persisted messages.
-
-        Blocking Redis I/O for the default subscriber: asyncio runtimes call it in a thread.
-        ``pubsub_factory`` lets a runtime put its own subscription (a shared hub) behind the
-        subscriber instead of one Redis connection per websocket. Never raises: when
-        subscribing fails nothing has been queued, and the runtime answers the Rejection.
-        """
-        try:
-            return self._start(pubsub_factory)
-        except (redis.RedisError, TimeoutError) as exc:
-            logger.error("Cannot subscribe websocket %s: %s", self.request.get_full_path(), exc)
-            return Rejection(503, "Redis is unavailable.\n")
-        except Exception:
-            logger.exception("Cannot start websocket %s", self.request.get_full_path())
-            return Rejection(500, "The websocket could not be opened; see the server log.\n")
-
-    def _start(self, pubsub_factory: PubSubFactory | None) -> tuple[Relay, RedisSubscriber]:
-        subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
-        subscriber: RedisSubscriber = subscriber_class(get_redis())
-        if pubsub_factory is not None:
-            subscriber.pubsub_factory = pubsub_factory
-        subscriber.set_pubsub_channels(self.request, self.channels)
+    def relay(self, now: float) -> Relay:
+        """The relay of the connection, with the limits of the settings. For a runtime that
+        owns the socket it frames, and the handshake response will be its first output."""
         options = {
             "echo": self.echo,
             "heartbeat": settings.WS4REDIS_HEARTBEAT,
-            "now": time.monotonic(),
+            "now": now,
+            "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
+            "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
         }
-        relay: Relay
-        if self.protocol is not None and self.response is not None:
-            self.protocol.send_response(self.response)
-            relay = FramedRelay(self.protocol, **options)
-        else:
-            relay = Relay(**options)
-        subscriber.send_persisted_messages(relay)
-        return relay, subscriber
+        if self.protocol is None or self.response is None:
+            return Relay(**options)
+        return FramedRelay(self.protocol, self.response, **options)
 
 
 def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted | Rejection:

@@ -1,21 +1,26 @@
 """What happens on one open websocket, without doing any I/O.
 
-:class:`Relay` holds this project's rules (drop empty messages and heartbeats from the
-client, the echo rule, when to send a heartbeat, text or binary). :class:`FramedRelay` adds
-the ``websockets`` sans-I/O protocol for runtimes that own the socket: they feed it the bytes
-they read, publish what :meth:`FramedRelay.receive_data` returns and write what
-:meth:`FramedRelay.data_to_send` hands out. Framing, ping/pong, the close handshake and size
-limits are the library's. ASGI servers frame for us, so the ASGI runtime uses :class:`Relay`.
+:class:`Relay` holds the rules of one connection (see ``docs/reference.md#relaying``): which
+client messages are published, the echo rule, when the heartbeat is due, how much may wait
+for a client that does not read, and which close code ends the connection.
+:class:`FramedRelay` adds the ``websockets`` sans-I/O protocol for the runtimes that own the
+socket: they feed it the bytes they read, publish what :meth:`FramedRelay.receive_data`
+returns and write what :meth:`FramedRelay.data_to_send` hands out. Framing, ping/pong, the
+close handshake and the frame size limit are the library's. ASGI servers frame for us, so
+the ASGI runtime uses :class:`Relay` and sends what it takes from the outbox.
 """
 
 from __future__ import annotations
 
 from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
+
+TOO_SLOW = "client does not read"
 
 
 def is_text(message: bytes) -> bool:
@@ -36,14 +41,33 @@ def frame_message(message: bytes) -> bytes:
 
 
 class Relay:
-    """Per-connection rules between a websocket and its Redis channels."""
+    """Per-connection rules between a websocket and its Redis channels.
 
-    def __init__(self, *, echo: bool, heartbeat: str | None, now: float) -> None:
+    ``outbox`` holds what waits for the client (messages here, frames in
+    :class:`FramedRelay`); ``failure`` is the close code and reason once the connection must
+    end, for runtimes whose server sends the close frame.
+    """
+
+    def __init__(
+        self,
+        *,
+        echo: bool,
+        heartbeat: str | None,
+        now: float,
+        max_size: int,
+        max_buffer: int,
+    ) -> None:
         self.echo = echo
         self.heartbeat = heartbeat.encode() if heartbeat else None
+        self.max_size = max_size
+        self.max_buffer = max_buffer
         self.last_sent_at = now
         self.last_received: bytes | None = None
         self.outbox: list[bytes] = []
+        self.outbox_bytes = 0
+        self.failure: tuple[int, str] | None = None
+
+    # -- from the client ---------------------------------------------------------------------
 
     def accept(self, message: bytes) -> bool:
         """Whether a message from the client is to be published (and remember it)."""
@@ -52,23 +76,68 @@ class Relay:
         self.last_received = message
         return True
 
+    def receive_message(self, message: bytes) -> bytes | None:
+        """A whole message the server assembled: the bytes to publish, or None.
+
+        A message over ``max_size`` fails the connection with 1009 instead.
+        """
+        if len(message) > self.max_size:
+            self.fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            return None
+        return message if self.accept(message) else None
+
+    # -- to the client -----------------------------------------------------------------------
+
     def wants(self, message: bytes) -> bool:
         """The echo rule: without ``echo`` the author's own last message is not sent back."""
         return self.echo or message != self.last_received
 
+    def push(self, data: bytes, frame: bytes) -> bool:
+        """Queue a message Redis delivered (raw and framed); True when the outbox was empty,
+        that is, when the runtime must schedule a write.
+
+        The outbox is bounded by ``max_buffer``: past it the client is failed with 1008 and
+        what it had not read is dropped, so one stalled reader never holds the others' data.
+        """
+        if self.failure is not None or not self.wants(data):
+            return False
+        was_empty = not self.outbox
+        self._queue(data, frame)
+        if self.outbox_bytes > self.max_buffer:
+            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            return True
+        return was_empty
+
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
-        self.outbox.append(message)
+        if self.failure is None:
+            self._queue(message, b"")
+
+    def _queue(self, data: bytes, frame: bytes) -> None:
+        self.outbox.append(data)
+        self.outbox_bytes += len(data)
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
-        messages, self.outbox = self.outbox, []
+        messages, self.outbox, self.outbox_bytes = self.outbox, [], 0
         return messages
 
-    def deliver(self, message: bytes) -> None:
-        """Queue a message Redis delivered, if the echo rule lets it through."""
-        if self.wants(message):
-            self.send(message)
+    def written(self, unsent: int, now: float) -> bool:
+        """The runtime wrote to the client at ``now`` and ``unsent`` bytes still wait in its
+        buffers; True when that is over ``max_buffer`` and the client was failed with 1008."""
+        self.last_sent_at = now
+        if unsent > self.max_buffer:
+            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            return True
+        return False
+
+    def opened(self, persisted: list[bytes]) -> None:
+        """The connection is subscribed: the persisted messages go first, then whatever
+        Redis delivered while subscribing."""
+        self.outbox[:0] = persisted
+        self.outbox_bytes += sum(map(len, persisted))
+
+    # -- heartbeat ---------------------------------------------------------------------------
 
     def next_heartbeat(self) -> float | None:
         """When the next heartbeat is due (monotonic seconds), or None without heartbeats."""
@@ -76,25 +145,36 @@ class Relay:
             return None
         return self.last_sent_at + HEARTBEAT_INTERVAL
 
-    def tick(self, now: float) -> None:
-        """Send the heartbeat if nothing went to the client for ``HEARTBEAT_INTERVAL``."""
-        if self.heartbeat is not None and now >= self.last_sent_at + HEARTBEAT_INTERVAL:
-            self.send(self.heartbeat)
-            self.last_sent_at = now
-
-    def note_sent(self, now: float) -> None:
-        """Tell the relay that something went out at ``now`` (postpones the heartbeat)."""
+    def tick(self, now: float) -> bool:
+        """Queue the heartbeat if nothing went to the client for ``HEARTBEAT_INTERVAL``;
+        True when it did."""
+        if self.heartbeat is None or now < self.last_sent_at + HEARTBEAT_INTERVAL:
+            return False
+        self.send(self.heartbeat)
         self.last_sent_at = now
+        return True
+
+    # -- ending ------------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is to end."""
+        return self.failure is not None
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """End the connection with ``code``; what the client had not read is dropped."""
+        if self.failure is None:
+            self.failure = (code, reason)
+            self.outbox, self.outbox_bytes = [], 0
 
 
 class FramedRelay(Relay):
     """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
 
-    def __init__(
-        self, protocol: ServerProtocol, *, echo: bool, heartbeat: str | None, now: float
-    ) -> None:
-        super().__init__(echo=echo, heartbeat=heartbeat, now=now)
+    def __init__(self, protocol: ServerProtocol, response: Response, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
         self.protocol = protocol
+        self.response = response
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
 
@@ -115,7 +195,7 @@ class FramedRelay(Relay):
             if message is None:
                 continue
             if self._fragment_opcode is Opcode.TEXT and not is_text(message):
-                self.protocol.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+                self.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
                 break
             if self.accept(message):
                 messages.append(message)
@@ -136,17 +216,39 @@ class FramedRelay(Relay):
         self._fragments = []
         return message
 
-    def send(self, message: bytes) -> None:
-        if self.protocol.state is not State.OPEN:
+    def _queue(self, data: bytes, frame: bytes) -> None:
+        if self.protocol.state is State.CLOSING or self.protocol.state is State.CLOSED:
             return
-        if is_text(message):
-            self.protocol.send_text(message)
-        else:
-            self.protocol.send_binary(message)
+        frame = frame or frame_message(data)
+        self.outbox.append(frame)
+        self.outbox_bytes += len(frame)
+
+    def opened(self, persisted: list[bytes]) -> None:
+        """The connection is subscribed: the handshake response goes first, then the
+        persisted messages, then whatever Redis delivered while subscribing."""
+        self.protocol.send_response(self.response)
+        response = self.protocol.data_to_send()
+        frames = [frame_message(message) for message in persisted]
+        self.outbox[:0] = response + frames
+        self.outbox_bytes += sum(map(len, frames))
+
+    def flush_outbox(self) -> bytes:
+        """The queued frames as one chunk, and an empty queue (the delivery hot path: the
+        list is emptied in place, so delivering allocates no containers)."""
+        outbox = self.outbox
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        self.outbox_bytes = 0
+        return data
 
     def data_to_send(self) -> list[bytes]:
-        """Bytes to write, in order; an empty ``b""`` means: shut down the write side."""
-        return self.protocol.data_to_send()
+        """Bytes to write, in order; an empty ``b""`` means: shut down the write side.
+
+        Queued messages go before the protocol's own output, so a close frame is always last.
+        """
+        if not self.outbox:
+            return self.protocol.data_to_send()
+        return self.take_outbox() + self.protocol.data_to_send()
 
     @property
     def closing(self) -> bool:
@@ -159,6 +261,8 @@ class FramedRelay(Relay):
             self.protocol.send_close(code, reason)
 
     def fail(self, code: int, reason: str = "") -> None:
-        """Close at once after an error (the client gets ``code``, no handshake awaited)."""
+        """Close at once (the client gets ``code``, no handshake awaited); what the client
+        had not read is dropped."""
+        super().fail(code, reason)
         if self.protocol.state is State.OPEN:
             self.protocol.fail(code, reason)

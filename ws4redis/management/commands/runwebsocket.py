@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ws4redis.runtimes.asyncio_server import bind_check, run_worker
+from ws4redis.runtimes.asyncio.server import bind_check, run_worker
 
 logger = logging.getLogger("ws4redis.server")
 

@@ -3,7 +3,8 @@
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
 core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
 only moves bytes: client frames through :class:`~ws4redis.core.relay.FramedRelay`, Redis
-messages from the process's :class:`~ws4redis.runtimes.hub.Hub` straight to the transport.
+messages from the process's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
+transport.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import redis
 from django.core.handlers.wsgi import WSGIRequest
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from ws4redis import settings
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import FramedRelay
+from ws4redis.core.relay import TOO_SLOW, FramedRelay
 from ws4redis.redis_pool import connection_kwargs
-from ws4redis.runtimes.hub import Hub, HubSubscription
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
+from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
@@ -119,15 +119,7 @@ class WebsocketServer:
 
     def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> asyncio.Future[None]:
         """Publish what a client sent, off the loop and in order."""
-        return asyncio.wrap_future(self.publisher.submit(_publish, subscriber, messages))
-
-
-def _publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
-    try:
-        for message in messages:
-            subscriber.publish_message(message)
-    except redis.RedisError as exc:
-        logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
+        return asyncio.wrap_future(self.publisher.submit(publish, subscriber, messages))
 
 
 class Connection(asyncio.Protocol):
@@ -141,9 +133,8 @@ class Connection(asyncio.Protocol):
         self.subscriber: RedisSubscriber | None = None
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[None] | None = None
-        self.pending: list[bytes] = []
+        self.open = False
         self.dirty = False
-        self.max_buffer = 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -152,7 +143,8 @@ class Connection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.relay is not None:
+        if self.open:
+            assert self.relay is not None
             messages = self.relay.receive_data(data)
             if messages and self.subscriber is not None:
                 self.last_publish = self.server.publish(self.subscriber, messages)
@@ -161,7 +153,8 @@ class Connection(asyncio.Protocol):
             self._receive_handshake(data)
 
     def eof_received(self) -> bool | None:
-        if self.relay is not None:
+        if self.open:
+            assert self.relay is not None
             self.relay.receive_eof()
             self._write_protocol_output()
         return None
@@ -170,7 +163,6 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.server.heartbeating.discard(self)
         self._release()
-        self.pending = []
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -188,34 +180,40 @@ class Connection(asyncio.Protocol):
         opening = loop.run_in_executor(self.server.openers, self._open, django_request)
         opening.add_done_callback(lambda done: self._opened(handshake, done))
 
-    def _open(self, request: WSGIRequest) -> Rejection | tuple[FramedRelay, RedisSubscriber]:
-        """In a thread: the core decides, then subscribes through the hub."""
+    def _open(self, request: WSGIRequest) -> Rejection | list[bytes]:
+        """In a thread: the core decides, then the subscriber subscribes through the hub.
+
+        The relay exists before the subscriptions, so that what Redis delivers meanwhile
+        waits in it; returns the persisted messages.
+        """
         outcome = open_connection(request)
         if not isinstance(outcome, Accepted):
             return outcome
-        started = outcome.start(self._subscription)
+        self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
+        started = subscribe(outcome, self._subscription)
         if isinstance(started, Rejection):
             return started
-        relay, subscriber = started
-        assert isinstance(relay, FramedRelay)
-        return relay, subscriber
+        self.subscriber, persisted = started
+        return persisted
 
     def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
         if done.cancelled():
             return
         outcome = done.result()
         if isinstance(outcome, Rejection):
+            self.relay = None
             self._reject(handshake, outcome)
             return
-        self.relay, self.subscriber = outcome
+        relay = self.relay
+        assert relay is not None
         if self.transport is None or self.transport.is_closing():
             self._release()
             return
-        self.max_buffer = settings.WS4REDIS_MAX_BUFFER_SIZE
-        if self.relay.heartbeat is not None:
+        relay.opened(outcome)
+        self.open = True
+        if relay.heartbeat is not None:
             self.server.heartbeating.add(self)
-        self._write_protocol_output()  # the 101 response and the persisted messages
-        self.flush(time.monotonic())  # what the hub delivered meanwhile
+        self._write_protocol_output()  # the 101 response, the persisted messages and the rest
 
     def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
         handshake.send_response(handshake.reject(rejection.status, rejection.text))
@@ -224,42 +222,37 @@ class Connection(asyncio.Protocol):
     # -- writing -------------------------------------------------------------------------------
 
     def push(self, data: bytes, frame: bytes) -> bool:
-        """From the hub: queue a framed message unless the echo rule drops it."""
+        """From the hub: queue a framed message; True when this connection needs a flush."""
         relay = self.relay
-        if relay is not None and not relay.wants(data):
+        if relay is None or not relay.push(data, frame) or self.dirty or not self.open:
             return False
-        self.pending.append(frame)
-        if self.dirty or relay is None:
-            return False  # not open yet: flushed when it opens
         self.dirty = True
         return True
 
     def flush(self, now: float) -> None:
-        """Write every pending frame at once; close a client that stopped reading.
+        """Write every queued frame at once; close a client that stopped reading.
 
-        Hot path: one call per websocket per batch of Redis messages. The list is emptied in
-        place rather than replaced, so delivering allocates no containers and does not wake
-        the garbage collector.
+        Hot path: one call per websocket per batch of Redis messages.
         """
         self.dirty = False
-        transport, relay, pending = self.transport, self.relay, self.pending
-        if not pending or transport is None or relay is None or transport.is_closing():
-            pending.clear()
+        transport, relay = self.transport, self.relay
+        if transport is None or relay is None or transport.is_closing():
             return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        pending.clear()
-        relay.last_sent_at = now
-        if transport.get_write_buffer_size() > self.max_buffer:
+        if relay.closing:  # failed for its backlog, or closing anyway: nothing more to send
+            self._too_slow()
+            return
+        transport.write(relay.flush_outbox())
+        if relay.written(transport.get_write_buffer_size(), now):
             self._too_slow()
 
     def _too_slow(self) -> None:
-        logger.warning("Closing a websocket that does not read (more than %d bytes waiting)",
-                       self.max_buffer)  # fmt: skip
-        self._release()
-        assert self.relay is not None and self.transport is not None
-        self.relay.fail(CloseCode.POLICY_VIOLATION, "client does not read")
+        relay, transport = self.relay, self.transport
+        assert relay is not None and transport is not None
+        if relay.failure is not None and relay.failure[1] == TOO_SLOW:
+            logger.warning("Closing a websocket that does not read (more than %d bytes waiting)",
+                           relay.max_buffer)  # fmt: skip
+            asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, transport.abort)
         self._write_protocol_output()
-        asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, self.transport.abort)
 
     def _write_protocol_output(self) -> None:
         relay = self.relay
@@ -302,12 +295,12 @@ class Connection(asyncio.Protocol):
 
     def heartbeat(self, now: float) -> None:
         relay = self.relay
-        if relay is not None and not relay.closing:
-            relay.tick(now)
+        if relay is not None and not relay.closing and relay.tick(now):
             self._write_protocol_output()
 
     def going_away(self) -> None:
-        if self.relay is not None:
+        if self.open:
+            assert self.relay is not None
             self.relay.close(CloseCode.GOING_AWAY, "server shutting down")
             self._write_protocol_output()
         elif self.transport is not None:

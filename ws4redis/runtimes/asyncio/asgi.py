@@ -2,7 +2,7 @@
 
 The ASGI server owns the socket, the handshake and the framing; this adapter only turns its
 events into the core's decisions. Websockets of one event loop share a
-:class:`~ws4redis.runtimes.hub.Hub`, as under ``runwebsocket``; the difference is a small
+:class:`~ws4redis.runtimes.asyncio.hub.Hub`, as under ``runwebsocket``; the difference is a small
 send task per websocket while it has messages queued, since ASGI offers no transport to
 write to directly.
 """
@@ -18,15 +18,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
-from ws4redis import settings
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import Relay, is_text
 from ws4redis.redis_pool import connection_kwargs
-from ws4redis.runtimes.hub import Hub, HubSubscription
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
+from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -37,39 +36,39 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ASGISink:
-    """A websocket as the hub sees it: messages queue in the relay's outbox until sent."""
+    """A websocket as the hub sees it: messages wait in the relay's outbox until sent.
 
-    def __init__(self, send: Send) -> None:
+    ASGI offers no transport to write to, so a small task sends while there is something
+    queued; what the server has not taken yet counts against ``WS4REDIS_MAX_BUFFER_SIZE``.
+    """
+
+    def __init__(self, send: Send, relay: Relay) -> None:
         self.send = send
-        self.relay: Relay | None = None
-        self.dirty = False
+        self.relay = relay
+        self.open = False
+        self.ended = asyncio.Event()
         self._sending: asyncio.Task[None] | None = None
 
     def push(self, data: bytes, frame: bytes) -> bool:
-        relay = self.relay
-        if relay is None or not relay.wants(data):
-            return False
-        relay.outbox.append(data)
-        if self.dirty:
-            return False
-        self.dirty = True
-        return True
+        return self.relay.push(data, frame) and self.open
 
     def flush(self, now: float | None = None) -> None:
-        self.dirty = False
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send_outbox())
 
     async def _send_outbox(self) -> None:
         relay = self.relay
-        assert relay is not None
         while messages := relay.take_outbox():  # the hub may queue more while we send
             for message in messages:
                 if is_text(message):
                     await self.send({"type": "websocket.send", "text": message.decode()})
                 else:
                     await self.send({"type": "websocket.send", "bytes": message})
-            relay.note_sent(time.monotonic())
+            relay.written(0, time.monotonic())
+        if relay.failure is not None and not self.ended.is_set():
+            self.ended.set()
+            code, reason = relay.failure
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 class ASGIApplication:
@@ -120,61 +119,60 @@ class ASGIApplication:
         if not isinstance(outcome, Accepted):
             await _reject(scope, send, outcome)
             return
-        sink = ASGISink(send)
+        sink = ASGISink(send, outcome.relay(time.monotonic()))
         hub = self._hub()
         started = await loop.run_in_executor(
-            None, outcome.start, lambda: HubSubscription(hub, sink)
+            None, subscribe, outcome, lambda: HubSubscription(hub, sink)
         )
         if isinstance(started, Rejection):
             await _reject(scope, send, started)
             return
-        relay, subscriber = started
-        offered = scope.get("subprotocols") or []
-        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-        sink.relay = relay
-        sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
+        subscriber, persisted = started
         try:
-            await self._relay(receive, send, relay, subscriber, sink)
+            offered = scope.get("subprotocols") or []
+            await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+            sink.relay.opened(persisted)
+            sink.open = True
+            sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
+            await self._relay(receive, sink, subscriber)
         finally:
             subscriber.release()
 
-    async def _relay(
-        self,
-        receive: Receive,
-        send: Send,
-        relay: Relay,
-        subscriber: RedisSubscriber,
-        sink: ASGISink,
-    ) -> None:
+    async def _relay(self, receive: Receive, sink: ASGISink, subscriber: RedisSubscriber) -> None:
         loop = asyncio.get_running_loop()
-        max_size = settings.WS4REDIS_MAX_MESSAGE_SIZE
-        while True:
-            due = relay.next_heartbeat()
-            timeout = None if due is None else max(due - time.monotonic(), 0)
-            try:
-                message = await asyncio.wait_for(receive(), timeout)
-            except TimeoutError:
-                relay.tick(time.monotonic())
-                sink.flush()
-                continue
-            if message["type"] == "websocket.disconnect":
-                return
-            if message["type"] != "websocket.receive":
-                continue
-            text = message.get("text")
-            data = text.encode() if text is not None else message.get("bytes") or b""
-            if len(data) > max_size:
-                await send({"type": "websocket.close", "code": 1009, "reason": "message too big"})
-                return
-            if relay.accept(data):
-                loop.run_in_executor(self._publisher, _publish, subscriber, data)
-
-
-def _publish(subscriber: RedisSubscriber, message: bytes) -> None:
-    try:
-        subscriber.publish_message(message)
-    except redis.RedisError as exc:
-        logger.warning("Dropped a client message, Redis failed: %s", exc)
+        relay = sink.relay
+        receiving: asyncio.Future[dict[str, Any]] | None = None
+        ended = loop.create_task(sink.ended.wait())
+        try:
+            while True:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(receive())
+                due = relay.next_heartbeat()
+                timeout = None if due is None else max(due - time.monotonic(), 0)
+                await asyncio.wait((receiving, ended), timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                if ended.done():
+                    return
+                if not receiving.done():
+                    if relay.tick(time.monotonic()):
+                        sink.flush()
+                    continue
+                message, receiving = receiving.result(), None
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message["type"] != "websocket.receive":
+                    continue
+                text = message.get("text")
+                data = text.encode() if text is not None else message.get("bytes") or b""
+                publishing = relay.receive_message(data)
+                if publishing is not None:
+                    loop.run_in_executor(self._publisher, publish, subscriber, [publishing])
+                elif relay.failure is not None:
+                    sink.flush()  # sends the close
+        finally:
+            ended.cancel()
+            if receiving is not None:
+                receiving.cancel()
 
 
 async def _reject(scope: Scope, send: Send, rejection: Rejection) -> None:

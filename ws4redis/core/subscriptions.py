@@ -1,0 +1,228 @@
+"""Bookkeeping of the one Redis connection that carries every subscription of a process.
+
+A process (a ``runwebsocket`` worker, an ASGI event loop, a uWSGI worker, a ``runserver``)
+subscribes each channel once, however many of its websockets listen on it. This module
+decides, without doing any I/O, which commands that shared connection must send and when a
+websocket may rely on its subscriptions:
+
+* A channel gets ``SUBSCRIBE`` when its first local listener joins and ``UNSUBSCRIBE`` when
+  its last one leaves. Commands on one channel may be in flight in both directions at once
+  (a listener leaves and another arrives before Redis answered): Redis answers every
+  command in order, so each confirmation settles the oldest command in flight on its
+  channel, and a channel is never left deaf or subscribed for nobody.
+* A :class:`Wait` counts the confirmations a caller needs: a websocket opens once its
+  channels are subscribed (so a publish made after the client saw its handshake reaches
+  it), and closes once its last channels are unsubscribed (so a publish made after the
+  client saw its close no longer counts it as a receiver).
+* When the connection is lost, nothing is in flight any more and nothing is subscribed;
+  when it is back, every wanted channel is subscribed again and whoever was waiting for a
+  subscription keeps waiting for the new one.
+
+The hub of each I/O model (:mod:`ws4redis.runtimes`) sends what this returns, feeds it every
+confirmation Redis sends and wakes the waits it hands back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Sink = TypeVar("Sink")
+
+RECONNECT_MIN = 0.1
+RECONNECT_MAX = 10.0
+
+SUBSCRIBE = b"subscribe"
+UNSUBSCRIBE = b"unsubscribe"
+
+
+@dataclass(eq=False)
+class Wait:
+    """Confirmations one caller is waiting for; done when none is missing.
+
+    ``handle`` is the I/O layer's own waiting object (a future, an event), set right after
+    the call that returned this wait and woken when :attr:`done` becomes true.
+    """
+
+    missing: int = 0
+    handle: Any = None
+
+    @property
+    def done(self) -> bool:
+        return self.missing <= 0
+
+
+@dataclass(eq=False)
+class _Command:
+    subscribe: bool
+    waits: list[Wait] = field(default_factory=list)
+
+
+@dataclass
+class Commands:
+    """What the shared connection must send now, in this order."""
+
+    subscribe: list[bytes] = field(default_factory=list)
+    unsubscribe: list[bytes] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.subscribe or self.unsubscribe)
+
+
+class Subscriptions(Generic[Sink]):
+    """Which local sinks listen on which channel, and what Redis was told about each."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[bytes, set[Sink]] = {}
+        self._in_flight: dict[bytes, deque[_Command]] = {}
+        self._subscribed: set[bytes] = set()
+        # Waits for a subscription while the connection is down: they go with the
+        # SUBSCRIBE sent once it is back.
+        self._parked: dict[bytes, list[Wait]] = {}
+        self.online = False
+
+    # -- what the websockets want ----------------------------------------------------------
+
+    def join(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Commands, Wait]:
+        """Add ``sink`` to ``channels``; the wait is done once all of them are subscribed."""
+        commands, wait = Commands(), Wait()
+        for key in _keys(channels):
+            self._sinks.setdefault(key, set()).add(sink)
+            pending = self._in_flight.get(key)
+            if not self.online:
+                self._parked.setdefault(key, []).append(wait)
+                wait.missing += 1
+            elif pending and pending[-1].subscribe:
+                pending[-1].waits.append(wait)
+                wait.missing += 1
+            elif not pending and key in self._subscribed:
+                continue
+            else:
+                self._send(key, True, wait)
+                commands.subscribe.append(key)
+        return commands, wait
+
+    def leave(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Commands, Wait]:
+        """Take ``sink`` off ``channels``; the wait is done once the channels nobody
+        listens to any more are unsubscribed."""
+        commands, wait = Commands(), Wait()
+        for key in _keys(channels):
+            sinks = self._sinks.get(key)
+            if sinks is None or sink not in sinks:
+                continue
+            sinks.discard(sink)
+            if sinks:
+                continue
+            del self._sinks[key]
+            self._parked.pop(key, None)  # nobody opens on it any more
+            pending = self._in_flight.get(key)
+            wanted_by_redis = pending[-1].subscribe if pending else key in self._subscribed
+            if self.online and wanted_by_redis:
+                self._send(key, False, wait)
+                commands.unsubscribe.append(key)
+        return commands, wait
+
+    def _send(self, key: bytes, subscribe: bool, wait: Wait) -> None:
+        wait.missing += 1
+        self._in_flight.setdefault(key, deque()).append(_Command(subscribe, [wait]))
+
+    # -- what Redis says -------------------------------------------------------------------
+
+    def confirmed(self, kind: bytes, key: bytes) -> list[Wait]:
+        """Redis confirmed a SUBSCRIBE or UNSUBSCRIBE of ``key``; return the waits now done.
+
+        A confirmation that matches no command in flight is ignored: this process did not
+        ask for it.
+        """
+        pending = self._in_flight.get(key)
+        subscribe = kind == SUBSCRIBE
+        if not pending or pending[0].subscribe is not subscribe:
+            return []
+        command = pending.popleft()
+        if not pending:
+            del self._in_flight[key]
+        if subscribe:
+            self._subscribed.add(key)
+        else:
+            self._subscribed.discard(key)
+        return _settle(command.waits)
+
+    def lost(self) -> list[Wait]:
+        """The connection is gone: nothing is subscribed or in flight any more.
+
+        Waits for an unsubscribe are done (a closed connection listens to nothing); waits
+        for a subscription are parked until the connection is back.
+        """
+        self.online = False
+        self._subscribed.clear()
+        done: list[Wait] = []
+        for key, pending in self._in_flight.items():
+            for command in pending:
+                if command.subscribe and key in self._sinks:
+                    self._parked.setdefault(key, []).extend(command.waits)
+                else:
+                    done.extend(_settle(command.waits))
+        self._in_flight.clear()
+        return done
+
+    def connected(self) -> Commands:
+        """A new connection is up: subscribe every channel somebody listens to."""
+        self.online = True
+        commands = Commands()
+        parked, self._parked = self._parked, {}
+        for key in self._sinks:
+            self._in_flight[key] = deque([_Command(True, parked.get(key, []))])
+            commands.subscribe.append(key)
+        return commands
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def listeners(self, key: bytes) -> Collection[Sink]:
+        """The local sinks of a channel, as Redis names it in a message."""
+        return self._sinks.get(key, ())
+
+    def channels(self) -> list[bytes]:
+        """Every channel somebody listens to."""
+        return list(self._sinks)
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+
+def _keys(channels: Iterable[str | bytes]) -> list[bytes]:
+    return [c.encode() if isinstance(c, str) else c for c in channels]
+
+
+def _settle(waits: list[Wait]) -> list[Wait]:
+    done = []
+    for wait in waits:
+        wait.missing -= 1
+        if wait.done:
+            done.append(wait)
+    return done
+
+
+class Reconnection:
+    """Backoff (doubling, capped) and the log lines of a lost subscription connection."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.delay = RECONNECT_MIN
+        self.failed = False
+
+    def lost(self) -> float:
+        """The connection failed: how long to wait before the next try."""
+        if not self.failed:
+            self.logger.warning("Lost the Redis subscription connection; reconnecting")
+        self.failed = True
+        delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_MAX)
+        return delay
+
+    def back(self, channels: int) -> None:
+        """The connection is up again and ``channels`` were subscribed anew."""
+        if self.failed:
+            self.logger.warning("Redis is back; %d channels resubscribed", channels)
+            self.failed, self.delay = False, RECONNECT_MIN

@@ -1,0 +1,66 @@
+"""The Redis side of one websocket, the same for every runtime.
+
+The core (:func:`ws4redis.core.opening.open_connection`) decided that the request becomes a
+websocket; here its subscriber subscribes through the runtime's hub, reads the persisted
+messages and publishes what the client sends. Blocking: asyncio runtimes call these in a
+thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from ws4redis import settings
+from ws4redis.core.handshake import Rejection
+from ws4redis.core.opening import Accepted
+from ws4redis.redis_pool import get_redis
+from ws4redis.subscriber import PubSubFactory, RedisSubscriber
+
+logger = logging.getLogger("ws4redis")
+
+
+class _Collected(list[bytes]):
+    """What ``send_persisted_messages`` sends, kept for the relay to queue first."""
+
+    def send(self, message: bytes) -> None:
+        self.append(message)
+
+
+def subscribe(
+    accepted: Accepted, subscription: PubSubFactory
+) -> tuple[RedisSubscriber, list[bytes]] | Rejection:
+    """Subscribe the connection's channels; return its subscriber and persisted messages.
+
+    Never raises: on failure every subscription made so far is released again (the hub
+    must not keep delivering to a websocket that never opened) and the runtime answers the
+    Rejection instead of the handshake.
+    """
+    subscriber: RedisSubscriber | None = None
+    try:
+        subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
+        subscriber = subscriber_class(get_redis())
+        subscriber.pubsub_factory = subscription
+        subscriber.set_pubsub_channels(accepted.request, accepted.channels)
+        persisted = _Collected()
+        subscriber.send_persisted_messages(persisted)
+        return subscriber, persisted
+    except (redis.RedisError, TimeoutError) as exc:
+        logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
+        rejection = Rejection(503, "Redis is unavailable.\n")
+    except Exception:
+        logger.exception("Cannot start websocket %s", accepted.request.get_full_path())
+        rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
+    if subscriber is not None:
+        subscriber.release()
+    return rejection
+
+
+def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+    """Publish what a client sent, in order; a Redis failure drops them with a log line."""
+    try:
+        for message in messages:
+            subscriber.publish_message(message)
+    except redis.RedisError as exc:
+        logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)

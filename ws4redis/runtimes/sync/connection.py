@@ -1,0 +1,161 @@
+"""One websocket on a blocking socket: the request's thread reads, a second one writes.
+
+Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets).
+The reader feeds the client's bytes to the :class:`~ws4redis.core.relay.FramedRelay` and
+publishes what it returns; the hub's thread queues Redis messages in the relay; the writer
+is the only one that writes to the socket, so frames never interleave. One lock guards the
+relay, and nobody blocks on the network while holding it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from ws4redis.core.relay import TOO_SLOW, FramedRelay
+from ws4redis.runtimes.channels import publish
+from ws4redis.subscriber import RedisSubscriber
+
+logger = logging.getLogger("ws4redis")
+
+READ_SIZE = 65536
+SOCKET_WAIT = 1.0
+"""Seconds a blocked send or receive waits before it looks again at the relay's state: a
+client that stopped reading cannot hold the writer for longer once it has been failed."""
+
+
+class Connection:
+    """A websocket whose socket this process holds, fed by the process's hub."""
+
+    def __init__(self, sock: socket.socket, relay: FramedRelay) -> None:
+        self.sock = sock
+        self.relay = relay
+        self.changed = threading.Condition()
+        self.publishing = False
+        self.released = False
+        self.finished = False
+
+    def push(self, data: bytes, frame: bytes) -> bool:
+        """From the hub's thread: queue a message and wake the writer."""
+        with self.changed:
+            if self.relay.push(data, frame):
+                self.changed.notify()
+        return False
+
+    def serve(self, subscriber: RedisSubscriber, persisted: list[bytes], data: bytes) -> None:
+        """Relay until the websocket is closed; ``data`` are bytes of the client that were
+        read with the handshake."""
+        self.sock.settimeout(SOCKET_WAIT)
+        with self.changed:
+            self.relay.opened(persisted)
+        writer = threading.Thread(
+            target=self._write_forever, args=(subscriber,), name="ws4redis-writer", daemon=True
+        )
+        writer.start()
+        try:
+            self._read_forever(subscriber, data)
+        except OSError as exc:
+            logger.debug("websocket connection lost: %s", exc)
+        finally:
+            with self.changed:
+                self.finished = True
+                self.changed.notify()
+            writer.join()
+            subscriber.release()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_forever(self, subscriber: RedisSubscriber, data: bytes) -> None:
+        relay = self.relay
+        while not self.finished:
+            if data:
+                with self.changed:
+                    messages = relay.receive_data(data)
+                    self.publishing = bool(messages)
+                    self.changed.notify()
+                if messages:
+                    publish(subscriber, messages)
+                    with self.changed:
+                        self.publishing = False
+                        self.changed.notify()
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except TimeoutError:
+                data = b""
+                continue
+            if not data:
+                with self.changed:
+                    relay.receive_eof()
+                    self.finished = True
+                    self.changed.notify()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_forever(self, subscriber: RedisSubscriber) -> None:
+        try:
+            while (chunks := self._next_chunks(subscriber)) is not None:
+                for chunk in chunks:
+                    if not chunk:  # the protocol is done: half-close, the client closes
+                        self._shutdown(socket.SHUT_WR)
+                        return
+                    if not self._send(chunk):
+                        return
+                with self.changed:
+                    self.relay.written(0, time.monotonic())
+        finally:
+            with self.changed:
+                self.finished = True
+
+    def _next_chunks(self, subscriber: RedisSubscriber) -> list[bytes] | None:
+        """Wait for something to write; None once there is nothing more to do.
+
+        Once the connection is closing, the close frame waits until what the client sent is
+        published and the subscriptions are released: a client that saw its close answered
+        has its messages in Redis and is no longer counted as a receiver.
+        """
+        relay = self.relay
+        with self.changed:
+            while True:
+                if relay.closing and not self.released:
+                    if self.publishing:
+                        self.changed.wait()
+                        continue
+                    break
+                chunks = relay.data_to_send()
+                if chunks:
+                    return chunks
+                if self.finished:
+                    return None
+                due = relay.next_heartbeat()
+                self.changed.wait(None if due is None else max(due - time.monotonic(), 0))
+                relay.tick(time.monotonic())
+        subscriber.release()
+        with self.changed:
+            self.released = True
+        return []
+
+    def _send(self, chunk: bytes) -> bool:
+        """Write all of ``chunk``; False if the connection is gone or was failed for not
+        reading (then it is cut off)."""
+        view = memoryview(chunk)
+        while view:
+            try:
+                view = view[self.sock.send(view) :]
+            except TimeoutError:
+                failure = self.relay.failure
+                if failure is not None and failure[1] == TOO_SLOW:
+                    logger.warning("Closing a websocket that does not read")
+                    self._shutdown(socket.SHUT_RDWR)
+                    return False
+            except OSError as exc:
+                logger.debug("websocket write failed: %s", exc)
+                return False
+        return True
+
+    def _shutdown(self, how: int) -> None:
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
