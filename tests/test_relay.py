@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
@@ -21,10 +22,6 @@ from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import SELF, RedisMessage
 from ws4redis.subscriber import RedisSubscriber
 
-UWSGI_FRAMES = (
-    "uWSGI frames the websocket itself: it answers pings with an empty pong, closes with an"
-    " empty close frame and checks neither UTF-8 nor our size limit"
-)
 MESSAGE = "".join(chr(c) for c in range(33, 128)) + " ünïcödé"
 
 
@@ -230,7 +227,6 @@ def test_heartbeat_sent_when_idle_and_swallowed_when_received(server, rdb):
     assert rdb.get(f"ws4redis:broadcast:{FACILITY}") == b"real"
 
 
-@pytest.mark.not_under("uwsgi", reason=UWSGI_FRAMES)
 def test_protocol_ping_is_answered(server, rdb):
     with connected(server, "subscribe-broadcast") as ws:
         ws.ping(b"are you there")
@@ -238,7 +234,6 @@ def test_protocol_ping_is_answered(server, rdb):
     assert (opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"are you there")
 
 
-@pytest.mark.not_under("uwsgi", reason=UWSGI_FRAMES)
 def test_oversized_message_closes_with_1009(server, rdb):
     with override_settings(WS4REDIS_MAX_MESSAGE_SIZE=1024):
         ws = server.connect("publish-broadcast")
@@ -247,14 +242,12 @@ def test_oversized_message_closes_with_1009(server, rdb):
     assert rdb.get(f"ws4redis:broadcast:{FACILITY}") is None
 
 
-@pytest.mark.not_under("uwsgi", reason=UWSGI_FRAMES)
 def test_invalid_utf8_text_closes_with_1007(server, rdb):
     ws = server.connect("publish-broadcast")
     ws.send(b"\xff\xfe", opcode=websocket.ABNF.OPCODE_TEXT)
     assert recv_close(ws) == 1007
 
 
-@pytest.mark.not_under("uwsgi", reason=UWSGI_FRAMES)
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000])
 def test_client_close_is_answered_with_its_code(server, rdb, code, caplog):
     ws = server.connect("subscribe-broadcast&publish-broadcast")
@@ -349,3 +342,46 @@ def test_slow_identity_lookup_does_not_block_other_websockets(server, rdb):
             callbacks.GATE.set()
             gated.join(30)
     opened[0].close()
+
+
+def test_stray_continuation_fails_only_that_client(server, rdb):
+    """A continuation frame with nothing to continue is a protocol error (1002) for its
+    sender; the worker survives and a neighbour keeps its websocket and its messages."""
+    with connected(server, "subscribe-broadcast") as neighbour:
+        ws = server.connect("publish-broadcast")
+        ws.sock.sendall(
+            bytes([0x80, 0x83])
+            + b"\x01\x02\x03\x04"
+            + bytes(b ^ m for b, m in zip(b"abc", b"\x01\x02\x03", strict=True))
+        )
+        assert recv_close(ws) == 1002
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("still here")
+        assert neighbour.recv() == "still here"
+
+
+def test_client_that_does_not_read_is_cut_off_and_others_get_everything(server, rdb):
+    """``WS4REDIS_MAX_BUFFER_SIZE`` holds under every runtime: the stalled reader is closed
+    (1008, or cut off when it cannot even take the close frame), its neighbour gets every
+    message in order."""
+    count, payload = 200, "x" * 65536
+    with override_settings(WS4REDIS_MAX_BUFFER_SIZE=256 * 1024):
+        good = server.connect("subscribe-broadcast")
+        slow = server.connect(
+            "subscribe-broadcast", sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+        )
+    publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+    for number in range(count):
+        publisher.publish_message(f"{number:06d}{payload}", expire=0)
+        assert good.recv() == f"{number:06d}{payload}"
+    received, ending = 0, None
+    try:
+        while ending is None:
+            opcode, frame = slow.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                ending = int.from_bytes(frame.data[:2], "big")
+            else:
+                received += 1
+    except (ConnectionError, websocket.WebSocketConnectionClosedException):
+        ending = "cut off"
+    assert ending in (1008, "cut off")
+    assert received < count

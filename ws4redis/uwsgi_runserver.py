@@ -40,7 +40,7 @@ class uWSGIWebsocketServer:
         django.setup(set_prefix=False)
         from django.core.handlers.wsgi import WSGIRequest
 
-        from ws4redis.runtimes.uwsgi import websocket_app
+        from ws4redis.runtimes.sync.uwsgi import websocket_app
 
         self._request: Callable[[dict[str, Any]], WSGIRequest] = WSGIRequest
         self._serve = websocket_app

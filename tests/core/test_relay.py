@@ -1,0 +1,158 @@
+"""One connection's relay fed bytes by hand: frames, limits, close codes, heartbeat."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory, override_settings
+from websockets.frames import Close, Frame, Opcode
+
+from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.relay import HEARTBEAT_INTERVAL, FramedRelay, Relay
+
+HANDSHAKE = {
+    "HTTP_UPGRADE": "websocket",
+    "HTTP_CONNECTION": "Upgrade",
+    "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+    "HTTP_SEC_WEBSOCKET_VERSION": "13",
+}
+
+
+def relay(query: str = "publish-broadcast", **settings) -> FramedRelay:
+    """A relay past its handshake, its 101 response already taken."""
+    with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None, **settings):
+        accepted = open_connection(RequestFactory().get(f"/ws/chat?{query}", **HANDSHAKE))
+        assert isinstance(accepted, Accepted)
+        framed = accepted.relay(now=0.0)
+    assert isinstance(framed, FramedRelay)
+    framed.opened([])
+    (response,) = framed.data_to_send()
+    assert response.startswith(b"HTTP/1.1 101")
+    return framed
+
+
+def client(opcode: Opcode, data: bytes = b"", fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=True)
+
+
+def sent_frames(framed: FramedRelay) -> list[bytes]:
+    return [chunk for chunk in framed.data_to_send() if chunk]
+
+
+def close_code(chunk: bytes) -> int:
+    assert chunk[0] == 0x88
+    return Close.parse(chunk[2:]).code
+
+
+def test_text_and_binary_messages_are_published_in_order():
+    framed = relay()
+    data = client(Opcode.TEXT, b"one") + client(Opcode.BINARY, b"\xff\x00")
+    assert framed.receive_data(data) == [b"one", b"\xff\x00"]
+
+
+def test_message_split_across_reads_and_fragments_is_assembled():
+    framed = relay()
+    data = client(Opcode.TEXT, b"hel", fin=False) + client(Opcode.CONT, b"lo")
+    assert framed.receive_data(data[:5]) == []
+    assert framed.receive_data(data[5:]) == [b"hello"]
+
+
+def test_empty_messages_and_the_heartbeat_are_not_published():
+    framed = relay(WS4REDIS_HEARTBEAT="--hb--")
+    data = client(Opcode.TEXT) + client(Opcode.TEXT, b"--hb--") + client(Opcode.TEXT, b"x")
+    assert framed.receive_data(data) == [b"x"]
+
+
+def test_ping_is_answered_with_its_payload():
+    framed = relay()
+    framed.receive_data(client(Opcode.PING, b"are you there"))
+    (pong,) = sent_frames(framed)
+    assert pong == Frame(Opcode.PONG, b"are you there").serialize(mask=False)
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (client(Opcode.CONT, b"abc"), 1002),  # nothing to continue
+        (client(Opcode.TEXT, b"\xff\xfe"), 1007),
+        (client(Opcode.TEXT, b"x" * 2048), 1009),
+        (client(Opcode.TEXT, b"x" * 1000, fin=False) + client(Opcode.CONT, b"x" * 1000), 1009),
+        (bytes([0x81, 0x03]) + b"abc", 1002),  # a client frame must be masked
+        (bytes([0x89, 0xFE, 0, 126, 0, 0, 0, 0]) + b"x" * 126, 1002),  # ping over 125 bytes
+    ],
+    ids=["stray-cont", "bad-utf8", "too-big", "too-big-fragmented", "unmasked", "long-ping"],
+)
+def test_bad_input_fails_the_connection_with_its_close_code(data, code):
+    framed = relay(WS4REDIS_MAX_MESSAGE_SIZE=1024)
+    assert framed.receive_data(data) == []
+    assert framed.closing
+    chunks = framed.data_to_send()
+    assert close_code(chunks[0]) == code
+    assert chunks[-1] == b""  # then the server closes the TCP connection
+
+
+def test_client_close_is_answered_with_its_code():
+    framed = relay()
+    framed.receive_data(client(Opcode.CLOSE, Close(3000, "bye").serialize()))
+    chunks = framed.data_to_send()
+    assert close_code(chunks[0]) == 3000 and chunks[-1] == b""
+
+
+def test_echo_rule_keeps_the_author_s_own_message_from_it():
+    framed = relay()
+    framed.receive_data(client(Opcode.TEXT, b"mine"))
+    assert not framed.push(b"mine", b"")
+    assert framed.push(b"theirs", b"")
+    echoing = relay("publish-broadcast&echo")
+    echoing.receive_data(client(Opcode.TEXT, b"mine"))
+    assert echoing.push(b"mine", b"")
+
+
+def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_ones():
+    with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None):
+        accepted = open_connection(RequestFactory().get("/ws/chat", **HANDSHAKE))
+        framed = accepted.relay(now=0.0)
+    framed.push(b"live", b"")
+    framed.opened([b"persisted"])
+    response, persisted, live = framed.data_to_send()
+    assert response.startswith(b"HTTP/1.1 101")
+    assert persisted.endswith(b"persisted") and live.endswith(b"live")
+
+
+def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped():
+    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
+    assert framed.push(b"a" * 60, b"")  # first message: the runtime must write
+    assert not framed.push(b"b" * 30, b"")  # already waiting for that write
+    assert framed.push(b"c" * 30, b"")  # over the limit: write (the close frame)
+    assert framed.outbox == [] and framed.closing
+    (close,) = sent_frames(framed)
+    assert close_code(close) == 1008
+    assert not framed.push(b"d", b"")  # nothing queues after the failure
+
+
+def test_write_buffer_of_the_runtime_counts_against_the_limit():
+    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
+    assert not framed.written(100, now=1.0)
+    assert framed.written(101, now=1.0)
+    assert close_code(sent_frames(framed)[0]) == 1008
+
+
+def test_heartbeat_goes_out_only_after_an_idle_interval():
+    framed = relay(WS4REDIS_HEARTBEAT="--hb--")
+    assert framed.next_heartbeat() == HEARTBEAT_INTERVAL
+    assert not framed.tick(HEARTBEAT_INTERVAL - 0.1)
+    framed.written(0, now=3.0)  # something went out: the heartbeat waits again
+    assert not framed.tick(HEARTBEAT_INTERVAL + 0.1)
+    assert framed.tick(3.0 + HEARTBEAT_INTERVAL)
+    assert sent_frames(framed) == [Frame(Opcode.TEXT, b"--hb--").serialize(mask=False)]
+    assert relay().next_heartbeat() is None
+
+
+def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
+    unframed = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
+    assert unframed.receive_message(b"hello") == b"hello"
+    assert unframed.receive_message(b"") is None
+    assert unframed.receive_message(b"x" * 11) is None
+    assert unframed.failure == (1009, "message too big")
+    slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
+    slow.push(b"x" * 11, b"")
+    assert slow.failure == (1008, "client does not read") and slow.outbox == []
