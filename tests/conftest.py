@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +17,13 @@ import websocket
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
+from tests.servers import InProcessServer, in_process_server, running_uwsgi
 from ws4redis import settings as ws_settings
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_pool import get_redis
-from ws4redis.runtimes.asyncio.server import WebsocketServer, new_event_loop
 
 FACILITY = "unittest"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +57,8 @@ class Server:
     runtime: str
     http_url: str
     ws_base: str
+    log: Callable[[], str]
+    """The server's log so far (captured here, or uWSGI's log file)."""
 
     @property
     def ws_url(self) -> str:
@@ -74,46 +70,6 @@ class Server:
     def connect(self, query: str = "", facility: str = FACILITY, **kwargs) -> websocket.WebSocket:
         kwargs.setdefault("timeout", 10)
         return websocket.create_connection(self.url(query, facility), **kwargs)
-
-
-@dataclass
-class InProcessServer:
-    """A :class:`WebsocketServer` running on its own loop in a thread of this process."""
-
-    server: WebsocketServer
-    loop: asyncio.AbstractEventLoop
-    port: int
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
-@contextlib.contextmanager
-def in_process_server(port: int = 0) -> Iterator[InProcessServer]:
-    """Run the production server in a thread, so that ``override_settings`` reaches it."""
-    started: dict = {}
-    ready = threading.Event()
-
-    def run() -> None:
-        loop = new_event_loop()
-        server = WebsocketServer()
-        bound = loop.run_until_complete(server.start("127.0.0.1", port))
-        started["running"] = InProcessServer(server, loop, bound)
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="asyncio-server", daemon=True)
-    thread.start()
-    assert ready.wait(10), "the asyncio server did not start"
-    running = started["running"]
-    try:
-        yield running
-    finally:
-        shutdown = running.server.shutdown(grace=1)
-        asyncio.run_coroutine_threadsafe(shutdown, running.loop).result(10)
-        running.loop.call_soon_threadsafe(running.loop.stop)
-        thread.join(10)
 
 
 @pytest.fixture(scope="session")
@@ -145,8 +101,9 @@ def asgi_server(redis_server) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[str]:
-    """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/uwsgi_app.py)."""
+def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/uwsgi_app.py):
+    its ws:// base and its log file."""
     from django.test.signals import setting_changed
 
     overrides_file = tmp_path_factory.mktemp("uwsgi") / "overrides.json"
@@ -166,60 +123,8 @@ def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[st
     setting_changed.connect(mirror)
     log = tmp_path_factory.mktemp("uwsgi-log") / "uwsgi.log"
     with running_uwsgi(log, WS4REDIS_TEST_OVERRIDES=str(overrides_file)) as port:
-        yield f"ws://127.0.0.1:{port}"
+        yield f"ws://127.0.0.1:{port}", log
     setting_changed.disconnect(mirror)
-
-
-@contextlib.contextmanager
-def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
-    """uWSGI + gevent serving tests/uwsgi_app.py on a free port, with the test database;
-    ``env`` adds to its environment. Yields the port once it accepts connections."""
-    from django.db import connection
-
-    port = free_port()
-    environment = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
-        **env,
-    )
-    command = [
-        uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--gevent", "200",
-        "--http-websockets", "--gevent-early-monkey-patch",
-        "--module", "tests.uwsgi_app", "--master", "--die-on-term",
-    ]  # fmt: skip
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert process.poll() is None, f"uWSGI exited at start: {log.read_text()}"
-                    assert time.monotonic() < deadline, "uWSGI did not start"
-                    time.sleep(0.1)
-            yield port
-        finally:
-            process.terminate()
-            process.wait(30)
-
-
-def uwsgi_binary() -> str:
-    """The uwsgi of this virtualenv (the test extras install it), or the one on PATH."""
-    beside = Path(sys.executable).with_name("uwsgi")
-    binary = str(beside) if beside.exists() else shutil.which("uwsgi")
-    if binary is None:
-        pytest.fail("uWSGI is not installed: pip install uwsgi (the test extras include it)")
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SOCKET_RUNTIMES = ["runserver", "asyncio"]
@@ -229,13 +134,17 @@ SOCKET_RUNTIMES = ["runserver", "asyncio"]
 def _server(request, live_server) -> Server:
     live_server.thread.httpd.set_app(application)
     runtime = request.param
+    log = request.getfixturevalue("caplog")
     if runtime == "runserver":
         ws_base = live_server.url.replace("http:", "ws:", 1)
     elif runtime == "asyncio":
         ws_base = request.getfixturevalue("asyncio_server").ws_base
+    elif runtime == "asgi":
+        ws_base = request.getfixturevalue("asgi_server")
     else:
-        ws_base = request.getfixturevalue(f"{runtime}_server")
-    return Server(runtime, live_server.url, ws_base)
+        ws_base, log_file = request.getfixturevalue("uwsgi_server")
+        return Server(runtime, live_server.url, ws_base, log_file.read_text)
+    return Server(runtime, live_server.url, ws_base, lambda: log.text)
 
 
 @pytest.fixture(params=[*SOCKET_RUNTIMES, "asgi", "uwsgi"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +17,8 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test import override_settings
 
-from tests.conftest import SOCKET_RUNTIMES, in_process_server, login
+from tests.conftest import SOCKET_RUNTIMES, login
+from tests.servers import free_port, in_process_server
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
@@ -187,12 +187,6 @@ def test_close_stops_reconnecting(browser_context, site):
     expect(page.locator("#status")).to_have_attribute("data-connecting", "1")
     page.wait_for_function("chat.is_closed()")  # the close handshake ends, nothing reopens
     expect(page.locator("#status")).to_have_attribute("data-connecting", "1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_page_reconnects_after_the_server_restarts(browser_context, live_server, rdb):

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 import requests
 import websocket
 
-from tests.conftest import ROOT, free_port, uwsgi_binary
+from tests.servers import ROOT, free_port, uwsgi_binary, wait_for
 from ws4redis import settings as ws_settings
 
 EXAMPLES = ROOT / "examples"
@@ -85,22 +83,17 @@ def stack(tmp_path, redis_server) -> Iterator[Stack]:
     running.stop()
 
 
-def wait_for(address: tuple[str, int] | Path, stack: Stack, what: str) -> None:
-    """Until ``address`` (TCP or unix socket) accepts connections; fail if a process died."""
-    deadline = time.monotonic() + 30
-    while True:
-        family = socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET
-        with socket.socket(family) as probe:
-            try:
-                probe.connect(str(address) if isinstance(address, Path) else address)
-                return
-            except OSError:
-                pass
+def wait_for_stack(address: tuple[str, int] | Path, stack: Stack, what: str) -> None:
+    """Until ``address`` accepts connections; fail with the logs if a process ended."""
+
+    def ended() -> str | None:
         dead = [p.args for p in stack.processes if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            logs = "\n".join(stack.log(f.stem) for f in stack.tmp.glob("*.log"))
-            pytest.fail(f"{what} did not come up (ended: {dead})\n{logs[-4000:]}")
-        time.sleep(0.1)
+        if not dead:
+            return None
+        logs = "\n".join(stack.log(f.stem) for f in stack.tmp.glob("*.log"))
+        return f"ended: {dead}\n{logs[-4000:]}"
+
+    wait_for(address, what, ended)
 
 
 def check_site(http_url: str) -> None:
@@ -153,22 +146,22 @@ http {{
 """
     )
     stack.start("nginx", [nginx, "-c", str(conf), "-p", str(stack.tmp)])
-    wait_for(("127.0.0.1", port), stack, "nginx")
+    wait_for_stack(("127.0.0.1", port), stack, "nginx")
     return port
 
 
 def test_uwsgi_standalone(stack):
     port = free_port()
     stack.uwsgi("standalone", "standalone.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
-    wait_for(("127.0.0.1", port), stack, "uWSGI")
+    wait_for_stack(("127.0.0.1", port), stack, "uWSGI")
     check_site(f"http://127.0.0.1:{port}")
 
 
 def test_nginx_in_front_of_two_uwsgi_instances(stack):
     stack.uwsgi("django", "django.ini")
     stack.uwsgi("websocket", "websocket.ini")
-    wait_for(stack.run / "django.socket", stack, "the Django uWSGI")
-    wait_for(stack.run / "web.socket", stack, "the websocket uWSGI")
+    wait_for_stack(stack.run / "django.socket", stack, "the Django uWSGI")
+    wait_for_stack(stack.run / "web.socket", stack, "the websocket uWSGI")
     port = start_nginx(stack, DEPLOY / "nginx" / "ws4redis-uwsgi.conf")
     check_site(f"http://127.0.0.1:{port}")
 
@@ -186,8 +179,8 @@ def test_nginx_in_front_of_django_and_runwebsocket(stack):
         .read_text()
         .replace("127.0.0.1:8001", f"127.0.0.1:{websockets_port}")
     )
-    wait_for(stack.run / "django.socket", stack, "the Django uWSGI")
-    wait_for(("127.0.0.1", websockets_port), stack, "runwebsocket")
+    wait_for_stack(stack.run / "django.socket", stack, "the Django uWSGI")
+    wait_for_stack(("127.0.0.1", websockets_port), stack, "runwebsocket")
     port = start_nginx(stack, site)
     check_site(f"http://127.0.0.1:{port}")
 
@@ -195,9 +188,9 @@ def test_nginx_in_front_of_django_and_runwebsocket(stack):
 def test_uwsgi_emperor_with_internal_routing(stack):
     port = free_port()
     stack.uwsgi("emperor", "emperor.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
-    wait_for(stack.run / "django.socket", stack, "the Django vassal")
-    wait_for(stack.run / "web.socket", stack, "the websocket vassal")
-    wait_for(("127.0.0.1", port), stack, "the emperor")
+    wait_for_stack(stack.run / "django.socket", stack, "the Django vassal")
+    wait_for_stack(stack.run / "web.socket", stack, "the websocket vassal")
+    wait_for_stack(("127.0.0.1", port), stack, "the emperor")
     check_site(f"http://127.0.0.1:{port}")
     assert "no internal routing support" not in stack.log("emperor")
 
@@ -209,7 +202,7 @@ def test_apache_in_front_of_uwsgi(stack):
         pytest.skip("Apache is not installed (Debian: apt-get install apache2)")
     backend = free_port()
     stack.uwsgi("standalone", "standalone.ini", WS4REDIS_HTTP=f"127.0.0.1:{backend}")
-    wait_for(("127.0.0.1", backend), stack, "uWSGI")
+    wait_for_stack(("127.0.0.1", backend), stack, "uWSGI")
     port = free_port()
     site = (DEPLOY / "apache" / "ws4redis.conf").read_text()
     site = site.replace("*:80", f"127.0.0.1:{port}").replace(
@@ -231,5 +224,5 @@ ServerName localhost
 """
     )
     stack.start("apache2", [apache, "-f", str(conf), "-DFOREGROUND"])
-    wait_for(("127.0.0.1", port), stack, "Apache")
+    wait_for_stack(("127.0.0.1", port), stack, "Apache")
     check_site(f"http://127.0.0.1:{port}")

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from tests.conftest import FACILITY, login
-from tests.redis_servers import free_port, private_redis
+from tests.servers import free_port, private_redis
 from ws4redis import settings as ws_settings
 from ws4redis.context_processors import default as context_processor
 from ws4redis.publisher import RedisPublisher

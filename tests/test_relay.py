@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -364,24 +365,24 @@ def test_client_that_does_not_read_is_cut_off_and_others_get_everything(server, 
     (1008, or cut off when it cannot even take the close frame), its neighbour gets every
     message in order."""
     count, payload = 200, "x" * 65536
+    small_buffer = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
     with override_settings(WS4REDIS_MAX_BUFFER_SIZE=256 * 1024):
         good = server.connect("subscribe-broadcast")
-        slow = server.connect(
-            "subscribe-broadcast", sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
-        )
-    publisher = RedisPublisher(facility=FACILITY, broadcast=True)
-    for number in range(count):
-        publisher.publish_message(f"{number:06d}{payload}", expire=0)
-        assert good.recv() == f"{number:06d}{payload}"
-    received, ending = 0, None
-    try:
-        while ending is None:
-            opcode, frame = slow.recv_data_frame(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                ending = int.from_bytes(frame.data[:2], "big")
-            else:
-                received += 1
-    except (ConnectionError, websocket.WebSocketConnectionClosedException):
-        ending = "cut off"
+        slow = server.connect("subscribe-broadcast", sockopt=small_buffer)
+    with contextlib.closing(good), contextlib.closing(slow):
+        publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+        for number in range(count):
+            publisher.publish_message(f"{number:06d}{payload}", expire=0)
+            assert good.recv() == f"{number:06d}{payload}"
+        received, ending = 0, None
+        try:
+            while ending is None:
+                opcode, frame = slow.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    ending = int.from_bytes(frame.data[:2], "big")
+                else:
+                    received += 1
+        except (ConnectionError, websocket.WebSocketConnectionClosedException):
+            ending = "cut off"
     assert ending in (1008, "cut off")
     assert received < count

@@ -15,7 +15,7 @@ SUBSCRIBERS = 200
 @pytest.mark.parametrize("runtime", ["asyncio", "uwsgi"])
 def test_every_subscriber_receives_one_publish(request, runtime, rdb):
     fixture = request.getfixturevalue(f"{runtime}_server")
-    ws_base = fixture if isinstance(fixture, str) else fixture.ws_base
+    ws_base = fixture[0] if isinstance(fixture, tuple) else fixture.ws_base
     url = f"{ws_base}/ws/{FACILITY}?subscribe-broadcast"
     clients = [websocket.create_connection(url, timeout=30) for _ in range(SUBSCRIBERS)]
     try:

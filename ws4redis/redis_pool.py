@@ -16,7 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
 
-_clients: dict[tuple[tuple[str, str], ...], redis.Redis] = {}
+ConnectionKey = tuple[tuple[str, str], ...]
+
+_clients: dict[ConnectionKey, redis.Redis] = {}
 _lock = threading.Lock()
 
 
@@ -30,10 +32,15 @@ def connection_kwargs() -> dict[str, Any]:
     return kwargs
 
 
+def connection_key(kwargs: dict[str, Any]) -> ConnectionKey:
+    """A hashable key of connection arguments: one client, or one hub, per distinct set."""
+    return tuple(sorted((name, repr(value)) for name, value in kwargs.items()))
+
+
 def get_redis() -> redis.Redis:
     """Return the process-wide client for the configured Redis server."""
     kwargs = connection_kwargs()
-    key = tuple(sorted((name, repr(value)) for name, value in kwargs.items()))
+    key = connection_key(kwargs)
     client = _clients.get(key)
     if client is None:
         with _lock:

@@ -23,8 +23,7 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import Relay, is_text
-from ws4redis.redis_pool import connection_kwargs
-from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
+from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.subscriber import RedisSubscriber
 
@@ -58,17 +57,20 @@ class ASGISink:
 
     async def _send_outbox(self) -> None:
         relay = self.relay
-        while messages := relay.take_outbox():  # the hub may queue more while we send
-            for message in messages:
-                if is_text(message):
-                    await self.send({"type": "websocket.send", "text": message.decode()})
-                else:
-                    await self.send({"type": "websocket.send", "bytes": message})
-            relay.written(0, time.monotonic())
-        if relay.failure is not None and not self.ended.is_set():
+        try:
+            while messages := relay.take_outbox():  # the hub may queue more while we send
+                for message in messages:
+                    if is_text(message):
+                        await self.send({"type": "websocket.send", "text": message.decode()})
+                    else:
+                        await self.send({"type": "websocket.send", "bytes": message})
+                relay.written(0, time.monotonic())
+            if relay.failure is not None and not self.ended.is_set():
+                self.ended.set()
+                code, reason = relay.failure
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except OSError:  # the client went away; the receiving side ends the websocket
             self.ended.set()
-            code, reason = relay.failure
-            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 class ASGIApplication:
@@ -76,7 +78,6 @@ class ASGIApplication:
 
     def __init__(self) -> None:
         self._django: ASGIHandler | None = None
-        self._hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
         # Client messages are published from one thread, so they reach Redis in order.
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
 
@@ -90,22 +91,13 @@ class ASGIApplication:
                 self._django = ASGIHandler()
             await self._django(scope, receive, send)
 
-    def _hub(self) -> Hub:
-        loop = asyncio.get_running_loop()
-        hub = self._hubs.get(loop)
-        if hub is None:
-            hub = self._hubs[loop] = Hub(connection_kwargs())
-        return hub
-
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                hub = self._hubs.pop(asyncio.get_running_loop(), None)
-                if hub is not None:
-                    await hub.close()
+                await close_hubs()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -120,7 +112,7 @@ class ASGIApplication:
             await _reject(scope, send, outcome)
             return
         sink = ASGISink(send, outcome.relay(time.monotonic()))
-        hub = self._hub()
+        hub = get_hub()
         started = await loop.run_in_executor(
             None, subscribe, outcome, lambda: HubSubscription(hub, sink)
         )

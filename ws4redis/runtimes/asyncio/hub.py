@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from ws4redis.core.relay import frame_message
 from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
+from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -162,6 +163,27 @@ class Hub:
         if self._runner is not None:
             self._runner.cancel()
         await self._connection.disconnect()
+
+
+_hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of the running loop for the configured Redis (``override_settings`` in tests
+    gets a hub of its own, as it gets a client of its own)."""
+    kwargs = connection_kwargs()
+    key = (asyncio.get_running_loop(), connection_key(kwargs))
+    hub = _hubs.get(key)
+    if hub is None:
+        hub = _hubs[key] = Hub(kwargs)
+    return hub
+
+
+async def close_hubs() -> None:
+    """Close every hub of the running loop (it is shutting down)."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _hubs if key[0] is loop]:
+        await _hubs.pop(key).close()
 
 
 class HubSubscription(SharedSubscription):

@@ -3,7 +3,7 @@
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
 core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
 only moves bytes: client frames through :class:`~ws4redis.core.relay.FramedRelay`, Redis
-messages from the process's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
+messages from the loop's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
 transport.
 """
 
@@ -29,8 +29,7 @@ from websockets.server import ServerProtocol
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import TOO_SLOW, FramedRelay
-from ws4redis.redis_pool import connection_kwargs
-from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.subscriber import RedisSubscriber
 
@@ -68,10 +67,9 @@ def wsgi_request(request: Request, transport: asyncio.Transport) -> WSGIRequest:
 
 
 class WebsocketServer:
-    """Listens on one address; owns the hub, the open websockets and their threads."""
+    """Listens on one address; owns the open websockets and their threads."""
 
     def __init__(self) -> None:
-        self.hub: Hub | None = None
         self.connections: set[Connection] = set()
         self.heartbeating: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
@@ -84,7 +82,6 @@ class WebsocketServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Start listening; returns the port (useful with port 0)."""
         loop = asyncio.get_running_loop()
-        self.hub = Hub(connection_kwargs())
         self._server = await loop.create_server(
             lambda: Connection(self), host, port, reuse_port=reuse_port or None, backlog=4096
         )
@@ -112,8 +109,7 @@ class WebsocketServer:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.abort()
-        if self.hub is not None:
-            await self.hub.close()
+        await close_hubs()
         self.openers.shutdown(wait=False, cancel_futures=True)
         self.publisher.shutdown(wait=True)
 
@@ -131,6 +127,7 @@ class Connection(asyncio.Protocol):
         self.handshake = ServerProtocol()
         self.relay: FramedRelay | None = None
         self.subscriber: RedisSubscriber | None = None
+        self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[None] | None = None
         self.open = False
@@ -176,6 +173,7 @@ class Connection(asyncio.Protocol):
         (request,) = events
         self.handshake = None  # type: ignore[assignment]
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
+        self.hub = get_hub()
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(self.server.openers, self._open, django_request)
         opening.add_done_callback(lambda done: self._opened(handshake, done))
@@ -283,8 +281,8 @@ class Connection(asyncio.Protocol):
 
     def _subscription(self) -> HubSubscription:
         """The subscriber's subscription: this connection, registered with the hub."""
-        assert self.server.hub is not None
-        self.subscription = HubSubscription(self.server.hub, self)
+        assert self.hub is not None
+        self.subscription = HubSubscription(self.hub, self)
         return self.subscription
 
     def _release(self) -> None:

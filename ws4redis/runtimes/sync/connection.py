@@ -9,6 +9,7 @@ relay, and nobody blocks on the network while holding it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -155,7 +156,5 @@ class Connection:
         return True
 
     def _shutdown(self, how: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(how)
-        except OSError:
-            pass

@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from ws4redis.core.relay import frame_message
 from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
+from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -125,18 +126,19 @@ class Hub:
                     self._wake(self._book.confirmed(kind, reply[1]))
 
 
-_hubs: dict[tuple[int, str], Hub] = {}
+_hubs: dict[tuple[int, ConnectionKey], Hub] = {}
 _hubs_lock = threading.Lock()
 
 
-def process_hub(connection_kwargs: dict[str, Any]) -> Hub:
-    """The hub of this process for these connection settings (uWSGI forks its workers after
+def get_hub() -> Hub:
+    """The hub of this process for the configured Redis (uWSGI forks its workers after
     loading the application, so the process id is part of the key)."""
-    key = (os.getpid(), repr(sorted(connection_kwargs.items())))
+    kwargs = connection_kwargs()
+    key = (os.getpid(), connection_key(kwargs))
     with _hubs_lock:
         hub = _hubs.get(key)
         if hub is None:
-            hub = _hubs[key] = Hub(connection_kwargs)
+            hub = _hubs[key] = Hub(kwargs)
         return hub
 
 

@@ -20,10 +20,9 @@ from django.core.handlers.wsgi import WSGIRequest
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import open_connection
 from ws4redis.core.relay import FramedRelay
-from ws4redis.redis_pool import connection_kwargs
 from ws4redis.runtimes.channels import subscribe
 from ws4redis.runtimes.sync.connection import Connection
-from ws4redis.runtimes.sync.hub import HubSubscription, process_hub
+from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
 from ws4redis.runtimes.sync.wsgi import StartResponse, reject
 
 
@@ -39,7 +38,7 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
     sock = socket.socket(fileno=os.dup(uwsgi.connection_fd()))
     try:
         connection = Connection(sock, relay)
-        hub = process_hub(connection_kwargs())
+        hub = get_hub()
         started = subscribe(outcome, lambda: HubSubscription(hub, connection))
         if isinstance(started, Rejection):
             return reject(started, start_response)

@@ -1,0 +1,175 @@
+"""Free ports and servers for the tests: private Redis, uWSGI, runwebsocket, in-process.
+
+Every test that needs a server of its own starts it through here, on a port nobody else
+uses, and waits for it without a timed assertion: polling until it answers, failing with
+its log if the process died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from ws4redis.runtimes.asyncio.server import WebsocketServer, new_event_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, what: str, limit: float = 20.0) -> None:
+    """Poll ``condition`` (a wait for the system to settle, not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_for(address: tuple[str, int] | Path, what: str, alive: Callable[[], str | None]) -> None:
+    """Until ``address`` (TCP or unix socket) accepts connections. ``alive`` returns None
+    while the server's processes run, else what to show of them; then the test fails."""
+    deadline = time.monotonic() + 30
+    while True:
+        family = socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET
+        with socket.socket(family) as probe:
+            try:
+                probe.connect(str(address) if isinstance(address, Path) else address)
+                return
+            except OSError:
+                pass
+        ended = alive()
+        if ended is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not come up: {ended}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path, *args: str, **client_kwargs) -> Iterator[subprocess.Popen]:
+    """Run ``redis-server`` with ``args`` until the block ends; wait until it answers a
+    client built with ``client_kwargs``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
+    command = [binary, "--save", "", "--appendonly", "no", "--dir", str(workdir), *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(**client_kwargs)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass
+class InProcessServer:
+    """A :class:`WebsocketServer` running on its own loop in a thread of this process."""
+
+    server: WebsocketServer
+    loop: asyncio.AbstractEventLoop
+    port: int
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def in_process_server(port: int = 0) -> Iterator[InProcessServer]:
+    """Run the production server in a thread, so that ``override_settings`` reaches it."""
+    started: dict = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        loop = new_event_loop()
+        server = WebsocketServer()
+        bound = loop.run_until_complete(server.start("127.0.0.1", port))
+        started["running"] = InProcessServer(server, loop, bound)
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="asyncio-server", daemon=True)
+    thread.start()
+    assert ready.wait(10), "the asyncio server did not start"
+    running = started["running"]
+    try:
+        yield running
+    finally:
+        shutdown = running.server.shutdown(grace=1)
+        asyncio.run_coroutine_threadsafe(shutdown, running.loop).result(10)
+        running.loop.call_soon_threadsafe(running.loop.stop)
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
+    """uWSGI + gevent serving tests/uwsgi_app.py on a free port, with the test database;
+    ``env`` adds to its environment. Yields the port once it accepts connections."""
+    from django.db import connection
+
+    port = free_port()
+    environment = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
+        **env,
+    )
+    command = [
+        uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--gevent", "200",
+        "--http-websockets", "--gevent-early-monkey-patch",
+        "--module", "tests.uwsgi_app", "--master", "--die-on-term",
+    ]  # fmt: skip
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
+        try:
+            ended = lambda: None if process.poll() is None else log.read_text()  # noqa: E731
+            wait_for(("127.0.0.1", port), "uWSGI", ended)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def uwsgi_binary() -> str:
+    """The uwsgi of this virtualenv (the test extras install it), or the one on PATH."""
+    beside = Path(sys.executable).with_name("uwsgi")
+    binary = str(beside) if beside.exists() else shutil.which("uwsgi")
+    if binary is None:
+        pytest.fail("uWSGI is not installed: pip install uwsgi (the test extras include it)")
+    return binary
+
+
+def start_runwebsocket(port: int, *extra: str) -> subprocess.Popen:
+    """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "examples")])
+    command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}", *extra]
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

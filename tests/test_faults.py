@@ -1,0 +1,38 @@
+"""Faults injected for real, under every runtime: the Redis process killed and restarted."""
+
+from __future__ import annotations
+
+import redis
+from django.test import override_settings
+
+from tests.conftest import FACILITY, connected
+from tests.servers import free_port, private_redis, wait_until
+from ws4redis.publisher import RedisPublisher
+
+CHANNEL = f"ws4redis:broadcast:{FACILITY}"
+
+
+def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
+    """Redis dies under open websockets and comes back: the same sockets get what is
+    published afterwards, and the server says once that Redis went away and came back."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as first:
+            with connected(server, "subscribe-broadcast") as ws:
+                publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+                publisher.publish_message("before")
+                assert ws.recv() == "before"
+                first.kill()
+                first.wait()
+                with private_redis(tmp_path, *args, port=port):
+                    restarted = redis.Redis(port=port)
+                    wait_until(
+                        lambda: restarted.pubsub_numsub(CHANNEL)[0][1] == 1,
+                        "the hub to subscribe again",
+                    )
+                    publisher.publish_message("after")
+                    assert ws.recv() == "after"  # the same socket, never closed
+                    log = server.log()
+    assert log.count("Lost the Redis subscription connection") == 1
+    assert "Redis is back; 1 channels resubscribed" in log
