@@ -1,4 +1,5 @@
-"""The Django loop: publishing, persistence, fetching, settings (SPEC §3, §5, §6)."""
+"""The Django loop: publishing, storing, fetching, settings (docs/reference.md#settings,
+#redis-layout, #identity)."""
 
 from __future__ import annotations
 

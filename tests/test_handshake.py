@@ -1,4 +1,5 @@
-"""Opening a websocket: every refusal of SPEC §7 and the Origin rule of §9."""
+"""Opening a websocket over real connections: every refusal (docs/reference.md#http-statuses)
+and the Origin rule (#limits-and-safety)."""
 
 from __future__ import annotations
 

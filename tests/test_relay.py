@@ -1,4 +1,5 @@
-"""Relaying between websockets and Redis (SPEC §4, §5, §8, §9) over real connections."""
+"""Relaying between websockets and Redis over real connections, under every runtime
+(docs/reference.md#relaying, #close-codes, #limits-and-safety)."""
 
 from __future__ import annotations
 
