@@ -64,3 +64,5 @@ def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
             subscriber.publish_message(message)
     except redis.RedisError as exc:
         logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
+    except Exception:  # a subscriber subclass failed: its traceback, and the loop goes on
+        logger.exception("Dropped %d client message(s), publishing failed", len(messages))

@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 
+from websockets.frames import CloseCode
+
 from ws4redis.core.relay import TOO_SLOW, FramedRelay
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
@@ -59,6 +61,10 @@ class Connection:
             self._read_forever(subscriber, data)
         except OSError as exc:
             logger.debug("websocket connection lost: %s", exc)
+        except Exception:
+            logger.exception("Relaying failed; closing the websocket with 1011")
+            with self.changed:
+                self.relay.fail(CloseCode.INTERNAL_ERROR, "server error")
         finally:
             with self.changed:
                 self.finished = True
