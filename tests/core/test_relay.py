@@ -7,7 +7,7 @@ from django.test import RequestFactory, override_settings
 from websockets.frames import Close, Frame, Opcode
 
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import HEARTBEAT_INTERVAL, FramedRelay, Relay
+from ws4redis.core.relay import HEARTBEAT_INTERVAL, FramedRelay, Relay, frame_message
 
 HANDSHAKE = {
     "HTTP_UPGRADE": "websocket",
@@ -100,18 +100,18 @@ def test_client_close_is_answered_with_its_code():
 def test_echo_rule_keeps_the_author_s_own_message_from_it():
     framed = relay()
     framed.receive_data(client(Opcode.TEXT, b"mine"))
-    assert not framed.push(b"mine", b"")
-    assert framed.push(b"theirs", b"")
+    assert not framed.push(b"mine", frame_message(b"mine"))
+    assert framed.push(b"theirs", frame_message(b"theirs"))
     echoing = relay("publish-broadcast&echo")
     echoing.receive_data(client(Opcode.TEXT, b"mine"))
-    assert echoing.push(b"mine", b"")
+    assert echoing.push(b"mine", frame_message(b"mine"))
 
 
 def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_ones():
     with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None):
         accepted = open_connection(RequestFactory().get("/ws/chat", **HANDSHAKE))
         framed = accepted.relay(now=0.0)
-    framed.push(b"live", b"")
+    framed.push(b"live", frame_message(b"live"))
     framed.opened([b"persisted"])
     response, persisted, live = framed.data_to_send()
     assert response.startswith(b"HTTP/1.1 101")
@@ -120,19 +120,21 @@ def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_on
 
 def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped():
     framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
-    assert framed.push(b"a" * 60, b"")  # first message: the runtime must write
-    assert not framed.push(b"b" * 30, b"")  # already waiting for that write
-    assert framed.push(b"c" * 30, b"")  # over the limit: write (the close frame)
+    assert framed.push(b"a" * 60, frame_message(b"a" * 60))  # first message: the runtime must write
+    assert not framed.push(b"b" * 30, frame_message(b"b" * 30))  # already waiting for that write
+    assert framed.push(
+        b"c" * 30, frame_message(b"c" * 30)
+    )  # over the limit: write (the close frame)
     assert framed.outbox == [] and framed.closing
     (close,) = sent_frames(framed)
     assert close_code(close) == 1008
-    assert not framed.push(b"d", b"")  # nothing queues after the failure
+    assert not framed.push(b"d", frame_message(b"d"))  # nothing queues after the failure
 
 
-def test_write_buffer_of_the_runtime_counts_against_the_limit():
+def test_unsent_bytes_in_the_runtime_count_against_the_limit():
     framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
-    assert not framed.written(100, now=1.0)
-    assert framed.written(101, now=1.0)
+    assert not framed.backlogged(100)
+    assert framed.backlogged(101)
     assert close_code(sent_frames(framed)[0]) == 1008
 
 
@@ -140,7 +142,7 @@ def test_heartbeat_goes_out_only_after_an_idle_interval():
     framed = relay(WS4REDIS_HEARTBEAT="--hb--")
     assert framed.next_heartbeat() == HEARTBEAT_INTERVAL
     assert not framed.tick(HEARTBEAT_INTERVAL - 0.1)
-    framed.written(0, now=3.0)  # something went out: the heartbeat waits again
+    framed.written(now=3.0)  # something went out: the heartbeat waits again
     assert not framed.tick(HEARTBEAT_INTERVAL + 0.1)
     assert framed.tick(3.0 + HEARTBEAT_INTERVAL)
     assert sent_frames(framed) == [Frame(Opcode.TEXT, b"--hb--").serialize(mask=False)]
@@ -154,5 +156,5 @@ def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
     assert unframed.receive_message(b"x" * 11) is None
     assert unframed.failure == (1009, "message too big")
     slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
-    slow.push(b"x" * 11, b"")
+    slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []

@@ -21,6 +21,7 @@ HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
 
 TOO_SLOW = "client does not read"
+OPEN = State.OPEN
 
 
 def is_text(message: bytes) -> bool:
@@ -45,8 +46,22 @@ class Relay:
 
     ``outbox`` holds what waits for the client (messages here, frames in
     :class:`FramedRelay`); ``failure`` is the close code and reason once the connection must
-    end, for runtimes whose server sends the close frame.
+    end, for runtimes whose server sends the close frame. Slots: a process holds one relay
+    per websocket, tens of thousands of them.
     """
+
+    __slots__ = (
+        "echo",
+        "failure",
+        "heartbeat",
+        "last_received",
+        "last_sent_at",
+        "max_buffer",
+        "max_size",
+        "outbox",
+        "outbox_bytes",
+        "sending",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -66,6 +81,7 @@ class Relay:
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self.failure: tuple[int, str] | None = None
+        self.sending = True
 
     # -- from the client ---------------------------------------------------------------------
 
@@ -88,44 +104,42 @@ class Relay:
 
     # -- to the client -----------------------------------------------------------------------
 
-    def wants(self, message: bytes) -> bool:
-        """The echo rule: without ``echo`` the author's own last message is not sent back."""
-        return self.echo or message != self.last_received
+    def push(self, data: bytes, item: bytes) -> bool:
+        """Queue ``item`` for a message ``data`` Redis delivered (the runtime queues the
+        message itself, or its frame); True when the outbox was empty, that is, when the
+        runtime must schedule a write.
 
-    def push(self, data: bytes, frame: bytes) -> bool:
-        """Queue a message Redis delivered (raw and framed); True when the outbox was empty,
-        that is, when the runtime must schedule a write.
-
-        The outbox is bounded by ``max_buffer``: past it the client is failed with 1008 and
-        what it had not read is dropped, so one stalled reader never holds the others' data.
+        The echo rule applies: without ``echo`` the author's own last message is not sent
+        back. The outbox is bounded by ``max_buffer``: past it the client is failed with 1008
+        and what it had not read is dropped, so one stalled reader never holds the others'
+        data. The delivery hot path: one call per message and websocket.
         """
-        if self.failure is not None or not self.wants(data):
+        if self.failure is not None or (not self.echo and data == self.last_received):
             return False
-        was_empty = not self.outbox
-        self._queue(data, frame)
+        outbox = self.outbox
+        outbox.append(item)
+        self.outbox_bytes += len(item)
         if self.outbox_bytes > self.max_buffer:
             self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return True
-        return was_empty
+        return len(outbox) == 1
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
-        if self.failure is None:
-            self._queue(message, b"")
-
-    def _queue(self, data: bytes, frame: bytes) -> None:
-        self.outbox.append(data)
-        self.outbox_bytes += len(data)
+        self.push(message, message)
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
         messages, self.outbox, self.outbox_bytes = self.outbox, [], 0
         return messages
 
-    def written(self, unsent: int, now: float) -> bool:
-        """The runtime wrote to the client at ``now`` and ``unsent`` bytes still wait in its
-        buffers; True when that is over ``max_buffer`` and the client was failed with 1008."""
+    def written(self, now: float) -> None:
+        """Something went out to the client at ``now``: the heartbeat waits again."""
         self.last_sent_at = now
+
+    def backlogged(self, unsent: int) -> bool:
+        """``unsent`` bytes wait in the runtime's own buffers; True when that is over
+        ``max_buffer`` and the client was failed with 1008."""
         if unsent > self.max_buffer:
             self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return True
@@ -158,35 +172,47 @@ class Relay:
 
     @property
     def closing(self) -> bool:
-        """True once the connection is to end."""
-        return self.failure is not None
+        """True once the connection is to end (or, framed, before it is open)."""
+        return not self.sending
 
     def fail(self, code: int, reason: str = "") -> None:
         """End the connection with ``code``; what the client had not read is dropped."""
         if self.failure is None:
             self.failure = (code, reason)
             self.outbox, self.outbox_bytes = [], 0
+        self.sending = False
 
 
 class FramedRelay(Relay):
     """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
 
+    __slots__ = ("_fragment_opcode", "_fragments", "protocol", "response")
+
     def __init__(self, protocol: ServerProtocol, response: Response, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.protocol = protocol
-        self.response = response
+        self.response: Response | None = response
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
+        self.sending = False  # until the handshake response is out
+
+    def _track_state(self) -> None:
+        """``sending`` mirrors the protocol's state after everything that may change it, so
+        the delivery path reads one attribute instead of the protocol's state property."""
+        self.sending = self.failure is None and self.protocol.state is OPEN
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Feed bytes read from the client; return the messages to publish, in order."""
         self.protocol.receive_data(data)
-        return self._messages()
+        messages = self._messages()
+        self._track_state()
+        return messages
 
     def receive_eof(self) -> None:
         """The client closed its side of the TCP connection."""
         self.protocol.receive_eof()
         self._messages()
+        self._track_state()
 
     def _messages(self) -> list[bytes]:
         messages = []
@@ -216,53 +242,59 @@ class FramedRelay(Relay):
         self._fragments = []
         return message
 
-    def _queue(self, data: bytes, frame: bytes) -> None:
-        if self.protocol.state is State.CLOSING or self.protocol.state is State.CLOSED:
-            return
-        frame = frame or frame_message(data)
-        self.outbox.append(frame)
-        self.outbox_bytes += len(frame)
+    def send(self, message: bytes) -> None:
+        self.push(message, frame_message(message))
 
     def opened(self, persisted: list[bytes]) -> None:
         """The connection is subscribed: the handshake response goes first, then the
         persisted messages, then whatever Redis delivered while subscribing."""
+        assert self.response is not None
         self.protocol.send_response(self.response)
+        self.response = None  # kept by nobody: a process holds many thousands of relays
+        self._track_state()
         response = self.protocol.data_to_send()
         frames = [frame_message(message) for message in persisted]
         self.outbox[:0] = response + frames
         self.outbox_bytes += sum(map(len, frames))
 
-    def flush_outbox(self) -> bytes:
-        """The queued frames as one chunk, and an empty queue (the delivery hot path: the
-        list is emptied in place, so delivering allocates no containers)."""
+    def frames_to_write(self, now: float) -> bytes | None:
+        """The queued frames as one chunk, written at ``now``; None once the connection is
+        closing (the runtime then writes :meth:`data_to_send`).
+
+        The delivery hot path: one call per websocket and write, and the queue is emptied
+        in place, so delivering allocates no containers.
+        """
+        if not self.sending:
+            return None
         outbox = self.outbox
         data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
         outbox.clear()
         self.outbox_bytes = 0
+        self.last_sent_at = now
         return data
 
     def data_to_send(self) -> list[bytes]:
         """Bytes to write, in order; an empty ``b""`` means: shut down the write side.
 
-        Queued messages go before the protocol's own output, so a close frame is always last.
+        Queued messages go before the protocol's own output while the connection is open;
+        once it is closing they are dropped, since nothing may follow a close frame.
         """
         if not self.outbox:
             return self.protocol.data_to_send()
-        return self.take_outbox() + self.protocol.data_to_send()
-
-    @property
-    def closing(self) -> bool:
-        """True once either side started the closing handshake or the connection failed."""
-        return self.protocol.state is not State.OPEN
+        queued = self.take_outbox()
+        if not self.sending:
+            queued = []
+        return queued + self.protocol.data_to_send()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake from the server side."""
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
+        self._track_state()
 
     def fail(self, code: int, reason: str = "") -> None:
         """Close at once (the client gets ``code``, no handshake awaited); what the client
         had not read is dropped."""
         super().fail(code, reason)
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is OPEN:
             self.protocol.fail(code, reason)

@@ -49,7 +49,7 @@ class ASGISink:
         self._sending: asyncio.Task[None] | None = None
 
     def push(self, data: bytes, frame: bytes) -> bool:
-        return self.relay.push(data, frame) and self.open
+        return self.relay.push(data, data) and self.open  # the server frames
 
     def flush(self, now: float | None = None) -> None:
         if self._sending is None or self._sending.done():
@@ -64,7 +64,7 @@ class ASGISink:
                         await self.send({"type": "websocket.send", "text": message.decode()})
                     else:
                         await self.send({"type": "websocket.send", "bytes": message})
-                relay.written(0, time.monotonic())
+                relay.written(time.monotonic())
             if relay.failure is not None and not self.ended.is_set():
                 self.ended.set()
                 code, reason = relay.failure

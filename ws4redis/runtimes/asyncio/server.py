@@ -119,7 +119,23 @@ class WebsocketServer:
 
 
 class Connection(asyncio.Protocol):
-    """One client: first an HTTP handshake, then a websocket fed by the hub."""
+    """One client: first an HTTP handshake, then a websocket fed by the hub.
+
+    Slots: a process holds one per websocket, tens of thousands of them.
+    """
+
+    __slots__ = (
+        "dirty",
+        "handshake",
+        "hub",
+        "last_publish",
+        "open",
+        "relay",
+        "server",
+        "subscriber",
+        "subscription",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self, server: WebsocketServer) -> None:
         self.server = server
@@ -221,11 +237,10 @@ class Connection(asyncio.Protocol):
 
     def push(self, data: bytes, frame: bytes) -> bool:
         """From the hub: queue a framed message; True when this connection needs a flush."""
-        relay = self.relay
-        if relay is None or not relay.push(data, frame) or self.dirty or not self.open:
-            return False
-        self.dirty = True
-        return True
+        if self.relay.push(data, frame) and not self.dirty and self.open:  # type: ignore[union-attr]
+            self.dirty = True
+            return True
+        return False
 
     def flush(self, now: float) -> None:
         """Write every queued frame at once; close a client that stopped reading.
@@ -236,11 +251,13 @@ class Connection(asyncio.Protocol):
         transport, relay = self.transport, self.relay
         if transport is None or relay is None or transport.is_closing():
             return
-        if relay.closing:  # failed for its backlog, or closing anyway: nothing more to send
+        frames = relay.frames_to_write(now)
+        if frames is None:  # failed for its backlog, or closing anyway
             self._too_slow()
             return
-        transport.write(relay.flush_outbox())
-        if relay.written(transport.get_write_buffer_size(), now):
+        transport.write(frames)
+        unsent = transport.get_write_buffer_size()
+        if unsent and relay.backlogged(unsent):
             self._too_slow()
 
     def _too_slow(self) -> None:

@@ -110,7 +110,7 @@ class Connection:
                     if not self._send(chunk):
                         return
                 with self.changed:
-                    self.relay.written(0, time.monotonic())
+                    self.relay.written(time.monotonic())
         finally:
             with self.changed:
                 self.finished = True
