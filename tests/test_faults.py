@@ -1,6 +1,10 @@
-"""Faults injected for real, under every runtime: the Redis process killed and restarted."""
+"""Faults injected for real, under every runtime: the Redis process killed and restarted,
+clients that vanish with a TCP reset."""
 
 from __future__ import annotations
+
+import socket
+import struct
 
 import redis
 from django.test import override_settings
@@ -36,3 +40,17 @@ def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
                     log = server.log()
     assert log.count("Lost the Redis subscription connection") == 1
     assert "Redis is back; 1 channels resubscribed" in log
+
+
+def test_listener_arriving_as_the_last_one_resets_is_not_deaf(server, rdb):
+    """The last websocket of a channel vanishes (TCP reset) and a new one opens on the same
+    channel at once, while the process's UNSUBSCRIBE may still be in flight: the new one
+    must get what is published next, every time."""
+    publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+    for attempt in range(30):
+        leaving = server.connect("subscribe-broadcast")
+        leaving.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        leaving.sock.close()  # RST: the server learns it at its own pace
+        with connected(server, "subscribe-broadcast") as arriving:
+            publisher.publish_message(f"attempt {attempt}", expire=0)
+            assert arriving.recv() == f"attempt {attempt}"
