@@ -1,7 +1,9 @@
-"""Transport-free decisions shared by every websocket runtime.
+"""The decisions of ws4redis, without any I/O.
 
-Nothing here reads or writes a socket: a runtime adapter (``ws4redis.runtimes``) hands in a
-Django request and the bytes it received, and gets back what to answer, what to publish and
-which bytes to write. Keeping I/O out is what lets the development thread, the asyncio server,
-ASGI and uWSGI behave identically.
+Nothing here reads or writes a socket, talks to Redis, starts a thread or needs an event
+loop (``tests/core/test_no_io.py`` keeps it so): a runtime (:mod:`ws4redis.runtimes`) hands in
+a Django request, the bytes it read and the replies Redis sent, and gets back what to
+answer, what to publish, which bytes to write and which commands to send. Keeping I/O out
+is what lets ``runserver``, ``runwebsocket``, ASGI and uWSGI behave identically, and lets the
+unit tests feed the core bytes directly.
 """
