@@ -160,3 +160,13 @@ def test_pages_are_served_by_the_runserver_application(live_server, rdb):
     assert "Broadcast chat" in response.text
     # the view published its persisted welcome message through the Django loop
     assert b"Welcome" in rdb.get("ws4redis:broadcast:foobar")
+
+
+def test_oversized_query_is_414_without_a_traceback(socket_server, caplog):
+    crowded = "&".join(f"k{n}" for n in range(1100))
+    response = requests.get(
+        f"{http_url(socket_server)}?{crowded}", headers=upgrade_headers(), timeout=10
+    )
+    assert response.status_code == 414
+    assert "longer than" in response.text
+    assert "Traceback" not in caplog.text and "ERROR" not in caplog.text

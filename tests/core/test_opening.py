@@ -90,3 +90,16 @@ def test_unframed_opening_has_no_handshake_for_asgi_servers():
     with override_settings(**ANONYMOUS):
         outcome = open_connection(request, framing=False)
     assert isinstance(outcome, Accepted) and outcome.protocol is None
+
+
+def test_long_query_is_refused_with_414_and_many_fields_with_400():
+    with override_settings(WS4REDIS_MAX_QUERY_SIZE=64):
+        outcome = opening("/ws/chat?subscribe-broadcast&" + "x" * 100)
+    assert isinstance(outcome, Rejection) and outcome.status == 414
+    crowded = "&".join(f"k{n}" for n in range(1100))  # more than Django's 1000 fields
+    outcome = opening(f"/ws/chat?{crowded}")
+    assert isinstance(outcome, Rejection) and outcome.status == 414  # by default
+    with override_settings(WS4REDIS_MAX_QUERY_SIZE=100_000):
+        outcome = opening(f"/ws/chat?{crowded}")
+    assert isinstance(outcome, Rejection) and outcome.status == 400
+    assert b"DATA_UPLOAD_MAX_NUMBER_FIELDS" in outcome.body

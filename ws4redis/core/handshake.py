@@ -50,6 +50,9 @@ def check_request(request: HttpRequest) -> Rejection | None:
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
     if not origin_allowed(meta.get("HTTP_ORIGIN")):
         return Rejection(403, f"Origin {meta['HTTP_ORIGIN']!r} is not allowed.\n")
+    limit = settings.WS4REDIS_MAX_QUERY_SIZE
+    if len(meta.get("QUERY_STRING", "")) > limit:
+        return Rejection(414, f"The query string is longer than {limit} bytes.\n")
     return None
 
 

@@ -15,7 +15,7 @@ from importlib import import_module
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 from websockets.http11 import Response
@@ -117,6 +117,8 @@ def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted |
         protocol, response = negotiate(request, settings.WS4REDIS_MAX_MESSAGE_SIZE)
     except PermissionDenied as exc:
         return Rejection(403, f"{exc or 'Permission denied'}\n")
+    except SuspiciousOperation as exc:  # e.g. more query fields than Django accepts
+        return Rejection(400, f"{exc}\n")
     except Exception:
         logger.exception("Cannot open websocket %s", request.get_full_path())
         return Rejection(500, "The websocket could not be opened; see the server log.\n")
