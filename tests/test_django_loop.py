@@ -30,6 +30,10 @@ def test_channel_names_follow_the_documented_layout():
         "ws4redis:session:abc:f",
     }
     assert RedisPublisher.get_prefix() == "ws4redis:"
+    # A ':' in a name cannot make it collide with another name's channel on another facility
+    assert RedisPublisher(facility="c", groups=["a:b"])._publishers == {"ws4redis:group:a%3Ab:c"}
+    assert RedisPublisher(facility="b:c", groups=["a"])._publishers == {"ws4redis:group:a:b:c"}
+    assert RedisPublisher(facility="f", users=["50%"])._publishers == {"ws4redis:user:50%25:f"}
     with override_settings(WS4REDIS_PREFIX=None):
         assert RedisPublisher(facility="f", broadcast=True)._publishers == {"broadcast:f"}
         assert RedisPublisher.get_prefix() == ""

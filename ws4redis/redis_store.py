@@ -75,8 +75,12 @@ def key_prefix() -> str:
 
 
 def channel_name(kind: str, facility: str, name: str | None = None) -> str:
-    """The Redis channel (and key of the persisted message) for one audience and facility."""
-    who = "" if name is None else f"{name}:"
+    """The Redis channel (and key of the persisted message) for one audience and facility.
+
+    A ``:`` (or ``%``) in a user, group or session name is percent-encoded, so that group
+    ``a:b`` on facility ``c`` and group ``a`` on facility ``b:c`` never share a channel.
+    """
+    who = "" if name is None else f"{name.replace('%', '%25').replace(':', '%3A')}:"
     return f"{key_prefix()}{kind}:{who}{facility}"
 
 
