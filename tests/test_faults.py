@@ -6,8 +6,10 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
 import redis
 from django.test import override_settings
+from websockets.frames import Frame, Opcode
 
 from tests.conftest import FACILITY, connected
 from tests.servers import free_port, private_redis, wait_until
@@ -54,3 +56,25 @@ def test_listener_arriving_as_the_last_one_resets_is_not_deaf(server, rdb):
         with connected(server, "subscribe-broadcast") as arriving:
             publisher.publish_message(f"attempt {attempt}", expire=0)
             assert arriving.recv() == f"attempt {attempt}"
+
+
+@pytest.mark.not_under("asgi", reason="the ASGI server answers pings itself")
+def test_ping_flood_from_a_client_that_never_reads_is_cut_off(server, rdb):
+    """Pongs count against ``WS4REDIS_MAX_BUFFER_SIZE``: a client that floods pings and
+    never reads is closed instead of growing the server, and its neighbour is served."""
+    ping = Frame(Opcode.PING, b"x" * 125).serialize(mask=True)
+    with override_settings(WS4REDIS_MAX_BUFFER_SIZE=64 * 1024):
+        flooder = server.connect(
+            "subscribe-broadcast", sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+        )
+    with connected(server, "subscribe-broadcast") as neighbour:
+        cut_off = False
+        for _ in range(200_000):  # 26 MB of pings, far past every buffer on the way
+            try:
+                flooder.sock.sendall(ping * 16)
+            except OSError:
+                cut_off = True
+                break
+        assert cut_off
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("still served")
+        assert neighbour.recv() == "still served"

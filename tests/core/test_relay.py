@@ -158,3 +158,13 @@ def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
     slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
     slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []
+
+
+def test_unread_pongs_count_against_the_limit():
+    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=1000)
+    framed.receive_data(client(Opcode.PING, b"p" * 100) * 5)  # 510 bytes of pongs: kept
+    assert not framed.closing
+    framed.receive_data(client(Opcode.PING, b"p" * 100) * 5)  # past 1000: failed
+    assert framed.failure == (1008, "client does not read")
+    (close,) = sent_frames(framed)  # the pongs are dropped, the close frame goes out
+    assert close_code(close) == 1008

@@ -186,7 +186,14 @@ class Relay:
 class FramedRelay(Relay):
     """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
 
-    __slots__ = ("_fragment_opcode", "_fragments", "protocol", "response")
+    __slots__ = (
+        "_control",
+        "_control_bytes",
+        "_fragment_opcode",
+        "_fragments",
+        "protocol",
+        "response",
+    )
 
     def __init__(self, protocol: ServerProtocol, response: Response, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
@@ -194,6 +201,8 @@ class FramedRelay(Relay):
         self.response: Response | None = response
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
+        self._control: list[bytes] = []
+        self._control_bytes = 0
         self.sending = False  # until the handshake response is out
 
     def _track_state(self) -> None:
@@ -201,10 +210,22 @@ class FramedRelay(Relay):
         the delivery path reads one attribute instead of the protocol's state property."""
         self.sending = self.failure is None and self.protocol.state is OPEN
 
+    def _take_control(self) -> None:
+        """Keep the protocol's replies (pongs, close frames) where they count against
+        ``max_buffer``: a client that sends pings and never reads is failed with 1008
+        instead of growing the process."""
+        replies = self.protocol.data_to_send()
+        if replies:
+            self._control += replies
+            self._control_bytes += sum(map(len, replies))
+            if self.failure is None and self._control_bytes + self.outbox_bytes > self.max_buffer:
+                self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+
     def receive_data(self, data: bytes) -> list[bytes]:
         """Feed bytes read from the client; return the messages to publish, in order."""
         self.protocol.receive_data(data)
         messages = self._messages()
+        self._take_control()
         self._track_state()
         return messages
 
@@ -212,6 +233,7 @@ class FramedRelay(Relay):
         """The client closed its side of the TCP connection."""
         self.protocol.receive_eof()
         self._messages()
+        self._take_control()
         self._track_state()
 
     def _messages(self) -> list[bytes]:
@@ -279,12 +301,11 @@ class FramedRelay(Relay):
         Queued messages go before the protocol's own output while the connection is open;
         once it is closing they are dropped, since nothing may follow a close frame.
         """
-        if not self.outbox:
-            return self.protocol.data_to_send()
         queued = self.take_outbox()
         if not self.sending:
             queued = []
-        return queued + self.protocol.data_to_send()
+        control, self._control, self._control_bytes = self._control, [], 0
+        return queued + control + self.protocol.data_to_send()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake from the server side."""
@@ -296,5 +317,6 @@ class FramedRelay(Relay):
         """Close at once (the client gets ``code``, no handshake awaited); what the client
         had not read is dropped."""
         super().fail(code, reason)
-        if self.protocol.state is OPEN:
+        if self.protocol.state is OPEN:  # else the closing handshake's frames stay queued
+            self._control, self._control_bytes = [], 0
             self.protocol.fail(code, reason)

@@ -284,6 +284,12 @@ class Connection(asyncio.Protocol):
                 gathered.add_done_callback(lambda _: self._write_protocol_output())
                 return
         self._write(relay.data_to_send())
+        transport = self.transport
+        if relay.failure is None and transport is not None:
+            # Replies pile up here when a client sends pings and never reads.
+            unsent = transport.get_write_buffer_size()
+            if unsent and relay.backlogged(unsent):
+                self._too_slow()
 
     def _write(self, chunks: list[bytes]) -> None:
         transport = self.transport
