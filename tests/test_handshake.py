@@ -13,7 +13,9 @@ import requests
 import websocket
 from django.core.exceptions import PermissionDenied
 from django.test import override_settings
+from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
+from websockets.uri import parse_uri
 
 from tests.conftest import FACILITY, Server
 from ws4redis.django_runserver import application
@@ -170,3 +172,21 @@ def test_oversized_query_is_414_without_a_traceback(socket_server, caplog):
     assert response.status_code == 414
     assert "longer than" in response.text
     assert "Traceback" not in caplog.text and "ERROR" not in caplog.text
+
+
+def test_frame_sent_with_the_request_is_not_lost(asyncio_server, rdb):
+    """A client that sends its first frame in the same packet as the upgrade request (not
+    allowed by RFC 6455, done by some clients) gets it relayed, not a dropped connection."""
+    url = f"{asyncio_server.ws_base}/ws/{FACILITY}?subscribe-broadcast&publish-broadcast&echo"
+    client = ClientProtocol(parse_uri(url))
+    client.send_request(client.connect())
+    frame = Frame(Opcode.TEXT, b"early bird").serialize(mask=True)
+    with socket.create_connection(("127.0.0.1", asyncio_server.port), timeout=10) as sock:
+        sock.sendall(b"".join(client.data_to_send()) + frame)
+        received: list[bytes] = []
+        while not received:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            client.receive_data(data)
+            received = [e.data for e in client.events_received() if isinstance(e, Frame)]
+    assert received == [b"early bird"]

@@ -26,6 +26,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from ws4redis import settings
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import TOO_SLOW, FramedRelay
@@ -126,6 +127,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "dirty",
+        "early",
         "handshake",
         "hub",
         "last_publish",
@@ -148,6 +150,7 @@ class Connection(asyncio.Protocol):
         self.last_publish: asyncio.Future[None] | None = None
         self.open = False
         self.dirty = False
+        self.early = b""  # what the client sent before its websocket was open
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -164,6 +167,10 @@ class Connection(asyncio.Protocol):
             self._write_protocol_output()
         elif self.handshake is not None:
             self._receive_handshake(data)
+        else:  # opening: kept for the relay, as much as a client may leave unread
+            self.early += data
+            if len(self.early) > settings.WS4REDIS_MAX_BUFFER_SIZE:
+                self.abort()
 
     def eof_received(self) -> bool | None:
         if self.open:
@@ -182,11 +189,15 @@ class Connection(asyncio.Protocol):
     def _receive_handshake(self, data: bytes) -> None:
         handshake = self.handshake
         handshake.receive_data(data)
+        self.early += data
         events = handshake.events_received()
         if not events:
             self._write(handshake.data_to_send())  # a malformed request just closes
             return
-        (request,) = events
+        # Frames may follow the request in the same packet: the relay's protocol gets their
+        # bytes once the websocket is open (the handshake's parser is done with them).
+        request = events[0]
+        self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
         self.handshake = None  # type: ignore[assignment]
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         self.hub = get_hub()
@@ -228,6 +239,9 @@ class Connection(asyncio.Protocol):
         if relay.heartbeat is not None:
             self.server.heartbeating.add(self)
         self._write_protocol_output()  # the 101 response, the persisted messages and the rest
+        if self.early:
+            early, self.early = self.early, b""
+            self.data_received(early)
 
     def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
         handshake.send_response(handshake.reject(rejection.status, rejection.text))
