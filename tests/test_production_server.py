@@ -9,17 +9,15 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import websocket
+from django.test import override_settings
 
 from tests.conftest import FACILITY, recv_close
-from tests.servers import (
-    free_port,
-    start_runwebsocket,
-    wait_until,
-)
+from tests.servers import free_port, in_process_server, start_runwebsocket, wait_until
 from ws4redis.publisher import RedisPublisher
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
@@ -99,3 +97,38 @@ def test_workers_stop_when_their_supervisor_is_killed(rdb):
     finally:
         for worker in children_of(process.pid):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_request_that_does_not_arrive_in_time_is_cut_off(rdb):
+    """An idle TCP connection and a slowloris (one header byte at a time) are closed once
+    ``WS4REDIS_HANDSHAKE_TIMEOUT`` passes, and hold nothing afterwards."""
+    with override_settings(WS4REDIS_HANDSHAKE_TIMEOUT=0.5):
+        with in_process_server() as running:
+            address = ("127.0.0.1", running.port)
+            with socket.create_connection(address, timeout=10) as idle:
+                assert idle.recv(1) == b""  # closed by the server, not by our timeout
+            with socket.create_connection(address, timeout=10) as slow:
+                request = b"GET /ws/unittest HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"y" * 400
+                sent = 0
+                with contextlib.suppress(OSError):
+                    for byte in request:
+                        slow.sendall(bytes([byte]))
+                        sent += 1
+                        time.sleep(0.05)
+                assert sent < len(request)  # cut off before the request could complete
+            wait_until(lambda: not running.server.connections, "the connections to go")
+
+
+def test_connections_over_the_cap_get_503_with_retry_after(rdb):
+    with override_settings(WS4REDIS_MAX_CONNECTIONS=3):
+        with in_process_server() as running:
+            clients = [connect(running.ws_base) for _ in range(3)]
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                connect(running.ws_base)
+            assert refused.value.status_code == 503
+            assert refused.value.resp_headers["retry-after"] == "1"
+            clients.pop().close()
+            wait_until(lambda: len(running.server.connections) == 2, "a free place")
+            clients.append(connect(running.ws_base))  # a place is free again
+            for ws in clients:
+                ws.close()

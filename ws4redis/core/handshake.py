@@ -23,10 +23,17 @@ from ws4redis import settings
 
 @dataclass(frozen=True)
 class Rejection:
-    """An HTTP answer instead of an upgrade: status and a plain-text body."""
+    """An HTTP answer instead of an upgrade: status, a plain-text body and, for a refusal
+    that will pass, the seconds after which to try again."""
 
     status: int
     text: str
+    retry_after: int | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Headers besides Content-Type and Content-Length."""
+        return [] if self.retry_after is None else [("Retry-After", str(self.retry_after))]
 
     @property
     def reason(self) -> str:
@@ -54,6 +61,15 @@ def check_request(request: HttpRequest) -> Rejection | None:
     if len(meta.get("QUERY_STRING", "")) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")
     return None
+
+
+def over_capacity(open_connections: int, capacity: int) -> Rejection | None:
+    """A process holding ``capacity`` connections refuses more, before the upgrade and while
+    it still has file descriptors to say so (``WS4REDIS_MAX_CONNECTIONS``)."""
+    if open_connections <= capacity:
+        return None
+    text = f"This server holds its maximum of {capacity} connections; try again shortly.\n"
+    return Rejection(503, text, retry_after=1)
 
 
 def origin_allowed(origin: str | None) -> bool:

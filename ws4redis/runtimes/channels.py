@@ -48,7 +48,7 @@ def subscribe(
         return subscriber, persisted
     except (redis.RedisError, TimeoutError) as exc:
         logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
-        rejection = Rejection(503, "Redis is unavailable.\n")
+        rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
     except Exception:
         logger.exception("Cannot start websocket %s", accepted.request.get_full_path())
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")

@@ -175,7 +175,10 @@ async def _reject(scope: Scope, send: Send, rejection: Rejection) -> None:
             {
                 "type": "websocket.http.response.start",
                 "status": rejection.status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    *((name.encode(), value.encode()) for name, value in rejection.headers),
+                ],
             }
         )
         await send({"type": "websocket.http.response.body", "body": rejection.body})

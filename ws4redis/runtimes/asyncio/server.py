@@ -14,6 +14,7 @@ import gc
 import io
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -27,7 +28,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from ws4redis import settings
-from ws4redis.core.handshake import Rejection
+from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import TOO_SLOW, FramedRelay
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
@@ -42,6 +43,16 @@ SLOW_CLIENT_GRACE = 1.0
 """Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
 HEARTBEAT_SCAN = 1.0
 """Seconds between two looks for idle websockets that are due a heartbeat."""
+DESCRIPTOR_RESERVE = 64
+"""File descriptors kept free beyond the connection cap: Redis, the database, log files, and
+the connections that are only told 503."""
+
+
+def capacity() -> int:
+    """``WS4REDIS_MAX_CONNECTIONS``, lowered to what the process's descriptor limit allows."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fit = soft - DESCRIPTOR_RESERVE if soft != resource.RLIM_INFINITY else soft
+    return max(1, min(settings.WS4REDIS_MAX_CONNECTIONS, fit))
 
 
 def wsgi_request(request: Request, transport: asyncio.Transport) -> WSGIRequest:
@@ -79,6 +90,7 @@ class WebsocketServer:
         self.publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self.capacity = capacity()
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Start listening; returns the port (useful with port 0)."""
@@ -126,6 +138,7 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "deadline",
         "dirty",
         "early",
         "handshake",
@@ -151,12 +164,22 @@ class Connection(asyncio.Protocol):
         self.open = False
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
+        self.deadline: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.server.connections.add(self)
+        # A request not complete in time (an idle socket, one header byte at a time) is cut.
+        self.deadline = asyncio.get_running_loop().call_later(
+            settings.WS4REDIS_HANDSHAKE_TIMEOUT, self._handshake_expired
+        )
+
+    def _handshake_expired(self) -> None:
+        if self.handshake is not None and self.transport is not None:
+            logger.info("Closing a connection whose request did not arrive in time")
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.open:
@@ -180,6 +203,8 @@ class Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
         self.server.connections.discard(self)
         self.server.heartbeating.discard(self)
         self._release()
@@ -199,6 +224,12 @@ class Connection(asyncio.Protocol):
         request = events[0]
         self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
         self.handshake = None  # type: ignore[assignment]
+        if self.deadline is not None:
+            self.deadline.cancel()
+        full = over_capacity(len(self.server.connections), self.server.capacity)
+        if full is not None:
+            self._reject(handshake, full)
+            return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         self.hub = get_hub()
         loop = asyncio.get_running_loop()
@@ -244,7 +275,10 @@ class Connection(asyncio.Protocol):
             self.data_received(early)
 
     def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
-        handshake.send_response(handshake.reject(rejection.status, rejection.text))
+        response = handshake.reject(rejection.status, rejection.text)
+        for name, value in rejection.headers:
+            response.headers[name] = value
+        handshake.send_response(response)
         self._write(handshake.data_to_send())
 
     # -- writing -------------------------------------------------------------------------------

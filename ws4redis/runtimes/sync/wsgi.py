@@ -20,6 +20,7 @@ def reject(rejection: Rejection, start_response: StartResponse) -> list[bytes]:
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(rejection.body))),
+            *rejection.headers,
         ],
     )
     return [rejection.body]
