@@ -167,9 +167,12 @@ def uwsgi_binary() -> str:
     return binary
 
 
-def start_runwebsocket(port: int, *extra: str) -> subprocess.Popen:
-    """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr)."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
+def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess.Popen:
+    """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr);
+    ``environment`` adds to its environment (REDIS_PORT for a private Redis, say)."""
+    env = dict(
+        os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1", **environment
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "examples")])
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}", *extra]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import redis
+import websocket
 from django.test import override_settings
 from websockets.frames import Frame, Opcode
 
@@ -78,3 +79,26 @@ def test_ping_flood_from_a_client_that_never_reads_is_cut_off(server, rdb):
         assert cut_off
         RedisPublisher(facility=FACILITY, broadcast=True).publish_message("still served")
         assert neighbour.recv() == "still served"
+
+
+def test_open_refused_during_an_outage_leaves_nothing_behind(server, tmp_path):
+    """A websocket opened while Redis is down gets 503 (with Retry-After) and leaves no
+    registration: once Redis is back, the next client of that facility is served and is the
+    only subscriber."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as first:
+            first.kill()
+            first.wait()
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                server.connect("subscribe-broadcast")
+            assert refused.value.status_code == 503
+            assert refused.value.resp_headers["retry-after"] == "1"
+        with private_redis(tmp_path, *args, port=port):
+            with connected(server, "subscribe-broadcast") as ws:
+                receivers = RedisPublisher(facility=FACILITY, broadcast=True).publish_message(
+                    "back", expire=0
+                )
+                assert ws.recv() == "back"
+            assert receivers == {CHANNEL: 1}

@@ -17,7 +17,13 @@ import websocket
 from django.test import override_settings
 
 from tests.conftest import FACILITY, recv_close
-from tests.servers import free_port, in_process_server, start_runwebsocket, wait_until
+from tests.servers import (
+    free_port,
+    in_process_server,
+    private_redis,
+    start_runwebsocket,
+    wait_until,
+)
 from ws4redis.publisher import RedisPublisher
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
@@ -132,3 +138,29 @@ def test_connections_over_the_cap_get_503_with_retry_after(rdb):
             clients.append(connect(running.ws_base))  # a place is free again
             for ws in clients:
                 ws.close()
+
+
+def test_sigterm_during_a_redis_outage_exits_and_the_port_restarts_at_once(tmp_path, rdb):
+    redis_port, port = free_port(), free_port()
+    env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port)}
+    with private_redis(tmp_path, "--port", str(redis_port), port=redis_port) as server:
+        process = start_runwebsocket(port, **env)
+        try:
+            wait_for_listening(process, 1)
+            ws = connect(f"ws://127.0.0.1:{port}")
+            server.kill()  # Redis is gone while the websocket is open
+            server.wait()
+            process.send_signal(signal.SIGTERM)
+            assert recv_close(ws) == 1001
+            assert process.wait(timeout=30) == 0
+        finally:
+            process.kill()
+            process.wait()
+    # The server closed that websocket first, so the port is in TIME_WAIT: binding it again
+    # must work all the same.
+    again = start_runwebsocket(port, **env)
+    try:
+        wait_for_listening(again, 1)
+    finally:
+        again.kill()
+        again.wait()

@@ -226,6 +226,7 @@ class Connection(asyncio.Protocol):
         self.handshake = None  # type: ignore[assignment]
         if self.deadline is not None:
             self.deadline.cancel()
+            self.deadline = None
         full = over_capacity(len(self.server.connections), self.server.capacity)
         if full is not None:
             self._reject(handshake, full)
@@ -419,6 +420,8 @@ def bind_check(host: str, port: int) -> None:
     """Fail early and clearly when the address is taken (before forking workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server binds: a restart right after a stop finds the port in TIME_WAIT
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind((host, port))
 
