@@ -20,7 +20,8 @@ from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
-from ws4redis.core.handshake import Rejection
+from ws4redis import settings
+from ws4redis.core.handshake import Rejection, check_request
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import Relay, is_text
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
@@ -86,6 +87,8 @@ class ASGIApplication:
             await self._websocket(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith(settings.WEBSOCKET_URL):
+            await _refuse_http(scope, send)  # a websocket URL asked for without an upgrade
         else:
             if self._django is None:
                 self._django = ASGIHandler()
@@ -165,6 +168,25 @@ class ASGIApplication:
             ended.cancel()
             if receiving is not None:
                 receiving.cancel()
+
+
+async def _refuse_http(scope: Scope, send: Send) -> None:
+    """The core's answer to a plain HTTP request for a websocket URL (400, 426…), where
+    Django would only have a 404 page."""
+    rejection = check_request(ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO()))
+    if rejection is None:  # an upgrade the server did not treat as one
+        rejection = Rejection(400, "The server did not accept this upgrade request.\n")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": rejection.status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(rejection.body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": rejection.body})
 
 
 async def _reject(scope: Scope, send: Send, rejection: Rejection) -> None:
