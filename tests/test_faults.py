@@ -3,6 +3,7 @@ clients that vanish with a TCP reset."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
@@ -102,3 +103,37 @@ def test_open_refused_during_an_outage_leaves_nothing_behind(server, tmp_path):
                 )
                 assert ws.recv() == "back"
             assert receivers == {CHANNEL: 1}
+
+
+INLINE = "publishes in the client's own thread: a stalled Redis stops reading that client"
+
+
+@pytest.mark.not_under("runserver", "uwsgi", reason=INLINE)
+def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(server, tmp_path):
+    """While Redis is paused, what clients send waits in a bounded queue: the client that
+    overruns it is closed with 1013, and what was queued still reaches everybody, in order."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    settings = {"WS4REDIS_CONNECTION": {"host": "127.0.0.1", "port": port}}
+    with override_settings(**settings, WS4REDIS_MAX_PENDING_PUBLISHES=20):
+        with private_redis(tmp_path, *args, port=port):
+            admin = redis.Redis(port=port)
+            with connected(server, "subscribe-broadcast") as reader:
+                writer = server.connect("publish-broadcast")
+                admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+                sent = 0
+                with contextlib.suppress(OSError, websocket.WebSocketException):
+                    for sent in range(1, 201):
+                        writer.send(f"m{sent}")
+                try:
+                    while (frame := writer.recv_frame()).opcode != websocket.ABNF.OPCODE_CLOSE:
+                        pass
+                finally:
+                    admin.execute_command("CLIENT", "UNPAUSE")
+                assert int.from_bytes(frame.data[:2], "big") == 1013
+                RedisPublisher(facility=FACILITY, broadcast=True).publish_message("end", expire=0)
+                received = []
+                while (message := reader.recv()) != "end":
+                    received.append(message)
+    assert 0 < len(received) <= 21
+    assert received == [f"m{n}" for n in range(1, len(received) + 1)]

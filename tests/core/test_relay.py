@@ -150,12 +150,12 @@ def test_heartbeat_goes_out_only_after_an_idle_interval():
 
 
 def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
-    unframed = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
+    unframed = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10, max_pending=2)
     assert unframed.receive_message(b"hello") == b"hello"
     assert unframed.receive_message(b"") is None
     assert unframed.receive_message(b"x" * 11) is None
     assert unframed.failure == (1009, "message too big")
-    slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10)
+    slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10, max_pending=2)
     slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []
 
@@ -168,3 +168,10 @@ def test_unread_pongs_count_against_the_limit():
     assert framed.failure == (1008, "client does not read")
     (close,) = sent_frames(framed)  # the pongs are dropped, the close frame goes out
     assert close_code(close) == 1008
+
+
+def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
+    framed = relay(WS4REDIS_MAX_PENDING_PUBLISHES=5)
+    assert not framed.backed_up(5)
+    assert framed.backed_up(6)
+    assert close_code(sent_frames(framed)[0]) == 1013

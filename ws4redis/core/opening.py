@@ -94,6 +94,7 @@ class Accepted:
             "now": now,
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
+            "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
         }
         if self.protocol is None or self.response is None:
             return Relay(**options)

@@ -57,6 +57,7 @@ class Relay:
         "last_received",
         "last_sent_at",
         "max_buffer",
+        "max_pending",
         "max_size",
         "outbox",
         "outbox_bytes",
@@ -71,11 +72,13 @@ class Relay:
         now: float,
         max_size: int,
         max_buffer: int,
+        max_pending: int,
     ) -> None:
         self.echo = echo
         self.heartbeat = heartbeat.encode() if heartbeat else None
         self.max_size = max_size
         self.max_buffer = max_buffer
+        self.max_pending = max_pending
         self.last_sent_at = now
         self.last_received: bytes | None = None
         self.outbox: list[bytes] = []
@@ -101,6 +104,15 @@ class Relay:
             self.fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
             return None
         return message if self.accept(message) else None
+
+    def backed_up(self, waiting: int) -> bool:
+        """``waiting`` client messages of the whole process would wait for Redis; True when
+        that is over ``max_pending``: the client is failed with 1013 (try again later) and
+        its messages are not queued, so a stalled Redis cannot grow the process."""
+        if waiting > self.max_pending:
+            self.fail(CloseCode.TRY_AGAIN_LATER, "Redis is not keeping up")
+            return True
+        return False
 
     # -- to the client -----------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
@@ -25,7 +24,8 @@ from ws4redis.core.handshake import Rejection, check_request
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import Relay, is_text
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
-from ws4redis.runtimes.channels import publish, subscribe
+from ws4redis.runtimes.asyncio.publisher import Publisher
+from ws4redis.runtimes.channels import subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -79,8 +79,7 @@ class ASGIApplication:
 
     def __init__(self) -> None:
         self._django: ASGIHandler | None = None
-        # Client messages are published from one thread, so they reach Redis in order.
-        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
+        self._publisher = Publisher()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -160,9 +159,9 @@ class ASGIApplication:
                 text = message.get("text")
                 data = text.encode() if text is not None else message.get("bytes") or b""
                 publishing = relay.receive_message(data)
-                if publishing is not None:
-                    loop.run_in_executor(self._publisher, publish, subscriber, [publishing])
-                elif relay.failure is not None:
+                if publishing is not None and not relay.backed_up(self._publisher.waiting + 1):
+                    self._publisher.publish(subscriber, [publishing])
+                if relay.failure is not None:
                     sink.flush()  # sends the close
         finally:
             ended.cancel()

@@ -32,7 +32,8 @@ from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import TOO_SLOW, FramedRelay
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
-from ws4redis.runtimes.channels import publish, subscribe
+from ws4redis.runtimes.asyncio.publisher import Publisher
+from ws4redis.runtimes.channels import subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
@@ -86,8 +87,7 @@ class WebsocketServer:
         self.heartbeating: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
-        # Client messages are published from one thread, so they reach Redis in order.
-        self.publisher = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
+        self.publisher = Publisher()
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.capacity = capacity()
@@ -124,11 +124,7 @@ class WebsocketServer:
             connection.abort()
         await close_hubs()
         self.openers.shutdown(wait=False, cancel_futures=True)
-        self.publisher.shutdown(wait=True)
-
-    def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> asyncio.Future[None]:
-        """Publish what a client sent, off the loop and in order."""
-        return asyncio.wrap_future(self.publisher.submit(publish, subscriber, messages))
+        self.publisher.shutdown()
 
 
 class Connection(asyncio.Protocol):
@@ -184,9 +180,11 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.open:
             assert self.relay is not None
-            messages = self.relay.receive_data(data)
-            if messages and self.subscriber is not None:
-                self.last_publish = self.server.publish(self.subscriber, messages)
+            relay, publisher, subscriber = self.relay, self.server.publisher, self.subscriber
+            messages = relay.receive_data(data)
+            waiting = publisher.waiting + len(messages)
+            if messages and subscriber is not None and not relay.backed_up(waiting):
+                self.last_publish = publisher.publish(subscriber, messages)
             self._write_protocol_output()
         elif self.handshake is not None:
             self._receive_handshake(data)
@@ -326,8 +324,10 @@ class Connection(asyncio.Protocol):
             # The close frame waits until Redis confirmed the unsubscribe and published what
             # the client sent: once a client saw its close answered, its messages are in
             # Redis and it is no longer counted as a receiver.
+            # A client failed by the server (backlog, size, protocol) is not owed that.
             released = self.subscription.released if self.subscription else None
-            waiting = [f for f in (released, self.last_publish) if f is not None and not f.done()]
+            published = self.last_publish if relay.failure is None else None
+            waiting = [f for f in (released, published) if f is not None and not f.done()]
             if waiting:
                 gathered = asyncio.gather(*waiting, return_exceptions=True)
                 gathered.add_done_callback(lambda _: self._write_protocol_output())
