@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Protocol
 
 import redis
 from django.http import HttpRequest
-from redis.client import PubSub
 
 from ws4redis import settings
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
@@ -129,19 +128,6 @@ class RedisSubscriber(RedisStore):
             for message in self._connection.mget(channels):
                 if message:
                     websocket.send(message)
-
-    def get_file_descriptor(self) -> int | None:
-        """The socket of a per-websocket subscription, for ``select`` (runserver only)."""
-        connection = getattr(self._subscription, "connection", None)
-        sock = getattr(connection, "_sock", None)
-        return sock.fileno() if sock is not None else None
-
-    def parse_response(self) -> Any:
-        """The next reply read on a per-websocket subscription, or None when none is ready."""
-        subscription = self._subscription
-        if not isinstance(subscription, PubSub) or subscription.connection is None:
-            return None
-        return subscription.parse_response(block=False, timeout=0)
 
     def release(self) -> None:
         """Drop every subscription of this websocket; called once when it closes."""
