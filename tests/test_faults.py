@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -44,6 +45,45 @@ def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
                     log = server.log()
     assert log.count("Lost the Redis subscription connection") == 1
     assert "Redis is back; 1 channels resubscribed" in log
+
+
+def test_killed_subscription_connection_is_replaced(server, tmp_path):
+    """Redis drops the process's subscription connection (``CLIENT KILL TYPE pubsub``):
+    the hub connects again, resubscribes, and the same socket gets the next message."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port):
+            admin = redis.Redis(port=port)
+            with connected(server, "subscribe-broadcast") as ws:
+                publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+                publisher.publish_message("before")
+                assert ws.recv() == "before"
+                assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+                # The kill took the only subscriber: only a resubscription brings back 1.
+                wait_until(lambda: admin.pubsub_numsub(CHANNEL)[0][1] == 1, "a resubscription")
+                publisher.publish_message("after")
+                assert ws.recv() == "after"
+
+
+def test_aborted_handshakes_leave_no_subscription(server, rdb):
+    """Clients that reset the connection right after sending their upgrade request (before
+    or while the server opens it) leave no subscription behind."""
+    facility = "aborted"
+    channel = f"ws4redis:broadcast:{facility}"
+    host, port = urlsplit(server.ws_base).hostname, urlsplit(server.ws_base).port
+    request = (
+        f"GET /ws/{facility}?subscribe-broadcast HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    for _ in range(200):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(request)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with connected(server, "subscribe-broadcast", facility=facility):
+        pass  # opened after all of them, and closed again
+    wait_until(lambda: rdb.pubsub_numsub(channel)[0][1] == 0, "every subscription to go")
 
 
 def test_listener_arriving_as_the_last_one_resets_is_not_deaf(server, rdb):
