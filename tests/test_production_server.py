@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import websocket
 from django.test import override_settings
 
@@ -164,3 +165,26 @@ def test_sigterm_during_a_redis_outage_exits_and_the_port_restarts_at_once(tmp_p
     finally:
         again.kill()
         again.wait()
+
+
+def test_sigterm_while_redis_holds_client_messages_up_still_exits(tmp_path, rdb):
+    """A paused Redis holds a client message in the publishing thread: SIGTERM still ends
+    the process within the shutdown grace, saying what was dropped."""
+    redis_port, port = free_port(), free_port()
+    env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port)}
+    with private_redis(tmp_path, "--port", str(redis_port), port=redis_port):
+        admin = redis.Redis(port=redis_port)
+        process = start_runwebsocket(port, **env)
+        try:
+            wait_for_listening(process, 1)
+            ws = connect(f"ws://127.0.0.1:{port}", "publish-broadcast")
+            admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+            ws.send("held up")
+            wait_until(lambda: any(int(c["qbuf"]) for c in admin.client_list()), "the held command")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0  # the pause would hold it for 60 s
+            assert "did not take 1 client message(s)" in process.stderr.read()
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            process.kill()
+            process.wait()

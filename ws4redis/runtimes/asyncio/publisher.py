@@ -28,6 +28,14 @@ class Publisher:
     def _published(self, count: int) -> None:
         self.waiting -= count
 
-    def shutdown(self) -> None:
-        """Publish what was handed over, then stop the thread."""
-        self._executor.shutdown(wait=True)
+    async def drain(self, deadline: float) -> bool:
+        """Wait until what was handed over is published, at the latest until ``deadline``
+        (loop time); False when Redis still holds messages up then, and the thread with them
+        (the process must not wait for it to exit)."""
+        loop = asyncio.get_running_loop()
+        while self.waiting and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.waiting:
+            return False
+        self._executor.shutdown(wait=True)  # idle: returns at once
+        return True

@@ -108,8 +108,9 @@ class WebsocketServer:
             for connection in list(self.heartbeating):
                 connection.heartbeat(now)
 
-    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop accepting, close every websocket with 1001, wait at most ``grace`` seconds."""
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
+        """Stop accepting, close every websocket with 1001, publish what clients sent; all
+        within ``grace`` seconds. False when Redis still held client messages up then."""
         if self._server is not None:
             self._server.close()
         if self._heartbeat is not None:
@@ -124,7 +125,11 @@ class WebsocketServer:
             connection.abort()
         await close_hubs()
         self.openers.shutdown(wait=False, cancel_futures=True)
-        self.publisher.shutdown()
+        if await self.publisher.drain(deadline):
+            return True
+        logger.warning("Redis did not take %d client message(s) in time; they are dropped",
+                       self.publisher.waiting)  # fmt: skip
+        return False
 
 
 class Connection(asyncio.Protocol):
@@ -388,9 +393,9 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
 
 async def serve(
     host: str, port: int, *, reuse_port: bool = False, supervisor: int | None = None
-) -> None:
+) -> bool:
     """Run one server until SIGTERM or SIGINT (or, for a worker, until its ``supervisor``
-    process is gone), then shut down gracefully."""
+    process is gone), then shut down gracefully; False if that left a thread blocked."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     install_signal_handlers(loop, stop)
@@ -405,7 +410,7 @@ async def serve(
     logger.info("Shutting down: closing %d websocket(s)", len(server.connections))
     if watchdog is not None:
         watchdog.cancel()
-    await server.shutdown()
+    return await server.shutdown()
 
 
 async def _orphaned(supervisor: int, stop: asyncio.Event) -> None:
@@ -438,4 +443,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run_worker(host: str, port: int, *, reuse_port: bool, supervisor: int | None = None) -> None:
     """Run one server process to the end."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve(host, port, reuse_port=reuse_port, supervisor=supervisor))
+        clean = runner.run(serve(host, port, reuse_port=reuse_port, supervisor=supervisor))
+    if not clean:  # the publishing thread still waits for Redis: do not wait for it
+        logging.shutdown()
+        os._exit(0)
