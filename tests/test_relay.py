@@ -49,6 +49,20 @@ def test_publish_from_client_is_persisted_with_expiry(socket_server, rdb):
     assert RedisPublisher().fetch_message(None, FACILITY, "broadcast") == MESSAGE.encode()
 
 
+@pytest.mark.parametrize("client_expire", [0, 3])
+def test_messages_from_clients_are_stored_no_longer_than_client_expire(
+    socket_server, rdb, client_expire
+):
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=client_expire):
+        with connected(socket_server, "publish-broadcast") as ws:
+            ws.send(MESSAGE)
+    key = f"ws4redis:broadcast:{FACILITY}"
+    if client_expire:
+        assert 0 < rdb.ttl(key) <= client_expire
+    else:
+        assert rdb.get(key) is None
+
+
 def test_client_messages_reach_other_clients(server, rdb):
     with connected(server, "subscribe-broadcast") as reader:
         with connected(server, "publish-broadcast") as writer:

@@ -50,6 +50,11 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "a number of seconds (int >= 0) or None",
     ),
+    "WS4REDIS_CLIENT_EXPIRE": (
+        60,
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "a number of seconds (int >= 0)",
+    ),
     "WS4REDIS_PREFIX": (None, lambda v: v is None or isinstance(v, str), "a string or None"),
     "WS4REDIS_SUBSCRIBER": (
         "ws4redis.subscriber.RedisSubscriber",

@@ -8,7 +8,7 @@ from django.test import RequestFactory, override_settings
 
 from tests.core.test_relay import HANDSHAKE
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.opening import Accepted, client_message_expiry, open_connection
 
 ANONYMOUS = {"WS4REDIS_PROCESS_REQUEST": lambda request: None}
 
@@ -103,3 +103,13 @@ def test_long_query_is_refused_with_414_and_many_fields_with_400():
         outcome = opening(f"/ws/chat?{crowded}")
     assert isinstance(outcome, Rejection) and outcome.status == 400
     assert b"DATA_UPLOAD_MAX_NUMBER_FIELDS" in outcome.body
+
+
+def test_client_messages_are_stored_for_the_shorter_of_the_two_expiries():
+    assert client_message_expiry() == 10  # the test settings' WS4REDIS_EXPIRE, under 60
+    with override_settings(WS4REDIS_EXPIRE=3600):
+        assert client_message_expiry() == 60  # bounded by default
+    with override_settings(WS4REDIS_EXPIRE=None):
+        assert client_message_expiry() == 0
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=0):
+        assert client_message_expiry() == 0

@@ -52,6 +52,13 @@ def identify(request: HttpRequest) -> None:
         request.user = AnonymousUser()
 
 
+def client_message_expiry() -> int:
+    """Seconds a message sent by a client is stored: ``WS4REDIS_CLIENT_EXPIRE``, at most
+    ``WS4REDIS_EXPIRE`` (0: not stored). Bounded by default because any client allowed to
+    publish, anonymous ones included, can store a message under every facility it reaches."""
+    return min(settings.WS4REDIS_EXPIRE or 0, settings.WS4REDIS_CLIENT_EXPIRE)
+
+
 def requested_keys(request: HttpRequest) -> tuple[list[str], bool]:
     """The channel keys of the query string (case-insensitive, unknown ones ignored) and
     whether ``echo`` was asked for."""

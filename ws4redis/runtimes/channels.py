@@ -14,7 +14,7 @@ import redis
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import Accepted
+from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.redis_pool import get_redis
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
@@ -58,10 +58,12 @@ def subscribe(
 
 
 def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
-    """Publish what a client sent, in order; a Redis failure drops them with a log line."""
+    """Publish what a client sent, in order, stored as long as the core allows for client
+    messages; a Redis failure drops them with a log line."""
+    expire = client_message_expiry()
     try:
         for message in messages:
-            subscriber.publish_message(message)
+            subscriber.publish_message(message, expire=expire)
     except redis.RedisError as exc:
         logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
     except Exception:  # a subscriber subclass failed: its traceback, and the loop goes on
