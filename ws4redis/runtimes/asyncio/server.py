@@ -44,6 +44,8 @@ SLOW_CLIENT_GRACE = 1.0
 """Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
 HEARTBEAT_SCAN = 1.0
 """Seconds between two looks for idle websockets that are due a heartbeat."""
+GONE = Rejection(400, "The client went away.\n")
+"""What opening a connection whose client already left comes to (nobody reads it)."""
 DESCRIPTOR_RESERVE = 64
 """File descriptors kept free beyond the connection cap: Redis, the database, log files, and
 the connections that are only told 503."""
@@ -246,6 +248,8 @@ class Connection(asyncio.Protocol):
         The relay exists before the subscriptions, so that what Redis delivers meanwhile
         waits in it; returns the persisted messages.
         """
+        if self.transport is None or self.transport.is_closing():
+            return GONE  # the client left while this waited for a thread: skip the work
         outcome = open_connection(request)
         if not isinstance(outcome, Accepted):
             return outcome

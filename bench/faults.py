@@ -1,0 +1,240 @@
+"""Fault benchmark: ``runwebsocket`` under the faults production brings. Prints, asserts nothing.
+
+1. Redis restarted 10 times under 1,000 open websockets: per restart, sockets dropped and
+   messages lost among 20 published once the hub has resubscribed.
+2. 1,000 disconnect/reconnect cycles on one channel during a steady publish: reconnects that
+   never hear the next message (deaf).
+3. 10,000 handshakes reset right after the request: server RSS and subscriptions before and
+   after.
+4. 100 clients that flood pings and never read: how many are cut off, server RSS before,
+   at the peak and after.
+
+Run through ``bench/run faults`` (it installs the bench extras); it starts its own
+``redis-server`` (which it kills and restarts) and its own server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.broadcast import (  # noqa: E402
+    LeanClient,
+    Tally,
+    connect_clients,
+    free_port,
+    rss_bytes,
+    start_process,
+    stop_process,
+    wait_for,
+)
+
+HOST = "127.0.0.1"
+CLIENTS = 1000
+PING = bytes([0x89, 0xFD]) + b"\0\0\0\0" + b"x" * 125  # masked (zero mask) ping, 125 bytes
+
+
+class RedisProcess:
+    """A private ``redis-server`` that can be killed and started again on its port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit(
+                "the fault benchmark needs redis-server (apt-get install redis-server)"
+            )
+        self.command = [binary, "--bind", HOST, "--save", "", "--appendonly", "no",
+                        "--dir", tempfile.mkdtemp()]  # fmt: skip
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            [*self.command, "--port", str(self.port)], stdout=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise SystemExit("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+def numsub(client, channel: str) -> int:
+    return client.pubsub_numsub(channel)[0][1]
+
+
+async def until(condition, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def restarts(redis_server: RedisProcess, port: int) -> None:
+    import redis
+
+    tally = Tally()
+    transports = await connect_clients(HOST, port, "/ws/faults?subscribe-broadcast", CLIENTS, tally)
+    channel = "bench:broadcast:faults"
+    client = redis.Redis(port=redis_server.port)
+    number, rows = 0, []
+    for _ in range(10):
+        redis_server.kill()
+        redis_server.start()
+        back = await until(lambda: numsub(client, channel) == 1, 30)
+        open_now = sum(not t.is_closing() for t in transports)
+        first = number + 1
+        for _ in range(20):
+            number += 1
+            client.publish(channel, f"{number} {time.monotonic()} x")
+            await asyncio.sleep(0.01)
+        numbers = range(first, number + 1)
+        await wait_for(lambda: tally.total(numbers) >= 20 * open_now, tally, 10)  # noqa: B023
+        rows.append((CLIENTS - open_now, 20 * open_now - tally.total(numbers), back))
+    for transport in transports:
+        transport.close()
+    dropped = [row[0] for row in rows]
+    lost = [row[1] for row in rows]
+    print(f"1. Redis restarted 10 times, {CLIENTS} websockets: resubscribed every time: "
+          f"{all(row[2] for row in rows)}; sockets dropped per restart {dropped}; "
+          f"messages lost after resubscribe per restart {lost}")  # fmt: skip
+
+
+async def cycles(redis_server: RedisProcess, port: int) -> None:
+    import redis
+
+    channel = "bench:broadcast:cycle"
+    client = redis.Redis(port=redis_server.port)
+    stop = asyncio.Event()
+
+    async def steady() -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            client.publish(channel, f"{number} {time.monotonic()} x")
+            await asyncio.sleep(0.005)
+
+    publisher = asyncio.get_running_loop().create_task(steady())
+    deaf = 0
+    loop = asyncio.get_running_loop()
+    for cycle in range(1000):
+        tally = Tally()
+        transport, _ = await loop.create_connection(
+            lambda: LeanClient(f"ws://{HOST}:{port}/ws/cycle?subscribe-broadcast", tally),  # noqa: B023
+            HOST,
+            port,
+        )
+        await wait_for(lambda: tally.opened > 0, tally, 10)  # noqa: B023
+        if not await wait_for(lambda: bool(tally.received), tally, 2):  # noqa: B023
+            deaf += 1
+        if cycle % 2:
+            transport.abort()  # a reset
+        else:
+            transport.close()  # a FIN without a close frame
+    stop.set()
+    await publisher
+    print(f"2. 1,000 disconnect/reconnect cycles on one channel: {deaf} deaf reconnects")
+
+
+def aborted_handshakes(redis_server: RedisProcess, port: int, pid: int) -> None:
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    channel = "bench:broadcast:aborted"
+    request = (
+        f"GET /ws/aborted?subscribe-broadcast HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    before = rss_bytes(pid), numsub(client, channel)
+    for _ in range(10_000):
+        with socket.create_connection((HOST, port)) as sock:
+            sock.sendall(request)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(3)  # let the server finish what it had started
+    after = rss_bytes(pid), numsub(client, channel)
+    print(f"3. 10,000 aborted handshakes: RSS {before[0] / 2**20:.1f} -> "
+          f"{after[0] / 2**20:.1f} MiB ({(after[0] / before[0] - 1) * 100:+.1f} %), "
+          f"subscriptions {before[1]} -> {after[1]}")  # fmt: skip
+
+
+def ping_flooders(port: int, pid: int) -> None:
+    before = rss_bytes(pid)
+    cut_off = []
+    peak = [before]
+
+    def flood() -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((HOST, port))
+        sock.sendall(
+            f"GET /ws/flood HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        sock.recv(4096)  # the 101; nothing is read afterwards
+        try:
+            for _ in range(100_000):  # 13 MB of pings at most
+                sock.sendall(PING * 16)
+        except OSError:
+            cut_off.append(True)
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=flood) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        peak.append(rss_bytes(pid))
+        time.sleep(0.05)
+    time.sleep(2)
+    after = rss_bytes(pid)
+    print(f"4. 100 non-reading ping flooders: {len(cut_off)} cut off; RSS "
+          f"{before / 2**20:.1f} -> peak {max(peak) / 2**20:.1f} -> {after / 2**20:.1f} MiB "
+          f"({(after / before - 1) * 100:+.1f} %)")  # fmt: skip
+
+
+def main() -> None:
+    redis_server = RedisProcess()
+    redis_server.start()
+    os.environ.update(REDIS_HOST=HOST, REDIS_PORT=str(redis_server.port))
+    port = free_port()
+    server = start_process(
+        [sys.executable, "-m", "django", "runwebsocket", f"{HOST}:{port}"], "listening on"
+    )
+    try:
+        asyncio.run(restarts(redis_server, port))
+        asyncio.run(cycles(redis_server, port))
+        aborted_handshakes(redis_server, port, server.pid)
+        ping_flooders(port, server.pid)
+    finally:
+        stop_process(server)
+        redis_server.kill()
+
+
+if __name__ == "__main__":
+    main()
