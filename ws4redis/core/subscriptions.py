@@ -184,13 +184,6 @@ class Subscriptions(Generic[Sink]):
         """The local sinks of a channel, as Redis names it in a message."""
         return self._sinks.get(key, ())
 
-    def channels(self) -> list[bytes]:
-        """Every channel somebody listens to."""
-        return list(self._sinks)
-
-    def __len__(self) -> int:
-        return len(self._sinks)
-
 
 def _keys(channels: Iterable[str | bytes]) -> list[bytes]:
     return [c.encode() if isinstance(c, str) else c for c in channels]
