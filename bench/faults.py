@@ -3,15 +3,16 @@
 1. Redis restarted 10 times under 1,000 open websockets: per restart, sockets dropped and
    messages lost among 20 published once the hub has resubscribed.
 2. 1,000 disconnect/reconnect cycles on one channel during a steady publish: reconnects that
-   never hear the next message (deaf).
+   never hear the next message (deaf), and server RSS before and after.
 3. 10,000 handshakes reset right after the request: server RSS and subscriptions before and
    after.
 4. 100 clients that flood pings and never read: how many are cut off, server RSS before,
    at the peak and after.
 
-Run through ``bench/run faults [--runtime runwebsocket|asgi]`` (it installs the bench
-extras); it starts its own ``redis-server`` (which it kills and restarts) and its own server:
-``manage.py runwebsocket``, or ``ws4redis.asgi.application`` under uvicorn.
+Run through ``bench/run faults [--runtime runwebsocket|asgi|runserver]`` (it installs the
+bench extras); it starts its own ``redis-server`` (which it kills and restarts) and its own
+server: ``manage.py runwebsocket``, ``ws4redis.asgi.application`` under uvicorn, or
+``manage.py runserver`` with ``ws4redis.django_runserver.application``.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ async def restarts(redis_server: RedisProcess, port: int) -> None:
           f"messages lost after resubscribe per restart {lost}")  # fmt: skip
 
 
-async def cycles(redis_server: RedisProcess, port: int) -> None:
+async def cycles(redis_server: RedisProcess, port: int, pid: int) -> None:
     import redis
 
     channel = "bench:broadcast:cycle"
@@ -141,6 +142,7 @@ async def cycles(redis_server: RedisProcess, port: int) -> None:
             await asyncio.sleep(0.005)
 
     publisher = asyncio.get_running_loop().create_task(steady())
+    before = rss_bytes(pid)
     deaf = 0
     loop = asyncio.get_running_loop()
     for cycle in range(1000):
@@ -159,7 +161,11 @@ async def cycles(redis_server: RedisProcess, port: int) -> None:
             transport.close()  # a FIN without a close frame
     stop.set()
     await publisher
-    print(f"2. 1,000 disconnect/reconnect cycles on one channel: {deaf} deaf reconnects")
+    await asyncio.sleep(2)  # let the server finish the last disconnects
+    after = rss_bytes(pid)
+    growth = (after / before - 1) * 100
+    print(f"2. 1,000 disconnect/reconnect cycles on one channel: {deaf} deaf reconnects; RSS "
+          f"{before / 2**20:.1f} -> {after / 2**20:.1f} MiB ({growth:+.1f} %)")  # fmt: skip
 
 
 def aborted_handshakes(redis_server: RedisProcess, port: int, pid: int) -> None:
@@ -230,13 +236,19 @@ def start_server(runtime: str, port: int):
         command = [sys.executable, "-m", "uvicorn", "ws4redis.asgi:application",
                    "--port", str(port), "--log-level", "info"]  # fmt: skip
         return start_process(command, "Uvicorn running")
+    if runtime == "runserver":
+        runserver = [sys.executable, "-m", "django", "runserver", f"{HOST}:{port}", "--noreload"]
+        # runserver says it is ready on stdout; the shell hands that to the log that is read
+        return start_process(["sh", "-c", 'exec "$@" 1>&2', "sh", *runserver], "Quit the server")
     command = [sys.executable, "-m", "django", "runwebsocket", f"{HOST}:{port}"]
     return start_process(command, "listening on")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runtime", choices=["runwebsocket", "asgi"], default="runwebsocket")
+    parser.add_argument(
+        "--runtime", choices=["runwebsocket", "asgi", "runserver"], default="runwebsocket"
+    )
     args = parser.parse_args()
     print(f"Fault benchmark: {args.runtime}", flush=True)
     redis_server = RedisProcess()
@@ -246,7 +258,7 @@ def main() -> None:
     server = start_server(args.runtime, port)
     try:
         asyncio.run(restarts(redis_server, port))
-        asyncio.run(cycles(redis_server, port))
+        asyncio.run(cycles(redis_server, port, server.pid))
         aborted_handshakes(redis_server, port, server.pid)
         ping_flooders(port, server.pid)
     finally:

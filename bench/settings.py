@@ -26,6 +26,7 @@ WS4REDIS_CONNECTION = {"host": REDIS_HOST, "port": REDIS_PORT}
 WS4REDIS_EXPIRE = 0
 WS4REDIS_PREFIX = "bench"
 ASGI_APPLICATION = "bench.channels_asgi.application"
+WSGI_APPLICATION = "ws4redis.django_runserver.application"  # the fault benchmark's runserver
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

@@ -60,12 +60,19 @@ find_redis() {
         say "Using the Redis at $REDIS_HOST:$REDIS_PORT"
         return 0
     fi
+    start_private_redis
+}
+
+# start_private_redis: start a redis-server of our own on a free port (stopped on exit) and
+# export REDIS_HOST/REDIS_PORT. Returns 1 if there is no redis-server or it does not start.
+start_private_redis() {
     command -v redis-server >/dev/null || return 1
     REDIS_HOST=127.0.0.1
     REDIS_PORT=$(free_port)
+    export REDIS_HOST REDIS_PORT
     local dir
     dir=$(mktemp -d)
-    say "No Redis answers; starting a private redis-server on $REDIS_HOST:$REDIS_PORT"
+    say "Starting a private redis-server on $REDIS_HOST:$REDIS_PORT"
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
         --dir "$dir" >"$dir/redis.log" 2>&1 &
     REDIS_PID=$!

@@ -58,7 +58,7 @@ class Server:
     http_url: str
     ws_base: str
     log: Callable[[], str]
-    """The server's log so far (captured here, or uWSGI's log file)."""
+    """The server's log during this test (captured here, or from uWSGI's log file)."""
 
     @property
     def ws_url(self) -> str:
@@ -143,7 +143,12 @@ def _server(request, live_server) -> Server:
         ws_base = request.getfixturevalue("asgi_server")
     else:
         ws_base, log_file = request.getfixturevalue("uwsgi_server")
-        return Server(runtime, live_server.url, ws_base, log_file.read_text)
+        start = log_file.stat().st_size  # the server lives for the session: this test's part
+
+        def uwsgi_log() -> str:
+            return log_file.read_bytes()[start:].decode(errors="replace")
+
+        return Server(runtime, live_server.url, ws_base, uwsgi_log)
     return Server(runtime, live_server.url, ws_base, lambda: log.text)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,9 +22,11 @@ from ws4redis.publisher import RedisPublisher
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
 
 
-def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
-    """Redis dies under open websockets and comes back: the same sockets get what is
-    published afterwards, and the server says once that Redis went away and came back."""
+@pytest.mark.parametrize("outage", [0, 12], ids=["blip", "long"])
+def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path, outage):
+    """Redis dies under open websockets and comes back, at once or after longer than the
+    reconnect backoff's ceiling: the same sockets get what is published afterwards, and the
+    server says once that Redis went away and came back, with no traceback."""
     port = free_port()
     args = ("--port", str(port), "--bind", "127.0.0.1")
     with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
@@ -34,6 +37,7 @@ def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
                 assert ws.recv() == "before"
                 first.kill()
                 first.wait()
+                time.sleep(outage)  # the length of the fault, not a wait for a result
                 with private_redis(tmp_path, *args, port=port):
                     restarted = redis.Redis(port=port)
                     wait_until(
@@ -44,7 +48,8 @@ def test_redis_outage_keeps_websockets_and_resubscribes(server, tmp_path):
                     assert ws.recv() == "after"  # the same socket, never closed
                     log = server.log()
     assert log.count("Lost the Redis subscription connection") == 1
-    assert "Redis is back; 1 channels resubscribed" in log
+    assert "1 channels resubscribed" in log and "Redis is back after" in log
+    assert "Traceback" not in log
 
 
 def test_killed_subscription_connection_is_replaced(server, tmp_path):
@@ -177,3 +182,23 @@ def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(server, tm
                     received.append(message)
     assert 0 < len(received) <= 21
     assert received == [f"m{n}" for n in range(1, len(received) + 1)]
+
+
+@pytest.mark.not_under("asgi", reason="the ASGI server pings (uvicorn --ws-ping-interval)")
+def test_client_that_goes_silent_is_pinged_then_let_go(server, rdb):
+    """A client that vanished without a FIN or a reset (it neither reads nor answers) gets a
+    ping, then a close with 1011 once ``WS4REDIS_PING_TIMEOUT`` passes without an answer;
+    its subscription goes, and a neighbour that answers stays."""
+    with connected(server, "subscribe-broadcast") as neighbour:
+        with override_settings(WS4REDIS_PING_INTERVAL=0.2, WS4REDIS_PING_TIMEOUT=0.2):
+            silent = server.connect("subscribe-broadcast", facility="silent")
+        channel = "ws4redis:broadcast:silent"
+        wait_until(lambda: rdb.pubsub_numsub(channel)[0][1] == 0, "the silent client to go")
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("still served")
+        assert neighbour.recv() == "still served"
+    received = b""
+    while chunk := silent.sock.recv(4096):  # raw: no automatic pong from the client library
+        received += chunk
+    silent.sock.close()
+    assert received.startswith(b"\x89\x00")  # the ping
+    assert received.endswith(struct.pack("!H", 1011) + b"keepalive ping timeout")

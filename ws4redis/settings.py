@@ -33,6 +33,10 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 # name -> (default, test, what the test expects, for the error message)
 _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WEBSOCKET_URL": (
@@ -91,11 +95,13 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WS4REDIS_MAX_QUERY_SIZE": (4096, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_CONNECTIONS": (50_000, _is_positive_int, "a positive int (per process)"),
     "WS4REDIS_MAX_PENDING_PUBLISHES": (10_000, _is_positive_int, "a positive int (messages)"),
-    "WS4REDIS_HANDSHAKE_TIMEOUT": (
-        10,
-        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-        "a positive number of seconds",
+    "WS4REDIS_HANDSHAKE_TIMEOUT": (10, _is_positive_number, "a positive number of seconds"),
+    "WS4REDIS_PING_INTERVAL": (
+        20,
+        lambda v: v is None or _is_positive_number(v),
+        "a positive number of seconds, or None for no pings",
     ),
+    "WS4REDIS_PING_TIMEOUT": (20, _is_positive_number, "a positive number of seconds"),
 }
 
 

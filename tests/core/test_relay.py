@@ -7,7 +7,7 @@ from django.test import RequestFactory, override_settings
 from websockets.frames import Close, Frame, Opcode
 
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import HEARTBEAT_INTERVAL, FramedRelay, Relay, frame_message
+from ws4redis.core.relay import HEARTBEAT_INTERVAL, SILENT, FramedRelay, Relay, frame_message
 
 HANDSHAKE = {
     "HTTP_UPGRADE": "websocket",
@@ -139,14 +139,41 @@ def test_unsent_bytes_in_the_runtime_count_against_the_limit():
 
 
 def test_heartbeat_goes_out_only_after_an_idle_interval():
-    framed = relay(WS4REDIS_HEARTBEAT="--hb--")
-    assert framed.next_heartbeat() == HEARTBEAT_INTERVAL
+    framed = relay(WS4REDIS_HEARTBEAT="--hb--", WS4REDIS_PING_INTERVAL=None)
+    assert framed.next_tick() == HEARTBEAT_INTERVAL
     assert not framed.tick(HEARTBEAT_INTERVAL - 0.1)
     framed.written(now=3.0)  # something went out: the heartbeat waits again
     assert not framed.tick(HEARTBEAT_INTERVAL + 0.1)
     assert framed.tick(3.0 + HEARTBEAT_INTERVAL)
     assert sent_frames(framed) == [Frame(Opcode.TEXT, b"--hb--").serialize(mask=False)]
-    assert relay().next_heartbeat() is None
+    assert relay(WS4REDIS_PING_INTERVAL=None).next_tick() is None
+
+
+def test_silent_client_is_pinged_then_failed_with_1011():
+    framed = relay(WS4REDIS_PING_INTERVAL=10, WS4REDIS_PING_TIMEOUT=5)
+    assert framed.next_tick() == 10
+    assert not framed.tick(9.9)
+    assert framed.tick(10.0)  # silent for the interval: a ping
+    (ping,) = sent_frames(framed)
+    assert ping[0] == 0x89
+    assert framed.next_tick() == 15.0
+    assert not framed.tick(14.9)
+    assert framed.tick(15.0)  # no answer within the timeout
+    assert framed.closing and framed.failure == (1011, SILENT)
+    (close,) = sent_frames(framed)[:1]
+    assert close_code(close) == 1011
+
+
+def test_a_client_that_answers_the_ping_stays():
+    framed = relay(WS4REDIS_PING_INTERVAL=10, WS4REDIS_PING_TIMEOUT=5)
+    assert framed.tick(10.0)
+    sent_frames(framed)
+    assert framed.receive_data(client(Opcode.PONG)) == []
+    assert not framed.tick(15.0)  # heard: the clock starts again from here
+    assert framed.next_tick() == 25.0
+    assert not framed.closing
+    framed.receive_data(client(Opcode.TEXT, b"anything counts"))
+    assert not framed.tick(26.0) and framed.next_tick() == 36.0
 
 
 def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():

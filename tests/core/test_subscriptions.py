@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ws4redis.core.subscriptions import SUBSCRIBE, UNSUBSCRIBE, Subscriptions
+import logging
+
+from ws4redis.core.subscriptions import SUBSCRIBE, UNSUBSCRIBE, Reconnection, Subscriptions
 
 
 def online() -> Subscriptions[str]:
@@ -116,3 +118,15 @@ def test_channels_are_named_as_redis_names_them():
     book.join("a", ["ünï"])
     assert book.connected().subscribe == ["ünï".encode()]
     assert list(book.listeners("ünï".encode())) == ["a"]
+
+
+def test_an_outage_is_logged_once_when_lost_and_once_when_back_with_its_length(caplog):
+    reconnection = Reconnection(logging.getLogger("ws4redis"))
+    delays = [reconnection.lost(now) for now in (5.0, 5.1, 5.3, 5.7)]
+    assert delays == [0.1, 0.2, 0.4, 0.8]  # backoff doubles
+    reconnection.back(3, now=17.5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Lost the Redis subscription connection; reconnecting",
+        "Redis is back after 12.5 s; 3 channels resubscribed",
+    ]
+    assert reconnection.lost(20.0) == 0.1  # the next outage starts from the bottom again

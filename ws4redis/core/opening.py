@@ -105,7 +105,13 @@ class Accepted:
         }
         if self.protocol is None or self.response is None:
             return Relay(**options)
-        return FramedRelay(self.protocol, self.response, **options)
+        return FramedRelay(
+            self.protocol,
+            self.response,
+            ping_interval=settings.WS4REDIS_PING_INTERVAL,
+            ping_timeout=settings.WS4REDIS_PING_TIMEOUT,
+            **options,
+        )
 
 
 def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted | Rejection:

@@ -21,6 +21,7 @@ HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
 
 TOO_SLOW = "client does not read"
+SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
 
 
@@ -165,8 +166,8 @@ class Relay:
 
     # -- heartbeat ---------------------------------------------------------------------------
 
-    def next_heartbeat(self) -> float | None:
-        """When the next heartbeat is due (monotonic seconds), or None without heartbeats."""
+    def next_tick(self) -> float | None:
+        """When :meth:`tick` has something to do next (monotonic seconds), or None."""
         if self.heartbeat is None:
             return None
         return self.last_sent_at + HEARTBEAT_INTERVAL
@@ -203,14 +204,32 @@ class FramedRelay(Relay):
         "_control_bytes",
         "_fragment_opcode",
         "_fragments",
+        "heard",
+        "ping_interval",
+        "ping_timeout",
+        "pong_due",
         "protocol",
+        "quiet_since",
         "response",
     )
 
-    def __init__(self, protocol: ServerProtocol, response: Response, **options: object) -> None:
+    def __init__(
+        self,
+        protocol: ServerProtocol,
+        response: Response,
+        *,
+        ping_interval: float | None,
+        ping_timeout: float,
+        **options: object,
+    ) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.protocol = protocol
         self.response: Response | None = response
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.heard = False
+        self.quiet_since: float = options["now"]  # type: ignore[assignment]
+        self.pong_due: float | None = None
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
         self._control: list[bytes] = []
@@ -235,6 +254,7 @@ class FramedRelay(Relay):
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Feed bytes read from the client; return the messages to publish, in order."""
+        self.heard = True
         self.protocol.receive_data(data)
         messages = self._messages()
         self._take_control()
@@ -278,6 +298,37 @@ class FramedRelay(Relay):
 
     def send(self, message: bytes) -> None:
         self.push(message, frame_message(message))
+
+    # -- keepalive ---------------------------------------------------------------------------
+
+    def next_tick(self) -> float | None:
+        heartbeat = super().next_tick()
+        if self.ping_interval is None:
+            return heartbeat
+        keepalive = self.pong_due or self.quiet_since + self.ping_interval
+        return keepalive if heartbeat is None else min(heartbeat, keepalive)
+
+    def tick(self, now: float) -> bool:
+        """Queue the heartbeat when due, and keep the connection alive: a client silent for
+        ``ping_interval`` gets a ping, and one that still says nothing for ``ping_timeout``
+        is failed with 1011. A vanished peer (no FIN, no RST: a cut network, a suspended
+        laptop) is only found this way; it would otherwise hold its subscriptions forever.
+        True when there is something to write."""
+        due = super().tick(now)
+        if self.ping_interval is None or not self.sending:
+            return due
+        if self.heard:
+            self.heard, self.quiet_since, self.pong_due = False, now, None
+        elif self.pong_due is not None:
+            if now >= self.pong_due:
+                self.fail(CloseCode.INTERNAL_ERROR, SILENT)
+                return True
+        elif now >= self.quiet_since + self.ping_interval:
+            self.protocol.send_ping(b"")
+            self._take_control()
+            self.pong_due = now + self.ping_timeout
+            return True
+        return due
 
     def opened(self, persisted: list[bytes]) -> None:
         """The connection is subscribed: the handshake response goes first, then the

@@ -204,18 +204,20 @@ class Reconnection:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self.delay = RECONNECT_MIN
-        self.failed = False
+        self.lost_at: float | None = None
 
-    def lost(self) -> float:
-        """The connection failed: how long to wait before the next try."""
-        if not self.failed:
+    def lost(self, now: float) -> float:
+        """The connection failed at ``now``: how long to wait before the next try."""
+        if self.lost_at is None:
             self.logger.warning("Lost the Redis subscription connection; reconnecting")
-        self.failed = True
+            self.lost_at = now
         delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_MAX)
         return delay
 
-    def back(self, channels: int) -> None:
-        """The connection is up again and ``channels`` were subscribed anew."""
-        if self.failed:
-            self.logger.warning("Redis is back; %d channels resubscribed", channels)
-            self.failed, self.delay = False, RECONNECT_MIN
+    def back(self, channels: int, now: float) -> None:
+        """The connection is up again at ``now`` and ``channels`` were subscribed anew."""
+        if self.lost_at is not None:
+            self.logger.warning(
+                "Redis is back after %.1f s; %d channels resubscribed", now - self.lost_at, channels
+            )
+            self.lost_at, self.delay = None, RECONNECT_MIN

@@ -141,7 +141,7 @@ class ASGIApplication:
             while True:
                 if receiving is None:
                     receiving = asyncio.ensure_future(receive())
-                due = relay.next_heartbeat()
+                due = relay.next_tick()
                 timeout = None if due is None else max(due - time.monotonic(), 0)
                 await asyncio.wait((receiving, ended), timeout=timeout,
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip

@@ -98,7 +98,7 @@ class Hub:
                 self._outgoing = asyncio.Queue()  # commands decided offline are void
                 resubscribe = self._book.connected()
                 await self._write(resubscribe)
-                reconnection.back(len(resubscribe.subscribe))
+                reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 writer = self.loop.create_task(self._write_forever())
                 await self._read_forever()
             except LOST:
@@ -108,7 +108,7 @@ class Hub:
                     writer.cancel()
             self._wake(self._book.lost())
             await self._connection.disconnect()
-            await asyncio.sleep(reconnection.lost())
+            await asyncio.sleep(reconnection.lost(time.monotonic()))
 
     async def _write(self, commands: Commands) -> None:
         if commands.unsubscribe:

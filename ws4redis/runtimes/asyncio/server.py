@@ -42,8 +42,8 @@ SHUTDOWN_GRACE = 5.0
 """Seconds clients get to answer the 1001 close on shutdown before they are cut off."""
 SLOW_CLIENT_GRACE = 1.0
 """Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
-HEARTBEAT_SCAN = 1.0
-"""Seconds between two looks for idle websockets that are due a heartbeat."""
+TICK_SCAN = 1.0
+"""Seconds between two looks for websockets due a heartbeat or a keepalive ping."""
 GONE = Rejection(400, "The client went away.\n")
 """What opening a connection whose client already left comes to (nobody reads it)."""
 DESCRIPTOR_RESERVE = 64
@@ -86,12 +86,12 @@ class WebsocketServer:
 
     def __init__(self) -> None:
         self.connections: set[Connection] = set()
-        self.heartbeating: set[Connection] = set()
+        self.ticking: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
         self.publisher = Publisher()
         self._server: asyncio.Server | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._ticks: asyncio.Task[None] | None = None
         self.capacity = capacity()
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
@@ -100,23 +100,23 @@ class WebsocketServer:
         self._server = await loop.create_server(
             lambda: Connection(self), host, port, reuse_port=reuse_port or None, backlog=4096
         )
-        self._heartbeat = loop.create_task(self._send_heartbeats())
+        self._ticks = loop.create_task(self._tick())
         return self._server.sockets[0].getsockname()[1]
 
-    async def _send_heartbeats(self) -> None:
+    async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SCAN)
+            await asyncio.sleep(TICK_SCAN)
             now = time.monotonic()
-            for connection in list(self.heartbeating):
-                connection.heartbeat(now)
+            for connection in list(self.ticking):
+                connection.tick(now)
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Stop accepting, close every websocket with 1001, publish what clients sent; all
         within ``grace`` seconds. False when Redis still held client messages up then."""
         if self._server is not None:
             self._server.close()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        if self._ticks is not None:
+            self._ticks.cancel()
         for connection in list(self.connections):
             connection.going_away()
         loop = asyncio.get_running_loop()
@@ -211,7 +211,7 @@ class Connection(asyncio.Protocol):
         if self.deadline is not None:
             self.deadline.cancel()
         self.server.connections.discard(self)
-        self.server.heartbeating.discard(self)
+        self.server.ticking.discard(self)
         self._release()
 
     # -- opening -------------------------------------------------------------------------------
@@ -275,8 +275,8 @@ class Connection(asyncio.Protocol):
             return
         relay.opened(outcome)
         self.open = True
-        if relay.heartbeat is not None:
-            self.server.heartbeating.add(self)
+        if relay.next_tick() is not None:
+            self.server.ticking.add(self)
         self._write_protocol_output()  # the 101 response, the persisted messages and the rest
         if self.early:
             early, self.early = self.early, b""
@@ -372,7 +372,7 @@ class Connection(asyncio.Protocol):
 
     # -- server-driven -------------------------------------------------------------------------
 
-    def heartbeat(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         relay = self.relay
         if relay is not None and not relay.closing and relay.tick(now):
             self._write_protocol_output()

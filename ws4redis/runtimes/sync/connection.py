@@ -135,7 +135,7 @@ class Connection:
                     return chunks
                 if self.finished:
                     return None
-                due = relay.next_heartbeat()
+                due = relay.next_tick()
                 self.changed.wait(None if due is None else max(due - time.monotonic(), 0))
                 relay.tick(time.monotonic())
         subscriber.release()

@@ -99,14 +99,14 @@ class Hub:
                 with self._lock:
                     resubscribe = self._book.connected()
                     self._write(resubscribe)
-                reconnection.back(len(resubscribe.subscribe))
+                reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 self._read_forever()
             except LOST:
                 pass
             with self._lock:
                 self._wake(self._book.lost())
                 self._connection.disconnect()
-            time.sleep(reconnection.lost())
+            time.sleep(reconnection.lost(time.monotonic()))
 
     def _read_forever(self) -> None:
         read = self._connection.read_response
