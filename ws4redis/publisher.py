@@ -21,6 +21,7 @@ class RedisPublisher(RedisStore):
     def __init__(self, connection: redis.Redis | None = None, **audience: Any) -> None:
         super().__init__(connection)
         self._publishers.update(self._get_message_channels(**audience))
+        self.facility = audience.get("facility")
 
     def fetch_message(
         self, request: HttpRequest | None, facility: str, audience: str = "any"

@@ -14,6 +14,8 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.core.history import Window
+from ws4redis.core.history import options as history_options
 from ws4redis.redis_pool import get_redis
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
@@ -126,6 +128,8 @@ class RedisStore:
     def __init__(self, connection: redis.Redis | None = None) -> None:
         self._connection = connection if connection is not None else get_redis()
         self._publishers: set[str] = set()
+        self.facility: str | None = None
+        """The facility published to; it decides whether messages keep a history."""
 
     get_prefix = staticmethod(key_prefix)
     """Kept from the original API."""
@@ -151,20 +155,42 @@ class RedisStore:
         """Publish ``message`` on every channel of this store and persist it for ``expire``
         seconds (default ``WS4REDIS_EXPIRE``; 0 or None: not persisted).
 
-        All commands go out in one pipelined round trip. Returns, per channel, how many Redis
-        subscribers received the message.
+        On a facility with history (``WS4REDIS_HISTORY``) the message is also appended to
+        each channel's history and published with its position. All commands go out in one
+        pipelined round trip. Returns, per channel, how many Redis subscribers received the
+        message.
         """
+        from ws4redis import history
+
         data = _message_bytes(message)
         if expire is None:
             expire = settings.WS4REDIS_EXPIRE
+        kept = history_options(self.facility) if self.facility is not None else None
         channels = list(self._publishers)
         with self._connection.pipeline(transaction=False) as pipe:
             for channel in channels:
-                pipe.publish(channel, data)
+                if kept is None:
+                    pipe.publish(channel, data)
+                else:
+                    history.publish(pipe, channel, data, kept)
                 if expire:
                     pipe.set(channel, data, ex=expire)
             replies = pipe.execute()
-        return dict(zip(channels, replies[:: 2 if expire else 1], strict=True))
+        published = replies[:: 2 if expire else 1]
+        if kept is not None:
+            published = [reply[0] for reply in published]
+        return dict(zip(channels, published, strict=True))
+
+    def history(self, since: int = 0) -> dict[str, Window]:
+        """What each channel of this store keeps of its history after offset ``since``:
+        epoch, first and last offsets, and the messages (offset, bytes) in order. Its
+        ``epoch`` and ``last`` are the current position; with no history kept (none
+        configured, or expired) the epoch is ``""``."""
+        from ws4redis import history
+
+        return {
+            channel: history.read(self._connection, channel, since) for channel in self._publishers
+        }
 
     pipeline_publish_message = publish_message
     """Kept from the original API, where only this spelling saved round trips."""

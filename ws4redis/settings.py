@@ -33,6 +33,17 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _is_history(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(facility, str)
+        and isinstance(entry, dict)
+        and set(entry) == {"size", "ttl"}
+        and _is_positive_int(entry["size"])
+        and _is_positive_int(entry["ttl"])
+        for facility, entry in value.items()
+    )
+
+
 def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -102,6 +113,11 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a positive number of seconds, or None for no pings",
     ),
     "WS4REDIS_PING_TIMEOUT": (20, _is_positive_number, "a positive number of seconds"),
+    "WS4REDIS_HISTORY": (
+        {},
+        _is_history,
+        "a dict of facility (or '*') -> {'size': messages, 'ttl': seconds}, both ints > 0",
+    ),
 }
 
 

@@ -100,7 +100,7 @@ class RedisSubscriber(RedisStore):
 
     def set_pubsub_channels(self, request: HttpRequest, channels: list[str]) -> None:
         """Set the publish channels and subscribe to the channels the keys ask for."""
-        facility = request.path_info[len(settings.WEBSOCKET_URL) :]
+        facility = self.facility = request.path_info[len(settings.WEBSOCKET_URL) :]
         self._publishers = set(
             self._get_message_channels(request, facility, **self._audience("publish", channels))
         )

@@ -17,6 +17,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ws4redis.core.history import unwrap
+
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
 
@@ -40,6 +42,18 @@ def frame_message(message: bytes) -> bytes:
     """The server-to-client frame of ``message``; built once per message, sent to many."""
     opcode = Opcode.TEXT if is_text(message) else Opcode.BINARY
     return Frame(opcode, message).serialize(mask=False)
+
+
+class Delivery:
+    """One message Redis delivered on one channel, prepared once for every local websocket:
+    the payload out of its history envelope, its position, and its frame."""
+
+    __slots__ = ("channel", "data", "frame", "position")
+
+    def __init__(self, channel: bytes, raw: bytes) -> None:
+        self.channel = channel
+        self.position, self.data = unwrap(raw)
+        self.frame = frame_message(self.data)
 
 
 class Relay:
@@ -136,6 +150,10 @@ class Relay:
             self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return True
         return len(outbox) == 1
+
+    def deliver(self, delivery: Delivery) -> bool:
+        """Queue what Redis delivered (see :meth:`push`); the ASGI server frames it."""
+        return self.push(delivery.data, delivery.data)
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
@@ -295,6 +313,9 @@ class FramedRelay(Relay):
         message = b"".join(self._fragments)
         self._fragments = []
         return message
+
+    def deliver(self, delivery: Delivery) -> bool:
+        return self.push(delivery.data, delivery.frame)
 
     def send(self, message: bytes) -> None:
         self.push(message, frame_message(message))

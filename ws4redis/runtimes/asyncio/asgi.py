@@ -22,7 +22,7 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import Relay, is_text
+from ws4redis.core.relay import Delivery, Relay, is_text
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import subscribe
@@ -49,8 +49,8 @@ class ASGISink:
         self.ended = asyncio.Event()
         self._sending: asyncio.Task[None] | None = None
 
-    def push(self, data: bytes, frame: bytes) -> bool:
-        return self.relay.push(data, data) and self.open  # the server frames
+    def push(self, delivery: Delivery) -> bool:
+        return self.relay.deliver(delivery) and self.open
 
     def flush(self, now: float | None = None) -> None:
         if self._sending is None or self._sending.done():

@@ -20,7 +20,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ws4redis.core.relay import frame_message
+from ws4redis.core.relay import Delivery
 from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
 from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
@@ -33,8 +33,8 @@ LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError
 class Sink(Protocol):
     """A local websocket as the hub sees it."""
 
-    def push(self, data: bytes, frame: bytes) -> bool:
-        """Take a message (raw and framed); True when the sink needs a :meth:`flush`."""
+    def push(self, delivery: Delivery) -> bool:
+        """Take a message; True when the sink needs a :meth:`flush`."""
         ...
 
     def flush(self, now: float) -> None:
@@ -141,10 +141,10 @@ class Hub:
         sinks = self._book.listeners(channel)
         if not sinks:
             return
-        frame = frame_message(data)
+        delivery = Delivery(channel, data)
         dirty = self._dirty
         for sink in sinks:
-            if sink.push(data, frame):
+            if sink.push(delivery):
                 dirty.append(sink)
         if dirty and not self._flush_scheduled:
             # Runs once the reader has drained every reply hiredis already parsed.

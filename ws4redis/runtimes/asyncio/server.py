@@ -30,7 +30,7 @@ from websockets.server import ServerProtocol
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import TOO_SLOW, FramedRelay
+from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import subscribe
@@ -291,9 +291,9 @@ class Connection(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------------------
 
-    def push(self, data: bytes, frame: bytes) -> bool:
-        """From the hub: queue a framed message; True when this connection needs a flush."""
-        if self.relay.push(data, frame) and not self.dirty and self.open:  # type: ignore[union-attr]
+    def push(self, delivery: Delivery) -> bool:
+        """From the hub: queue a message; True when this connection needs a flush."""
+        if self.relay.deliver(delivery) and not self.dirty and self.open:  # type: ignore[union-attr]
             self.dirty = True
             return True
         return False

@@ -17,7 +17,7 @@ import time
 
 from websockets.frames import CloseCode
 
-from ws4redis.core.relay import TOO_SLOW, FramedRelay
+from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
 
@@ -40,10 +40,10 @@ class Connection:
         self.released = False
         self.finished = False
 
-    def push(self, data: bytes, frame: bytes) -> bool:
+    def push(self, delivery: Delivery) -> bool:
         """From the hub's thread: queue a message and wake the writer."""
         with self.changed:
-            if self.relay.push(data, frame):
+            if self.relay.deliver(delivery):
                 self.changed.notify()
         return False
 

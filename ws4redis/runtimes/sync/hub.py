@@ -20,7 +20,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ws4redis.core.relay import frame_message
+from ws4redis.core.relay import Delivery
 from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
 from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
@@ -33,8 +33,8 @@ LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError
 class Sink(Protocol):
     """A local websocket as the hub sees it."""
 
-    def push(self, data: bytes, frame: bytes) -> bool:
-        """Take a message (raw and framed), from the hub's thread."""
+    def push(self, delivery: Delivery) -> bool:
+        """Take a message, from the hub's thread."""
         ...
 
 
@@ -117,10 +117,9 @@ class Hub:
                 with self._lock:
                     sinks = list(self._book.listeners(reply[1]))
                 if sinks:
-                    data = reply[2]
-                    frame = frame_message(data)
+                    delivery = Delivery(reply[1], reply[2])
                     for sink in sinks:
-                        sink.push(data, frame)
+                        sink.push(delivery)
             else:
                 with self._lock:
                     self._wake(self._book.confirmed(kind, reply[1]))

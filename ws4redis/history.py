@@ -1,0 +1,80 @@
+"""History in Redis: publish with a position in one round trip, read what a client missed.
+
+Each channel of a facility with history has a stream of its recent messages (entry ids
+``0-<offset>``) and a hash with its epoch and last offset. Publishing runs one script:
+append, trim, expire, and publish the message in its envelope, so the offset a subscriber
+sees is always the one stored, and concurrent publishers never share an offset. The rules
+(which facilities, the envelope, when a position continues) are in
+:mod:`ws4redis.core.history`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import redis
+
+from ws4redis.core.history import ENVELOPE, HistoryOptions, Window
+from ws4redis.redis_store import key_prefix
+
+_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+    epoch = ARGV[5]
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local envelope = ARGV[6] .. epoch .. ':' .. offset .. ':' .. ARGV[2]
+return {redis.call('PUBLISH', ARGV[1], envelope), offset, epoch}
+"""
+
+_READ = """
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+if not meta[1] then
+    return {false, 0, 1, {}}
+end
+local last = tonumber(meta[2])
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first = last + 1
+if oldest[1] then
+    first = tonumber(string.match(oldest[1][1], '-(%d+)$'))
+end
+local start = math.max(tonumber(ARGV[1]) + 1, first)
+return {meta[1], last, first, redis.call('XRANGE', KEYS[1], '0-' .. start, '+')}
+"""
+
+
+def history_keys(channel: str) -> list[str]:
+    """The stream and the hash of ``channel``'s history. Channel names continue the prefix
+    with an audience kind, never with ``history``, so the two never meet."""
+    prefix = key_prefix()
+    rest = channel[len(prefix) :]
+    return [f"{prefix}history:{rest}", f"{prefix}history-meta:{rest}"]
+
+
+def publish(
+    client: redis.Redis | redis.client.Pipeline,
+    channel: str,
+    data: bytes,
+    options: HistoryOptions,
+) -> Any:
+    """Append ``data`` to the channel's history and publish it with its position; on a
+    pipeline the reply (receivers, offset, epoch) comes with the others.
+
+    ``EVAL`` with the script's text, not ``EVALSHA``: a pipeline then needs no extra round
+    trip to make sure the server knows the script (Redis caches it by its digest anyway).
+    """
+    args = [channel, data, options.size, options.ttl, secrets.token_hex(4), ENVELOPE]
+    return client.eval(_PUBLISH, 2, *history_keys(channel), *args)
+
+
+def read(client: redis.Redis, channel: str, since: int = 0) -> Window:
+    """The channel's history after offset ``since`` (all of it with 0), in one atomic read."""
+    epoch, last, first, entries = client.eval(_READ, 2, *history_keys(channel), since)
+    messages = [(int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
+    return Window(epoch.decode() if epoch else "", int(first), int(last), messages)
