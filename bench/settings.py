@@ -25,6 +25,8 @@ REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 WS4REDIS_CONNECTION = {"host": REDIS_HOST, "port": REDIS_PORT}
 WS4REDIS_EXPIRE = 0
 WS4REDIS_PREFIX = "bench"
+if os.environ.get("WS4REDIS_BENCH_HISTORY"):  # bench/history.py
+    WS4REDIS_HISTORY = {"kept": {"size": 1000, "ttl": 600}}
 ASGI_APPLICATION = "bench.channels_asgi.application"
 WSGI_APPLICATION = "ws4redis.django_runserver.application"  # the fault benchmark's runserver
 CHANNEL_LAYERS = {

@@ -207,6 +207,29 @@ def test_page_reconnects_after_the_server_restarts(browser_context, live_server,
             expect(billboard(page).last).to_have_text("after restart")
 
 
+def test_page_gets_what_was_published_while_it_was_away_once(browser_context, live_server, rdb):
+    """The chat keeps history and its page asks for positions: what is published while the
+    page is disconnected arrives after the reconnect, each line once, and no line repeats."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    port = free_port()
+    publisher = RedisPublisher(facility="foobar", broadcast=True)
+    with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+        with in_process_server(port):
+            page = open_page(browser_context, f"{live_server.url}/chat/")
+            publisher.publish_message("seen live")
+            expect(billboard(page).last).to_have_text("seen live")
+        expect(page.locator("#status")).to_have_text("disconnected")
+        publisher.publish_message("missed 1")
+        publisher.publish_message("missed 2")
+        with in_process_server(port):
+            expect(page.locator("#status")).to_have_attribute("data-connected", "2", timeout=20_000)
+            publisher.publish_message("live again")
+            expect(billboard(page).last).to_have_text("live again")
+    lines = billboard(page).all_text_contents()
+    assert lines[-4:] == ["seen live", "missed 1", "missed 2", "live again"]
+    assert len(lines) == len(set(lines))  # nothing shown twice
+
+
 def test_client_loads_as_an_es_module_too(browser_context, site):
     page = open_page(browser_context, f"{site}/chat/")
     loaded = page.evaluate(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import struct
+import threading
+
 import pytest
+import websocket
 from django.test import override_settings
 
 from tests.conftest import connected, publish_marker
@@ -57,3 +63,70 @@ def test_what_clients_send_is_kept_in_the_history_too(server, history):
         b"from a browser",
         b"--marker--",
     ]
+
+
+def positions(ws) -> dict:
+    """The next JSON message of a client that asked for positions."""
+    return json.loads(ws.recv())
+
+
+def test_a_client_reset_mid_stream_resumes_with_every_message_once_in_order(server, history):
+    """A steady publish; the client's TCP connection is reset; it reconnects with its last
+    position and gets exactly what it missed, then the live messages: each once, in order."""
+    url = "subscribe-broadcast&recover"
+    with override_settings(WS4REDIS_HISTORY={"kept": {"size": 1000, "ttl": 30}}):
+        resume_reset_client(server, history, url)
+
+
+def resume_reset_client(server, history, url) -> None:
+    first = server.connect(url, facility="kept")
+    start = positions(first)  # an empty channel: its position before any history
+    assert (start["channel"], start["offset"]) == ("broadcast", 0)
+    done = threading.Event()
+
+    def publish_steadily() -> None:
+        for n in range(1, 201):
+            history.publish_message(f"m{n}", expire=0)
+            if n == 50:
+                done.wait(10)  # the first connection has seen some and is gone
+        history.publish_message("end", expire=0)
+
+    publisher = threading.Thread(target=publish_steadily)
+    publisher.start()
+    seen, last = [], start
+    while len(seen) < 20:
+        last = positions(first)
+        seen.append(last["data"])
+    first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    first.sock.close()  # a reset, with messages still in flight
+    done.set()
+    since = f"broadcast:{last['epoch']}:{last['offset']}"
+    with connected(server, f"{url}&since={since}", facility="kept") as again:
+        while (message := positions(again))["data"] != "end":
+            assert message["offset"] == last["offset"] + 1  # no gap, no duplicate
+            seen.append(message["data"])
+            last = message
+    publisher.join()
+    assert seen == [f"m{n}" for n in range(1, 201)]
+
+
+def test_a_client_told_when_what_it_missed_is_gone(server, history, rdb):
+    for n in range(1, 6):
+        history.publish_message(f"m{n}", expire=0)
+    window = history.history()[CHANNEL]
+    behind = f"broadcast:{window.epoch}:1"  # 2 was trimmed away: only 3..5 are kept
+    with connected(server, f"subscribe-broadcast&recover&since={behind}", facility="kept") as ws:
+        told = positions(ws)
+    assert told == {"channel": "broadcast", "epoch": window.epoch, "offset": 5, "recovered": False}
+    rdb.delete(*history_keys(CHANNEL))  # history lost: Redis restarted, flushed or evicted
+    history.publish_message("new", expire=0)
+    resume = f"broadcast:{window.epoch}:5"
+    with connected(server, f"subscribe-broadcast&recover&since={resume}", facility="kept") as ws:
+        told = positions(ws)
+    assert told["recovered"] is False and told["epoch"] != window.epoch and told["offset"] == 1
+
+
+def test_a_malformed_position_is_refused_with_400(socket_server, history):
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        socket_server.connect("subscribe-broadcast&recover&since=broadcast", facility="kept")
+    assert refused.value.status_code == 400

@@ -45,6 +45,9 @@ if oldest[1] then
     first = tonumber(string.match(oldest[1][1], '-(%d+)$'))
 end
 local start = math.max(tonumber(ARGV[1]) + 1, first)
+if tonumber(ARGV[1]) < 0 then
+    start = last
+end
 return {meta[1], last, first, redis.call('XRANGE', KEYS[1], '0-' .. start, '+')}
 """
 
@@ -74,7 +77,8 @@ def publish(
 
 
 def read(client: redis.Redis, channel: str, since: int = 0) -> Window:
-    """The channel's history after offset ``since`` (all of it with 0), in one atomic read."""
+    """The channel's history after offset ``since`` (all of it with 0, the last message only
+    with -1), in one atomic read."""
     epoch, last, first, entries = client.eval(_READ, 2, *history_keys(channel), since)
     messages = [(int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
     return Window(epoch.decode() if epoch else "", int(first), int(last), messages)

@@ -75,3 +75,6 @@ WS4REDIS_CONNECTION = {
 WS4REDIS_EXPIRE = 7200
 WS4REDIS_PREFIX = "demo"
 WS4REDIS_HEARTBEAT = "--heartbeat--"
+# The broadcast chat keeps its last 100 lines for an hour: a page that reconnects gets what
+# it missed, once, instead of the last line again.
+WS4REDIS_HISTORY = {"foobar": {"size": 100, "ttl": 3600}}

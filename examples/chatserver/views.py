@@ -35,7 +35,7 @@ class BroadcastChatView(ChatView):
     title = "Broadcast chat"
     lead = "Every page open on /chat/ sees what you send. Open a second window and try."
     facility = "foobar"
-    channels = "subscribe-broadcast&publish-broadcast&echo"
+    channels = "subscribe-broadcast&publish-broadcast&echo&recover"
 
     def get(self, request, *args, **kwargs):
         welcome = "Welcome to the broadcast chat: every page on /chat/ sees what you send."

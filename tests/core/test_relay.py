@@ -7,7 +7,14 @@ from django.test import RequestFactory, override_settings
 from websockets.frames import Close, Frame, Opcode
 
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import HEARTBEAT_INTERVAL, SILENT, FramedRelay, Relay, frame_message
+from ws4redis.core.relay import (
+    HEARTBEAT_INTERVAL,
+    SILENT,
+    FramedRelay,
+    Relay,
+    Start,
+    frame_message,
+)
 
 HANDSHAKE = {
     "HTTP_UPGRADE": "websocket",
@@ -17,14 +24,16 @@ HANDSHAKE = {
 }
 
 
-def relay(query: str = "publish-broadcast", **settings) -> FramedRelay:
-    """A relay past its handshake, its 101 response already taken."""
+def relay(query: str = "publish-broadcast", opened: bool = True, **settings) -> FramedRelay:
+    """A relay past its handshake, its 101 response already taken (unless not ``opened``)."""
     with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None, **settings):
         accepted = open_connection(RequestFactory().get(f"/ws/chat?{query}", **HANDSHAKE))
         assert isinstance(accepted, Accepted)
         framed = accepted.relay(now=0.0)
     assert isinstance(framed, FramedRelay)
-    framed.opened([])
+    if not opened:
+        return framed
+    framed.opened(Start([]))
     (response,) = framed.data_to_send()
     assert response.startswith(b"HTTP/1.1 101")
     return framed
@@ -112,7 +121,7 @@ def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_on
         accepted = open_connection(RequestFactory().get("/ws/chat", **HANDSHAKE))
         framed = accepted.relay(now=0.0)
     framed.push(b"live", frame_message(b"live"))
-    framed.opened([b"persisted"])
+    framed.opened(Start([b"persisted"]))
     response, persisted, live = framed.data_to_send()
     assert response.startswith(b"HTTP/1.1 101")
     assert persisted.endswith(b"persisted") and live.endswith(b"live")

@@ -13,6 +13,8 @@ be continued from what Redis still holds.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 
 from ws4redis import settings
@@ -69,6 +71,71 @@ class Window:
     def continues(self, since: Position) -> bool:
         """Whether a client whose last message was ``since`` can be given exactly what it
         missed: the same epoch, and nothing between its offset and the first one kept."""
+        if since.epoch == "" and since.offset == 0:  # it saw the channel before any history
+            return self.first <= 1
         if since.epoch != self.epoch or since.offset > self.last:
             return False
         return since.offset >= self.first - 1
+
+
+# -- positions on the wire (opt-in: the ``recover`` query key) ------------------------------
+#
+# A client that asks for positions receives every message as a JSON text frame
+# ``{"channel": label, "data": text}`` (``"bytes"``: base64, for a payload that is not
+# UTF-8), with ``"epoch"`` and ``"offset"`` when the message has a position. It resumes with
+# ``since=label:epoch:offset,...`` and is told ``"recovered": false`` (with the current
+# position) for a channel whose missed messages are no longer all kept.
+
+
+def label(channel: str, facility: str, prefix: str) -> str:
+    """The name a client knows a channel by: ``broadcast``, ``user``, ``session`` (a client
+    only ever hears its own; the session key stays out of scripts) or ``group:<name>``."""
+    kind_and_name = channel[len(prefix) : -len(facility) - 1]
+    kind = kind_and_name.split(":", 1)[0]
+    return kind_and_name if kind == "group" else kind
+
+
+def parse_since(value: str) -> dict[str, Position]:
+    """``label:epoch:offset`` items, comma-separated; ValueError names what is wrong."""
+    positions = {}
+    for item in filter(None, value.split(",")):
+        parts = item.rsplit(":", 2)
+        if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
+            raise ValueError(f"since: bad position {item!r}, expected channel:epoch:offset")
+        positions[parts[0]] = Position(parts[1], int(parts[2]))
+    return positions
+
+
+def wire(name: str, data: bytes, position: Position | None = None, **extra: object) -> bytes:
+    """The JSON text frame payload of one message for a client that asked for positions."""
+    message: dict[str, object] = {"channel": name}
+    if position is not None:
+        message["epoch"], message["offset"] = position.epoch, position.offset
+    try:
+        message["data"] = data.decode()
+    except UnicodeDecodeError:
+        message["bytes"] = base64.b64encode(data).decode()
+    message.update(extra)
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def first_messages(
+    name: str, since: Position | None, window: Window
+) -> tuple[list[bytes], Position]:
+    """What a client that asked for positions gets first on a channel with history, and the
+    position its live messages continue from.
+
+    With ``since`` it can continue: exactly the messages after it. Without ``since``: the
+    last message kept (the original's persisted message, with its position). Otherwise it
+    is told it could not recover, with the current position, so the application can reload.
+    """
+    current = Position(window.epoch, window.last)
+    if since is not None and window.continues(since):
+        return [wire(name, data, Position(window.epoch, n)) for n, data in window.messages], current
+    if since is None and window.messages:
+        offset, data = window.messages[-1]
+        return [wire(name, data, Position(window.epoch, offset))], current
+    marker = {"channel": name, "epoch": current.epoch, "offset": current.offset}
+    if since is not None:
+        marker["recovered"] = False
+    return [json.dumps(marker, separators=(",", ":")).encode()], current

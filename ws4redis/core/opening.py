@@ -23,6 +23,7 @@ from websockets.server import ServerProtocol
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
+from ws4redis.core.history import Position, parse_since
 from ws4redis.core.relay import FramedRelay, Relay
 
 logger = logging.getLogger("ws4redis")
@@ -66,6 +67,15 @@ def requested_keys(request: HttpRequest) -> tuple[list[str], bool]:
     return sorted(keys & CHANNEL_KEYS), "echo" in keys
 
 
+def requested_positions(request: HttpRequest) -> dict[str, Position] | None:
+    """With the ``recover`` key the client gets positions (``docs/reference.md#history``);
+    ``since`` names where it resumes. None without ``recover``; ValueError if ``since`` is
+    malformed."""
+    if not any(key.strip().lower() == "recover" for key in request.GET):
+        return None
+    return parse_since(request.GET.get("since", ""))
+
+
 def allowed_channels(request: HttpRequest, channels: list[str]) -> list[str]:
     """Apply ``WS4REDIS_ALLOWED_CHANNELS``; it may narrow the list or raise PermissionDenied.
 
@@ -89,6 +99,8 @@ class Accepted:
     request: HttpRequest
     channels: list[str]
     echo: bool
+    since: dict[str, Position] | None = None
+    """With the ``recover`` key: the positions the client resumes from, by channel label."""
     protocol: ServerProtocol | None = None
     response: Response | None = None
 
@@ -102,6 +114,7 @@ class Accepted:
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
+            "positions": self.since is not None,
         }
         if self.protocol is None or self.response is None:
             return Relay(**options)
@@ -125,10 +138,13 @@ def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted |
             return rejection
         identify(request)
         channels, echo = requested_keys(request)
+        since = requested_positions(request)
         channels = allowed_channels(request, channels)
         if not framing:
-            return Accepted(request, channels, echo)
+            return Accepted(request, channels, echo, since)
         protocol, response = negotiate(request, settings.WS4REDIS_MAX_MESSAGE_SIZE)
+    except ValueError as exc:
+        return Rejection(400, f"{exc}\n")
     except PermissionDenied as exc:
         return Rejection(403, f"{exc or 'Permission denied'}\n")
     except SuspiciousOperation as exc:  # e.g. more query fields than Django accepts
@@ -138,4 +154,4 @@ def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted |
         return Rejection(500, "The websocket could not be opened; see the server log.\n")
     if response.status_code != 101:
         return Rejection(response.status_code, (response.body or b"").decode())
-    return Accepted(request, channels, echo, protocol, response)
+    return Accepted(request, channels, echo, since, protocol, response)

@@ -12,12 +12,14 @@ the ASGI runtime uses :class:`Relay` and sends what it takes from the outbox.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ws4redis.core.history import unwrap
+from ws4redis.core.history import Position, unwrap, wire
 
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
@@ -56,6 +58,17 @@ class Delivery:
         self.frame = frame_message(self.data)
 
 
+@dataclass(slots=True)
+class Start:
+    """What a websocket gets first once it is subscribed: its persisted (or, with positions,
+    recovered) messages; for a client that asked for positions, the names it knows its
+    channels by and the position each channel's live messages continue from."""
+
+    messages: list[bytes]
+    labels: dict[bytes, str] | None = None
+    positions: dict[bytes, Position] = field(default_factory=dict)
+
+
 class Relay:
     """Per-connection rules between a websocket and its Redis channels.
 
@@ -66,9 +79,11 @@ class Relay:
     """
 
     __slots__ = (
+        "early",
         "echo",
         "failure",
         "heartbeat",
+        "labels",
         "last_received",
         "last_sent_at",
         "max_buffer",
@@ -76,6 +91,7 @@ class Relay:
         "max_size",
         "outbox",
         "outbox_bytes",
+        "positions",
         "sending",
     )  # fmt: skip
 
@@ -88,6 +104,7 @@ class Relay:
         max_size: int,
         max_buffer: int,
         max_pending: int,
+        positions: bool = False,
     ) -> None:
         self.echo = echo
         self.heartbeat = heartbeat.encode() if heartbeat else None
@@ -100,6 +117,11 @@ class Relay:
         self.outbox_bytes = 0
         self.failure: tuple[int, str] | None = None
         self.sending = True
+        # With positions, what Redis delivers while subscribing waits in ``early`` until the
+        # recovered messages are known, so the seam between the two has no duplicate.
+        self.labels: dict[bytes, str] | None = {} if positions else None
+        self.positions: dict[bytes, Position] = {}
+        self.early: list[Delivery] | None = [] if positions else None
 
     # -- from the client ---------------------------------------------------------------------
 
@@ -153,7 +175,46 @@ class Relay:
 
     def deliver(self, delivery: Delivery) -> bool:
         """Queue what Redis delivered (see :meth:`push`); the ASGI server frames it."""
+        if self.labels is not None:
+            return self._deliver_positioned(delivery)
         return self.push(delivery.data, delivery.data)
+
+    def _item(self, message: bytes) -> bytes:
+        """What the outbox holds for ``message``: the message (the ASGI server frames)."""
+        return message
+
+    def _deliver_positioned(self, delivery: Delivery) -> bool:
+        """For a client that asked for positions: a message at or before the last position
+        of its channel (within the same epoch) was delivered already, at the seam between
+        recovered and live messages, and is dropped; the others go out as JSON."""
+        if self.early is not None:
+            self.early.append(delivery)
+            self.outbox_bytes += len(delivery.data)
+            if self.outbox_bytes > self.max_buffer:
+                self.early = []
+                self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            return False
+        position = delivery.position
+        if position is not None:
+            known = self.positions.get(delivery.channel)
+            seen = known is not None and known.epoch == position.epoch
+            if seen and position.offset <= known.offset:  # type: ignore[union-attr]
+                return False
+            self.positions[delivery.channel] = position
+        name = self.labels.get(delivery.channel) if self.labels is not None else None
+        if name is None:
+            return False
+        return self.push(delivery.data, self._item(wire(name, delivery.data, position)))
+
+    def _started(self, start: Start) -> None:
+        """Deliver, past the seam, what Redis delivered while the connection subscribed."""
+        if self.early is None:
+            return
+        early, self.early = self.early, None
+        self.outbox_bytes -= sum(len(delivery.data) for delivery in early)
+        self.labels, self.positions = start.labels or {}, dict(start.positions)
+        for delivery in early:
+            self._deliver_positioned(delivery)
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
@@ -176,11 +237,12 @@ class Relay:
             return True
         return False
 
-    def opened(self, persisted: list[bytes]) -> None:
+    def opened(self, start: Start) -> None:
         """The connection is subscribed: the persisted messages go first, then whatever
         Redis delivered while subscribing."""
-        self.outbox[:0] = persisted
-        self.outbox_bytes += sum(map(len, persisted))
+        self.outbox[:0] = start.messages
+        self.outbox_bytes += sum(map(len, start.messages))
+        self._started(start)
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -315,7 +377,12 @@ class FramedRelay(Relay):
         return message
 
     def deliver(self, delivery: Delivery) -> bool:
+        if self.labels is not None:
+            return self._deliver_positioned(delivery)
         return self.push(delivery.data, delivery.frame)
+
+    def _item(self, message: bytes) -> bytes:
+        return frame_message(message)
 
     def send(self, message: bytes) -> None:
         self.push(message, frame_message(message))
@@ -351,7 +418,7 @@ class FramedRelay(Relay):
             return True
         return due
 
-    def opened(self, persisted: list[bytes]) -> None:
+    def opened(self, start: Start) -> None:
         """The connection is subscribed: the handshake response goes first, then the
         persisted messages, then whatever Redis delivered while subscribing."""
         assert self.response is not None
@@ -359,9 +426,10 @@ class FramedRelay(Relay):
         self.response = None  # kept by nobody: a process holds many thousands of relays
         self._track_state()
         response = self.protocol.data_to_send()
-        frames = [frame_message(message) for message in persisted]
+        frames = [frame_message(message) for message in start.messages]
         self.outbox[:0] = response + frames
         self.outbox_bytes += sum(map(len, frames))
+        self._started(start)
 
     def frames_to_write(self, now: float) -> bytes | None:
         """The queued frames as one chunk, written at ``now``; None once the connection is

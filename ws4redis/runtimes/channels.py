@@ -12,10 +12,14 @@ import logging
 
 import redis
 
-from ws4redis import settings
+from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
+from ws4redis.core.history import Position, first_messages, label, wire
+from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
+from ws4redis.core.relay import Start
 from ws4redis.redis_pool import get_redis
+from ws4redis.redis_store import key_prefix
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
@@ -30,8 +34,9 @@ class _Collected(list[bytes]):
 
 def subscribe(
     accepted: Accepted, subscription: PubSubFactory
-) -> tuple[RedisSubscriber, list[bytes]] | Rejection:
-    """Subscribe the connection's channels; return its subscriber and persisted messages.
+) -> tuple[RedisSubscriber, Start] | Rejection:
+    """Subscribe the connection's channels; return its subscriber and what it gets first
+    (its persisted messages, or with positions what it missed).
 
     Never raises: on failure every subscription made so far is released again (the hub
     must not keep delivering to a websocket that never opened) and the runtime answers the
@@ -43,9 +48,11 @@ def subscribe(
         subscriber = subscriber_class(get_redis())
         subscriber.pubsub_factory = subscription
         subscriber.set_pubsub_channels(accepted.request, accepted.channels)
+        if accepted.since is not None:
+            return subscriber, recover(subscriber, accepted.since)
         persisted = _Collected()
         subscriber.send_persisted_messages(persisted)
-        return subscriber, persisted
+        return subscriber, Start(persisted)
     except (redis.RedisError, TimeoutError) as exc:
         logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
@@ -55,6 +62,32 @@ def subscribe(
     if subscriber is not None:
         subscriber.release()
     return rejection
+
+
+def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
+    """For a client that asked for positions, once its subscriptions are confirmed: per
+    channel with history, what it missed since its position (read after subscribing, so
+    nothing falls between the two; the relay drops what arrives twice); per channel without,
+    the persisted message. Every message as the client's JSON."""
+    facility = subscriber.facility or ""
+    kept = history_options(facility)
+    connection = get_redis()
+    channels = subscriber.subscribed_channels
+    start = Start([], {}, {})
+    stored = connection.mget(channels) if kept is None and channels else []
+    for n, channel in enumerate(channels):
+        name = label(channel, facility, key_prefix())
+        key = channel.encode()
+        start.labels[key] = name  # type: ignore[index]
+        if kept is None:
+            if stored[n]:
+                start.messages.append(wire(name, stored[n]))
+            continue
+        resume = since.get(name)
+        window = history.read(connection, channel, resume.offset if resume else -1)
+        messages, start.positions[key] = first_messages(name, resume, window)
+        start.messages.extend(messages)
+    return start
 
 
 def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:

@@ -121,11 +121,11 @@ class ASGIApplication:
         if isinstance(started, Rejection):
             await _reject(scope, send, started)
             return
-        subscriber, persisted = started
+        subscriber, start = started
         try:
             offered = scope.get("subprotocols") or []
             await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-            sink.relay.opened(persisted)
+            sink.relay.opened(start)
             sink.open = True
             sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
             await self._relay(receive, sink, subscriber)

@@ -30,7 +30,7 @@ from websockets.server import ServerProtocol
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay
+from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import subscribe
@@ -242,11 +242,11 @@ class Connection(asyncio.Protocol):
         opening = loop.run_in_executor(self.server.openers, self._open, django_request)
         opening.add_done_callback(lambda done: self._opened(handshake, done))
 
-    def _open(self, request: WSGIRequest) -> Rejection | list[bytes]:
+    def _open(self, request: WSGIRequest) -> Rejection | Start:
         """In a thread: the core decides, then the subscriber subscribes through the hub.
 
         The relay exists before the subscriptions, so that what Redis delivers meanwhile
-        waits in it; returns the persisted messages.
+        waits in it; returns what the client gets first.
         """
         if self.transport is None or self.transport.is_closing():
             return GONE  # the client left while this waited for a thread: skip the work
@@ -257,8 +257,8 @@ class Connection(asyncio.Protocol):
         started = subscribe(outcome, self._subscription)
         if isinstance(started, Rejection):
             return started
-        self.subscriber, persisted = started
-        return persisted
+        self.subscriber, start = started
+        return start
 
     def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
         if done.cancelled():

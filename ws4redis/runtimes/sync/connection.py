@@ -17,7 +17,7 @@ import time
 
 from websockets.frames import CloseCode
 
-from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay
+from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
 
@@ -47,12 +47,12 @@ class Connection:
                 self.changed.notify()
         return False
 
-    def serve(self, subscriber: RedisSubscriber, persisted: list[bytes], data: bytes) -> None:
-        """Relay until the websocket is closed; ``data`` are bytes of the client that were
-        read with the handshake."""
+    def serve(self, subscriber: RedisSubscriber, start: Start, data: bytes) -> None:
+        """Relay until the websocket is closed, beginning with ``start``; ``data`` are bytes
+        of the client that were read with the handshake."""
         self.sock.settimeout(SOCKET_WAIT)
         with self.changed:
-            self.relay.opened(persisted)
+            self.relay.opened(start)
         writer = threading.Thread(
             target=self._write_forever, args=(subscriber,), name="ws4redis-writer", daemon=True
         )

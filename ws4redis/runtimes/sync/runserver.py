@@ -43,11 +43,11 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
     started = subscribe(outcome, lambda: HubSubscription(hub, connection))
     if isinstance(started, Rejection):
         return reject(started, start_response)
-    subscriber, persisted = started
+    subscriber, start = started
     # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
     # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
     start_response("101 Switching Protocols", [])
     handler.headers_sent = True
     request_handler.close_connection = True
-    connection.serve(subscriber, persisted, b"")
+    connection.serve(subscriber, start, b"")
     return []

@@ -42,8 +42,8 @@ def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterab
         started = subscribe(outcome, lambda: HubSubscription(hub, connection))
         if isinstance(started, Rejection):
             return reject(started, start_response)
-        subscriber, persisted = started
-        connection.serve(subscriber, persisted, b"")
+        subscriber, start = started
+        connection.serve(subscriber, start, b"")
     finally:
         sock.close()
     return []

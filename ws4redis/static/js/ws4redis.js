@@ -9,6 +9,8 @@
  *     connected: function () {},           // the websocket is open
  *     receive_message: function (msg) {},  // every message except heartbeats
  *     disconnected: function (event) {},   // closed; a reconnect follows unless close()
+ *     unrecovered: function (channel) {},  // with `recover`: messages of that channel were
+ *                                          // lost while disconnected (reload its state)
  *     heartbeat_msg: {{ WS4REDIS_HEARTBEAT }}
  *   });
  *   chat.send_message("hello");
@@ -24,6 +26,12 @@
  *
  * Messages sent while not connected wait in a queue of at most 100 (the oldest is dropped
  * first) and go out, in order, as soon as a connection opens. close() discards the queue.
+ *
+ * Recovery: with the `recover` key in the uri (and history kept for the facility on the
+ * server), every message arrives with its channel's position; the client remembers the
+ * last one per channel and reconnects with `since=...`, so receive_message sees each
+ * message once, in order, across reconnects. When the server no longer holds what was
+ * missed, unrecovered(channel) is called instead.
  */
 (function (root) {
   "use strict";
@@ -42,7 +50,10 @@
     var onConnected = opts.connected || noop;
     var onMessage = opts.receive_message || noop;
     var onDisconnected = opts.disconnected || noop;
+    var onUnrecovered = opts.unrecovered || noop;
     var heartbeat = opts.heartbeat_msg || null;
+    var recovering = /[?&]recover(&|=|$)/i.test(opts.uri);
+    var positions = {};  // channel -> "epoch:offset" of the last message seen
 
     var ws = null;
     var closedForGood = false;
@@ -88,10 +99,28 @@
       ceiling = Math.min(ceiling * 2, BACKOFF_MAX);
     }
 
+    // The uri of the next connection: with recovery, where each channel left off.
+    function currentUri() {
+      var since = [];
+      for (var channel in positions) since.push(channel + ":" + positions[channel]);
+      if (!since.length) return opts.uri;
+      return opts.uri + "&since=" + encodeURIComponent(since.join(","));
+    }
+
+    // A message of a connection with recovery: keep its position, hand over its data.
+    function receivePositioned(text) {
+      var message = JSON.parse(text);
+      if (message.epoch !== undefined) {
+        positions[message.channel] = message.epoch + ":" + message.offset;
+      }
+      if (message.recovered === false) onUnrecovered(message.channel);
+      if (message.data !== undefined) onMessage(message.data);
+    }
+
     function connect() {
       reconnectTimer = null;
       onConnecting();
-      var socket = new WebSocket(opts.uri);
+      var socket = new WebSocket(currentUri());
       ws = socket;
       socket.onopen = function () {
         ceiling = BACKOFF_START;
@@ -104,7 +133,8 @@
           missed = 0;
           return;
         }
-        onMessage(event.data);
+        if (recovering) receivePositioned(event.data);
+        else onMessage(event.data);
       };
       socket.onclose = lost;
     }

@@ -1,0 +1,78 @@
+"""The seam between recovered and live messages, for a client that asked for positions."""
+
+from __future__ import annotations
+
+import json
+
+from tests.core.test_relay import relay
+from ws4redis.core.history import ENVELOPE, Position, Window, first_messages, parse_since
+from ws4redis.core.relay import Delivery, Start
+
+CHANNEL = b"ws4redis:broadcast:chat"
+
+
+def live(epoch: str, offset: int, data: str) -> Delivery:
+    return Delivery(CHANNEL, ENVELOPE + f"{epoch}:{offset}:{data}".encode())
+
+
+def payloads(chunks: list[bytes]) -> list[dict]:
+    """The JSON of server frames (unmasked, each under 126 bytes)."""
+    data, messages = b"".join(chunks), []
+    while data:
+        assert data[0] == 0x81  # a whole text frame
+        end = 2 + data[1]
+        messages.append(json.loads(data[2:end]))
+        data = data[end:]
+    return messages
+
+
+def sent(framed) -> list[dict]:
+    return payloads(framed.data_to_send())
+
+
+def test_live_messages_during_the_opening_wait_and_duplicates_of_the_recovered_are_dropped():
+    framed = relay("subscribe-broadcast&recover", opened=False)
+    for offset in (4, 5, 6):  # delivered while the history was read: 4 and 5 are in it
+        assert not framed.deliver(live("e", offset, f"m{offset}"))
+    recovered = [b'{"channel":"broadcast","epoch":"e","offset":4,"data":"m4"}',
+                 b'{"channel":"broadcast","epoch":"e","offset":5,"data":"m5"}']  # fmt: skip
+    framed.opened(Start(recovered, {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 5)}))
+    response, *rest = framed.data_to_send()
+    assert response.startswith(b"HTTP/1.1 101")
+    assert payloads(rest) == [
+        {"channel": "broadcast", "epoch": "e", "offset": n, "data": f"m{n}"} for n in (4, 5, 6)
+    ]
+    assert not framed.deliver(live("e", 6, "m6"))  # a repeat is never sent twice
+    assert framed.deliver(live("f", 1, "new epoch"))  # history lost and begun again
+    assert sent(framed) == [
+        {"channel": "broadcast", "epoch": "f", "offset": 1, "data": "new epoch"}
+    ]
+
+
+def test_first_messages_resume_or_say_they_cannot():
+    window = Window("e", first=3, last=5, messages=[(4, b"m4"), (5, b"m5")])
+    resumed, position = first_messages("broadcast", Position("e", 3), window)
+    assert [json.loads(m)["offset"] for m in resumed] == [4, 5] and position == Position("e", 5)
+    (told,), _ = first_messages("broadcast", Position("e", 1), window)
+    assert json.loads(told) == {
+        "channel": "broadcast",
+        "epoch": "e",
+        "offset": 5,
+        "recovered": False,
+    }
+    (last,), _ = first_messages("broadcast", None, Window("e", 5, 5, [(5, b"m5")]))
+    assert json.loads(last)["data"] == "m5"  # a new client: the last message, positioned
+
+
+def test_positions_are_parsed_by_channel_and_bad_ones_named():
+    assert parse_since("broadcast:e1:7,group:a:b:e2:3") == {
+        "broadcast": Position("e1", 7),
+        "group:a:b": Position("e2", 3),
+    }
+    for bad in ("broadcast", "broadcast:e1:x", ":e1:1"):
+        try:
+            parse_since(bad)
+        except ValueError as exc:
+            assert "since" in str(exc)
+        else:
+            raise AssertionError(bad)
