@@ -25,6 +25,9 @@ REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 WS4REDIS_CONNECTION = {"host": REDIS_HOST, "port": REDIS_PORT}
 WS4REDIS_EXPIRE = 0
 WS4REDIS_PREFIX = "bench"
+# The figures are per delivery: keepalive pings (sent to every client silent for 20 s, and
+# all clients here connect together and never speak) would land inside a burst.
+WS4REDIS_PING_INTERVAL = None
 if os.environ.get("WS4REDIS_BENCH_HISTORY"):  # bench/history.py
     WS4REDIS_HISTORY = {"kept": {"size": 1000, "ttl": 600}}
 ASGI_APPLICATION = "bench.channels_asgi.application"
