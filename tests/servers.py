@@ -176,3 +176,13 @@ def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "examples")])
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}", *extra]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_listening(process: subprocess.Popen, count: int) -> None:
+    """Read a ``runwebsocket`` log until ``count`` workers said they listen."""
+    seen = 0
+    while seen < count:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError(f"runwebsocket exited early with {process.wait()}")
+        seen += "listening on" in line

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tests.servers import (
     in_process_server,
     private_redis,
     start_runwebsocket,
+    wait_for_listening,
     wait_until,
 )
 from ws4redis.publisher import RedisPublisher
@@ -33,16 +32,6 @@ CHANNEL = f"ws4redis:broadcast:{FACILITY}"
 def connect(ws_base: str, query: str = "subscribe-broadcast", **kwargs) -> websocket.WebSocket:
     kwargs.setdefault("timeout", 10)
     return websocket.create_connection(f"{ws_base}/ws/{FACILITY}?{query}", **kwargs)
-
-
-def wait_for_listening(process: subprocess.Popen, count: int) -> None:
-    """Read the server's log until ``count`` workers said they listen."""
-    seen = 0
-    while seen < count:
-        line = process.stderr.readline()
-        if not line:
-            pytest.fail(f"runwebsocket exited early with {process.wait()}")
-        seen += bool(re.search(r"listening on", line))
 
 
 def test_sigterm_closes_websockets_with_1001_and_exits(rdb):

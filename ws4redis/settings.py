@@ -44,6 +44,16 @@ def _is_history(value: Any) -> bool:
     )
 
 
+def _is_presence(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(facility, str)
+        and isinstance(entry, dict)
+        and set(entry) <= {"announce"}
+        and isinstance(entry.get("announce", False), bool)
+        for facility, entry in value.items()
+    )
+
+
 def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -118,6 +128,12 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         _is_history,
         "a dict of facility (or '*') -> {'size': messages, 'ttl': seconds}, both ints > 0",
     ),
+    "WS4REDIS_PRESENCE": (
+        {},
+        _is_presence,
+        "a dict of facility (or '*') -> {} or {'announce': bool}",
+    ),
+    "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
 }
 
 

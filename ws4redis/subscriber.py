@@ -130,7 +130,10 @@ class RedisSubscriber(RedisStore):
                     websocket.send(message)
 
     def release(self) -> None:
-        """Drop every subscription of this websocket; called once when it closes."""
+        """Drop every subscription of this websocket when it closes (again: no effect)."""
+        from ws4redis.presence import tracker
+
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
+        tracker().closed(self)

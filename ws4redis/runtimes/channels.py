@@ -18,6 +18,7 @@ from ws4redis.core.history import Position, first_messages, label, wire
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.core.relay import Start
+from ws4redis.presence import tracker
 from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import key_prefix
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
@@ -49,10 +50,13 @@ def subscribe(
         subscriber.pubsub_factory = subscription
         subscriber.set_pubsub_channels(accepted.request, accepted.channels)
         if accepted.since is not None:
-            return subscriber, recover(subscriber, accepted.since)
-        persisted = _Collected()
-        subscriber.send_persisted_messages(persisted)
-        return subscriber, Start(persisted)
+            start = recover(subscriber, accepted.since)
+        else:
+            persisted = _Collected()
+            subscriber.send_persisted_messages(persisted)
+            start = Start(persisted)
+        tracker().opened(subscriber, accepted.request)
+        return subscriber, start
     except (redis.RedisError, TimeoutError) as exc:
         logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)

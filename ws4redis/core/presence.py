@@ -1,0 +1,88 @@
+"""Who is connected, without I/O (see ``docs/reference.md#presence``).
+
+Each websocket process keeps a book of its open websockets; a worker writes the book's
+changes to Redis and refreshes its entries, which expire when a process dies without
+saying goodbye. Here: which facilities keep presence, what an entry and an announcement
+say, and what the book must write next.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ws4redis import settings
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """One open websocket as presence knows it."""
+
+    id: str
+    facility: str
+    user: str | None
+    session: str | None
+
+
+def tracked(facility: str) -> dict | None:
+    """The presence options of a facility (its entry in ``WS4REDIS_PRESENCE``, else
+    ``"*"``), or None when nobody tracks who is on it."""
+    configured = settings.WS4REDIS_PRESENCE
+    return configured.get(facility, configured.get("*"))
+
+
+def entry(visitor: Visitor) -> bytes:
+    """What Redis keeps about a visitor (read by the Python API only: sessions included)."""
+    return json.dumps({"user": visitor.user, "session": visitor.session}).encode()
+
+
+def announcement(event: str, visitor: Visitor) -> bytes:
+    """The message a facility's subscribers get when someone joins or leaves (with
+    ``announce``): the user name only, never the session."""
+    return json.dumps({"presence": event, "user": visitor.user}).encode()
+
+
+@dataclass
+class Changes:
+    """What the worker writes next: entries to add (or refresh) and to remove."""
+
+    joined: list[Visitor] = field(default_factory=list)
+    left: list[Visitor] = field(default_factory=list)
+    refresh: list[Visitor] = field(default_factory=list)
+
+
+class Book:
+    """The open websockets of this process on facilities with presence."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.present: dict[str, Visitor] = {}
+        self.refreshed_at = 0.0
+        self._joined: list[Visitor] = []
+        self._left: list[Visitor] = []
+
+    def join(self, visitor: Visitor) -> None:
+        self.present[visitor.id] = visitor
+        self._joined.append(visitor)
+
+    def leave(self, visitor_id: str) -> None:
+        visitor = self.present.pop(visitor_id, None)
+        if visitor is not None:
+            self._left.append(visitor)
+
+    def changes(self, now: float) -> Changes:
+        """What changed since the last call; every present entry is refreshed once a third
+        of ``ttl`` has passed, so an entry outlives a slow round by two refreshes."""
+        changes = Changes(self._joined, self._left)
+        self._joined, self._left = [], []
+        if now >= self.refreshed_at + self.ttl / 3:
+            self.refreshed_at = now
+            changes.refresh = list(self.present.values())
+        return changes
+
+    def put_back(self, changes: Changes) -> None:
+        """Writing failed (Redis is away): try the same changes again next round."""
+        self._joined[:0] = [v for v in changes.joined if v.id in self.present]
+        self._left[:0] = changes.left
+        if changes.refresh:
+            self.refreshed_at = 0.0

@@ -1,0 +1,233 @@
+"""Who is connected, kept in Redis; and the ``websocket_opened``/``websocket_closed`` signals.
+
+Every runtime tells the process's :class:`Tracker` when a websocket opens and closes; that
+costs no I/O on the websocket's path. One worker thread per process then sends the signals
+(in order, where a receiver may query the database) and writes the presence of facilities
+named in ``WS4REDIS_PRESENCE``: a sorted set of connection ids scored by their expiry, and
+a hash of what each id is (user, session). The worker refreshes its entries every third of
+``WS4REDIS_PRESENCE_TTL``; the entries of a process that died expire after at most that
+long. Expiry uses Redis's clock, so hosts need not agree on the time. The rules are in
+:mod:`ws4redis.core.presence`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.http import HttpRequest
+
+from ws4redis import settings
+from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
+from ws4redis.redis_pool import get_redis
+from ws4redis.redis_store import is_authenticated, key_prefix
+from ws4redis.signals import websocket_closed, websocket_opened
+
+logger = logging.getLogger("ws4redis")
+
+ROUND = 1.0
+"""Seconds the worker waits at most between two rounds of writing."""
+
+_WRITE = """
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+local added = tonumber(ARGV[2])
+for i = 0, added - 1 do
+    redis.call('ZADD', KEYS[1], expiry, ARGV[3 + 2 * i])
+    redis.call('HSET', KEYS[2], ARGV[3 + 2 * i], ARGV[4 + 2 * i])
+end
+for i = 3 + 2 * added, #ARGV do
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[2], 2 * tonumber(ARGV[1]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+end
+local present = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    present[#present + 1] = redis.call('HGET', KEYS[2], id) or '{}'
+end
+return present
+"""
+
+
+def presence_keys(facility: str) -> list[str]:
+    """The sorted set and the hash of a facility's presence. Channel names continue the
+    prefix with an audience kind, never with ``presence``, so they never meet."""
+    prefix = key_prefix()
+    return [f"{prefix}presence:{facility}", f"{prefix}presence-info:{facility}"]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Who is on a facility: user names, session keys, and open websockets (anonymous ones
+    and several tabs of one user included)."""
+
+    users: set[str]
+    sessions: set[str]
+    connections: int
+
+
+def present(facility: str, connection: redis.Redis | None = None) -> Presence:
+    """Who is connected on ``facility`` now, across every websocket process; expired
+    entries (of processes that died) are removed on the way."""
+    client = connection if connection is not None else get_redis()
+    entries = [json.loads(raw) for raw in client.eval(_READ, 2, *presence_keys(facility))]
+    return Presence(
+        users={e["user"] for e in entries if e.get("user")},
+        sessions={e["session"] for e in entries if e.get("session")},
+        connections=len(entries),
+    )
+
+
+class Tracker:
+    """The process's open websockets, told to the worker thread."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.events: deque[tuple[str, str, Any]] = deque()
+        self.ids = itertools.count(1)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.worker: threading.Thread | None = None
+
+    def opened(self, subscriber: Any, request: HttpRequest) -> None:
+        """A websocket opened (its subscriptions are confirmed)."""
+        subscriber.presence_id = visitor_id = f"{self.name}:{next(self.ids)}"
+        self._post(("opened", visitor_id, (request, subscriber.facility or "")))
+
+    def closed(self, subscriber: Any) -> None:
+        """A websocket that :meth:`opened` closed (told once, however often it is called)."""
+        visitor_id = vars(subscriber).pop("presence_id", None)
+        if visitor_id is not None:
+            self._post(("closed", visitor_id, None))
+
+    def _post(self, event: tuple[str, str, Any]) -> None:
+        with self.changed:
+            self.events.append(event)
+            if self.worker is None:
+                self.worker = threading.Thread(
+                    target=self._work, name="ws4redis-presence", daemon=True
+                )
+                self.worker.start()
+            self.changed.notify()
+
+    def _work(self) -> None:
+        book = Book(settings.WS4REDIS_PRESENCE_TTL)
+        open_now: dict[str, tuple[Visitor, HttpRequest]] = {}
+        failing = False
+        while True:
+            with self.changed:
+                if not self.events:
+                    self.changed.wait(ROUND)
+                events, self.events = self.events, deque()
+            for kind, visitor_id, details in events:
+                if kind == "opened":
+                    request, facility = details
+                    visitor = Visitor(visitor_id, facility, _user(request), _session(request))
+                    open_now[visitor_id] = (visitor, request)
+                    _send(websocket_opened, visitor, request)
+                    if tracked(facility) is not None:
+                        book.join(visitor)
+                elif visitor_id in open_now:
+                    visitor, request = open_now.pop(visitor_id)
+                    _send(websocket_closed, visitor, request)
+                    book.leave(visitor_id)
+            changes = book.changes(time.monotonic())
+            try:
+                _write(changes, book.ttl)
+            except redis.RedisError as exc:
+                if not failing:
+                    logger.warning("Cannot write presence, will retry: %s", exc)
+                failing = True
+                book.put_back(changes)
+            else:
+                failing = False
+
+
+def _user(request: HttpRequest) -> str | None:
+    return request.user.get_username() if is_authenticated(request) else None
+
+
+def _session(request: HttpRequest) -> str | None:
+    session = getattr(request, "session", None)
+    return getattr(session, "session_key", None)
+
+
+def _send(signal: Any, visitor: Visitor, request: HttpRequest) -> None:
+    """Send a signal; a receiver that fails is logged, and the worker goes on."""
+    for receiver, result in signal.send_robust(
+        sender=None,
+        request=request,
+        user=visitor.user,
+        session=visitor.session,
+        facility=visitor.facility,
+    ):
+        if isinstance(result, Exception):
+            logger.error("%s receiver %r failed", signal, receiver, exc_info=result)
+
+
+def _write(changes: Changes, ttl: int) -> None:
+    """One round trip for every facility that changed; then the announcements."""
+    adds: dict[str, dict[str, Visitor]] = defaultdict(dict)
+    removes: dict[str, list[str]] = defaultdict(list)
+    for visitor in changes.refresh + changes.joined:
+        adds[visitor.facility][visitor.id] = visitor
+    for visitor in changes.left:
+        adds[visitor.facility].pop(visitor.id, None)
+        removes[visitor.facility].append(visitor.id)
+    facilities = set(adds) | set(removes)
+    if not facilities:
+        return
+    client = get_redis()
+    with client.pipeline(transaction=False) as pipe:
+        for facility in facilities:
+            added = adds.get(facility, {})
+            args: list[Any] = [ttl, len(added)]
+            for visitor in added.values():
+                args += [visitor.id, entry(visitor)]
+            args += removes.get(facility, [])
+            pipe.eval(_WRITE, 2, *presence_keys(facility), *args)
+        pipe.execute()
+    _announce(changes)
+
+
+def _announce(changes: Changes) -> None:
+    from ws4redis.publisher import RedisPublisher
+
+    for event, visitors in (("join", changes.joined), ("leave", changes.left)):
+        for visitor in visitors:
+            if (tracked(visitor.facility) or {}).get("announce"):
+                publisher = RedisPublisher(facility=visitor.facility, broadcast=True)
+                publisher.publish_message(announcement(event, visitor), expire=0)
+
+
+_trackers: dict[int, Tracker] = {}
+_trackers_lock = threading.Lock()
+
+
+def tracker() -> Tracker:
+    """This process's tracker (a forked worker gets its own)."""
+    pid = os.getpid()
+    with _trackers_lock:
+        if pid not in _trackers:
+            _trackers[pid] = Tracker()
+        return _trackers[pid]
