@@ -6,6 +6,8 @@
    cut, 100 messages are published, all reconnect at once with their last position. Time
    until every client has its 100 missed messages (each exactly once, checked), and the
    server's CPU for it.
+3. Presence: 1,000 websockets open on a facility with presence for a minute; the Redis
+   commands that cost (from Redis's own command statistics), per connection and minute.
 
 Run through ``bench/run history`` (it installs the bench extras and finds a Redis).
 """
@@ -137,6 +139,33 @@ async def recovery(port: int, pid: int) -> None:
         c.transport.close()
 
 
+async def presence_cost(port: int) -> None:
+    import redis
+
+    client = redis.Redis(host=os.environ["REDIS_HOST"], port=int(os.environ["REDIS_PORT"]))
+    tally = Tally()
+    loop = asyncio.get_running_loop()
+    uri = f"ws://{HOST}:{port}/ws/present?subscribe-broadcast"
+    made = await asyncio.gather(*(
+        loop.create_connection(lambda: LeanClient(uri, tally), HOST, port) for _ in range(CLIENTS)
+    ))  # fmt: skip
+    await wait_for(lambda: tally.opened >= CLIENTS, tally, 60)
+    await asyncio.sleep(2)  # the joins are written
+    before = client.info("commandstats")
+    await asyncio.sleep(60)
+    after = client.info("commandstats")
+    calls = {
+        name[len("cmdstat_"):]: after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name in after
+    }  # fmt: skip
+    spent = {name: n for name, n in calls.items() if n and name not in ("info", "ping")}
+    per_connection = sum(spent.values()) / CLIENTS
+    print(f"3. presence, {CLIENTS} idle websockets for 60 s: Redis commands {spent} = "
+          f"{per_connection:.1f} per connection and minute")  # fmt: skip
+    for transport, _ in made:
+        transport.close()
+
+
 def main() -> None:
     os.sched_setaffinity(0, {CLIENT_CORE})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
@@ -148,6 +177,7 @@ def main() -> None:
     )
     try:
         asyncio.run(recovery(port, server.pid))
+        asyncio.run(presence_cost(port))
     finally:
         stop_process(server)
 

@@ -30,6 +30,7 @@ WS4REDIS_PREFIX = "bench"
 WS4REDIS_PING_INTERVAL = None
 if os.environ.get("WS4REDIS_BENCH_HISTORY"):  # bench/history.py
     WS4REDIS_HISTORY = {"kept": {"size": 1000, "ttl": 600}}
+    WS4REDIS_PRESENCE = {"present": {}}
 ASGI_APPLICATION = "bench.channels_asgi.application"
 WSGI_APPLICATION = "ws4redis.django_runserver.application"  # the fault benchmark's runserver
 CHANNEL_LAYERS = {

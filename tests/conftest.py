@@ -206,6 +206,13 @@ def recv_close(ws: websocket.WebSocket) -> int:
             return int.from_bytes(frame.data[:2], "big")
 
 
+def chat_line(ws: websocket.WebSocket) -> str:
+    """The next line of the example's broadcast chat, past its join/leave announcements."""
+    while (message := ws.recv()).startswith('{"presence"'):
+        pass
+    return message
+
+
 def publish_marker(facility: str = FACILITY) -> bytes:
     """Broadcast a marker on ``facility``. Redis delivers in order, so once a socket receives
     the marker, anything published before it has arrived too: absences are shown without

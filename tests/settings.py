@@ -34,5 +34,5 @@ WS4REDIS_ALLOWED_CHANNELS = "tests.callbacks.deny_on_header"
 SESSION_REDIS = {**WS4REDIS_CONNECTION, "prefix": "session"}
 # Presence on the facility "here" (tests/test_presence.py); the expiry test starts a process
 # with a short time to live through the environment.
-WS4REDIS_PRESENCE = {"here": {"announce": True}}
+WS4REDIS_PRESENCE = {**WS4REDIS_PRESENCE, "here": {"announce": True}}  # noqa: F405
 WS4REDIS_PRESENCE_TTL = int(os.environ.get("WS4REDIS_TEST_PRESENCE_TTL", "60"))

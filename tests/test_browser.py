@@ -125,6 +125,13 @@ def test_two_pages_on_the_broadcast_chat_see_each_other(browser_context, site, t
         SCREENSHOT.write_bytes(shot)
 
 
+def test_broadcast_chat_shows_who_is_online(browser_context, site, users):
+    anonymous = open_page(browser_context, f"{site}/chat/")
+    expect(anonymous.locator("#online")).to_have_text("Online: nobody logged in (1 pages)")
+    open_page(browser_context, f"{site}/chat/", as_user="john")
+    expect(anonymous.locator("#online")).to_have_text("Online: john (2 pages)")  # announced
+
+
 def test_user_chat_reaches_only_that_user(browser_context, site, users):
     john = open_page(browser_context, f"{site}/userchat/", as_user="john")
     mary = open_page(browser_context, f"{site}/userchat/", as_user="mary")

@@ -12,6 +12,7 @@ import websocket
 from django.test import override_settings
 
 from tests.conftest import connected, publish_marker
+from tests.servers import free_port, private_redis
 from ws4redis.history import history_keys
 from ws4redis.publisher import RedisPublisher
 
@@ -130,3 +131,32 @@ def test_a_malformed_position_is_refused_with_400(socket_server, history):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         socket_server.connect("subscribe-broadcast&recover&since=broadcast", facility="kept")
     assert refused.value.status_code == 400
+
+
+def test_history_lost_with_a_redis_restart_is_told_not_silently_skipped(server, tmp_path):
+    """Redis restarts without persistence: a client resuming from before the restart is
+    told it could not recover, and gets what is published afterwards with the new epoch."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as first:
+            publisher = RedisPublisher(facility="kept", broadcast=True)
+            with override_settings(WS4REDIS_HISTORY=HISTORY):
+                publisher.publish_message("before", expire=0)
+                old = publisher.history()[CHANNEL]
+            first.kill()
+            first.wait()
+        with private_redis(tmp_path, *args, port=port), override_settings(WS4REDIS_HISTORY=HISTORY):
+            resume = f"broadcast:{old.epoch}:{old.last}"
+            query = f"subscribe-broadcast&recover&since={resume}"
+            with connected(server, query, facility="kept") as ws:
+                told = positions(ws)
+                assert told == {
+                    "channel": "broadcast",
+                    "epoch": "",
+                    "offset": 0,
+                    "recovered": False,
+                }
+                publisher.publish_message("after", expire=0)
+                message = positions(ws)
+    assert message["data"] == "after" and message["offset"] == 1 and message["epoch"] != old.epoch

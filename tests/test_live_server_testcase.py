@@ -7,6 +7,7 @@ import websocket
 from django.conf import settings
 from django.test import LiveServerTestCase
 
+from tests.conftest import chat_line
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_pool import get_redis
@@ -28,7 +29,7 @@ class ChatLiveServerTests(LiveServerTestCase):
         ws = websocket.create_connection(self.ws_url + "?subscribe-broadcast", timeout=10)
         response = requests.get(self.live_server_url + "/chat/", timeout=10)
         self.assertEqual(response.status_code, 200)
-        self.assertIn("Welcome", ws.recv())  # the view's publish reached the open websocket
+        self.assertIn("Welcome", chat_line(ws))  # the view's publish reached the websocket
         ws.close()
         self.assertFalse(ws.connected)
 

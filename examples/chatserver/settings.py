@@ -78,3 +78,5 @@ WS4REDIS_HEARTBEAT = "--heartbeat--"
 # The broadcast chat keeps its last 100 lines for an hour: a page that reconnects gets what
 # it missed, once, instead of the last line again.
 WS4REDIS_HISTORY = {"foobar": {"size": 100, "ttl": 3600}}
+# ... and shows who is online: its pages are told when someone joins or leaves.
+WS4REDIS_PRESENCE = {"foobar": {"announce": True}}

@@ -4,11 +4,12 @@ from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 from django.views.generic import RedirectView
 
-from chatserver.views import BroadcastChatView, GroupChatView, UserChatView
+from chatserver.views import BroadcastChatView, GroupChatView, UserChatView, online
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/chat/", permanent=False)),
     path("chat/", BroadcastChatView.as_view(), name="broadcast_chat"),
+    path("chat/online/", online, name="online"),
     path("userchat/", UserChatView.as_view(), name="user_chat"),
     path("groupchat/", GroupChatView.as_view(), name="group_chat"),
     path("login/", auth_views.LoginView.as_view(), name="login"),

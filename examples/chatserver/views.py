@@ -6,6 +6,7 @@ from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import reverse
 from django.views.generic import TemplateView
 
+from ws4redis.presence import present
 from ws4redis.publisher import RedisPublisher
 
 
@@ -36,6 +37,9 @@ class BroadcastChatView(ChatView):
     lead = "Every page open on /chat/ sees what you send. Open a second window and try."
     facility = "foobar"
     channels = "subscribe-broadcast&publish-broadcast&echo&recover"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(online_url=reverse("online"), **kwargs)
 
     def get(self, request, *args, **kwargs):
         welcome = "Welcome to the broadcast chat: every page on /chat/ sees what you send."
@@ -87,3 +91,10 @@ class GroupChatView(RecipientChatView):
     facility = "groupchat"
     channels = "subscribe-group"
     audience, model, name_field = "groups", Group, "name"
+
+
+def online(request):
+    """Who has the broadcast chat open (its pages ask again whenever someone joins or
+    leaves): names of logged-in users, and how many pages are open."""
+    here = present(BroadcastChatView.facility)
+    return JsonResponse({"users": sorted(here.users), "connections": here.connections})

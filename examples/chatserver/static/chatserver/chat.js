@@ -1,6 +1,8 @@
 // Wires a chat page: the billboard shows messages (as text, never HTML), the status line
 // shows the connection, and the form sends either through the websocket or, when the page
-// names a post URL, to a Django view that publishes on the websocket's behalf.
+// names a post URL, to a Django view that publishes on the websocket's behalf. With an
+// online URL, the page shows who is online and asks again whenever the server announces
+// that someone joined or left.
 (function () {
   "use strict";
 
@@ -19,6 +21,31 @@
       status.dataset.connected = counts.connected;
     }
 
+    function refreshOnline() {
+      var online = document.getElementById("online");
+      if (!config.onlineUrl || !online) return;
+      fetch(config.onlineUrl).then(function (response) { return response.json(); })
+        .then(function (here) {
+          var names = here.users.length ? here.users.join(", ") : "nobody logged in";
+          online.textContent = "Online: " + names + " (" + here.connections + " pages)";
+        });
+    }
+
+    // A join/leave announcement of the server, rather than a line of the chat.
+    function isPresence(text) {
+      if (text.charAt(0) !== "{") return false;
+      try {
+        return JSON.parse(text).presence !== undefined;
+      } catch (error) {
+        return false;
+      }
+    }
+
+    function receive(text) {
+      if (isPresence(text)) refreshOnline();
+      else show(text);
+    }
+
     function show(text) {
       var line = document.createElement("p");
       line.textContent = text;
@@ -30,12 +57,16 @@
       uri: config.uri,
       heartbeat_msg: config.heartbeat,
       connecting: function () { counts.connecting += 1; setStatus("connecting", "connecting…"); },
-      connected: function () { counts.connected += 1; setStatus("connected", "connected"); },
+      connected: function () {
+        counts.connected += 1;
+        setStatus("connected", "connected");
+        refreshOnline();
+      },
       disconnected: function () {
         if (left) setStatus("closed", "closed");
         else setStatus("disconnected", "disconnected");
       },
-      receive_message: show
+      receive_message: receive
     });
 
     form.addEventListener("submit", function (event) {
