@@ -110,7 +110,12 @@ class Tracker:
         self.worker: threading.Thread | None = None
 
     def opened(self, subscriber: Any, request: HttpRequest) -> None:
-        """A websocket opened (its subscriptions are confirmed)."""
+        """A websocket opened (its subscriptions are confirmed). Without presence on its
+        facility and without signal receivers there is nothing to do: its user and session
+        are not even looked up."""
+        listened = websocket_opened.has_listeners() or websocket_closed.has_listeners()
+        if not listened and tracked(subscriber.facility or "") is None:
+            return
         subscriber.presence_id = visitor_id = f"{self.name}:{next(self.ids)}"
         self._post(("opened", visitor_id, (request, subscriber.facility or "")))
 
