@@ -184,7 +184,11 @@ def aborted_handshakes(redis_server: RedisProcess, port: int, pid: int, pace: fl
             sock.sendall(request)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         time.sleep(pace)
-    time.sleep(3)  # let the server finish what it had started
+    # the server may still be working through the backlog: give it up to 30 s to finish
+    deadline = time.monotonic() + 30
+    while numsub(client, channel) != before[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
     after = rss_bytes(pid), numsub(client, channel)
     print(f"3. 10,000 aborted handshakes: RSS {before[0] / 2**20:.1f} -> "
           f"{after[0] / 2**20:.1f} MiB ({(after[0] / before[0] - 1) * 100:+.1f} %), "
