@@ -186,3 +186,81 @@ def wait_for_listening(process: subprocess.Popen, count: int) -> None:
         if not line:
             raise AssertionError(f"runwebsocket exited early with {process.wait()}")
         seen += "listening on" in line
+
+
+@dataclass
+class SentinelGroup:
+    """A master, its replica and three Sentinels, each a real ``redis-server`` process."""
+
+    service: str
+    master: subprocess.Popen
+    master_port: int
+    sentinel_ports: list[int]
+
+    @property
+    def connection(self) -> dict:
+        """``WS4REDIS_CONNECTION`` for this group."""
+        return {
+            "sentinels": [("127.0.0.1", port) for port in self.sentinel_ports],
+            "service_name": self.service,
+        }
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where the Sentinels say the master is now (None while they cannot say)."""
+        sentinel = redis.Redis(port=self.sentinel_ports[0], decode_responses=True)
+        try:
+            host, port = sentinel.sentinel_get_master_addr_by_name(self.service)
+        except (redis.RedisError, TypeError):
+            return None
+        return host, int(port)
+
+
+@contextlib.contextmanager
+def _sentinel(config: Path, port: int) -> Iterator[subprocess.Popen]:
+    """A Sentinel (``redis-server <config> --sentinel``: the config file comes first)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
+    command = [binary, str(config), "--sentinel"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port) or process.poll() is not None, "a Sentinel")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextlib.contextmanager
+def sentinel_group(workdir: Path, service: str = "ws4redis-test") -> Iterator[SentinelGroup]:
+    """Start a master, a replica and three Sentinels on free ports (failure detected after
+    1 s) until the block ends."""
+    master_port, replica_port = free_port(), free_port()
+    sentinel_ports = [free_port() for _ in range(3)]
+    with contextlib.ExitStack() as stack:
+        master = stack.enter_context(
+            private_redis(workdir, "--port", str(master_port), port=master_port)
+        )
+        replica_dir = workdir / "replica"
+        replica_dir.mkdir()
+        replica_args = ("--port", str(replica_port), "--replicaof", "127.0.0.1", str(master_port))
+        stack.enter_context(private_redis(replica_dir, *replica_args, port=replica_port))
+        for port in sentinel_ports:
+            config = workdir / f"sentinel-{port}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
+                f"sentinel down-after-milliseconds {service} 1000\n"
+                f"sentinel failover-timeout {service} 5000\n"
+            )
+            stack.enter_context(_sentinel(config, port))
+        group = SentinelGroup(service, master, master_port, sentinel_ports)
+        wait_until(lambda: group.master_address() == ("127.0.0.1", master_port), "Sentinels")
+        yield group

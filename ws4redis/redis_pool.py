@@ -4,6 +4,11 @@ Views publish with a plain synchronous call; opening a TCP connection for each p
 cost more than the publish itself, so every ``RedisPublisher`` shares the pool made here.
 The key is the effective ``WS4REDIS_CONNECTION``, so ``override_settings`` in tests gets a
 client of its own instead of silently reusing the old server.
+
+``WS4REDIS_CONNECTION`` also names the topology: a server (``host``/``port`` or
+``unix_socket_path``), or Redis Sentinel (``sentinels`` and ``service_name``), whose current
+master every connection asks for when it connects, so publishing and subscribing follow a
+failover (see ``docs/reference.md#redis-topologies``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import threading
 from typing import Any
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
@@ -37,6 +45,28 @@ def connection_key(kwargs: dict[str, Any]) -> ConnectionKey:
     return tuple(sorted((name, repr(value)) for name, value in kwargs.items()))
 
 
+SENTINEL_DEFAULTS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+"""How long asking one Sentinel may take before the next is asked."""
+
+
+def make_client(kwargs: dict[str, Any], *, asyncio: bool = False) -> Any:
+    """A redis-py client (``redis.asyncio`` with ``asyncio``) for :func:`connection_kwargs`:
+    a server, or the master that the Sentinels name for ``service_name``."""
+    kwargs = dict(kwargs)
+    sentinels = kwargs.pop("sentinels", None)
+    if sentinels is None:
+        return (redis.asyncio.Redis if asyncio else redis.Redis)(**kwargs)
+    service = kwargs.pop("service_name", None)
+    if not service:
+        raise ImproperlyConfigured("WS4REDIS_CONNECTION: 'sentinels' needs a 'service_name'")
+    sentinel_kwargs = {**SENTINEL_DEFAULTS, **kwargs.pop("sentinel_kwargs", {})}
+    kwargs.pop("host", None)  # the Sentinels say where the master is
+    kwargs.pop("port", None)
+    sentinel = redis.asyncio.sentinel.Sentinel if asyncio else redis.sentinel.Sentinel
+    group = sentinel([tuple(address) for address in sentinels], sentinel_kwargs=sentinel_kwargs)
+    return group.master_for(service, **kwargs)
+
+
 def get_redis() -> redis.Redis:
     """Return the process-wide client for the configured Redis server."""
     kwargs = connection_kwargs()
@@ -47,7 +77,7 @@ def get_redis() -> redis.Redis:
             client = _clients.get(key)
             if client is None:
                 try:
-                    client = redis.Redis(**kwargs)
+                    client = make_client(kwargs)
                 except TypeError as exc:
                     raise ImproperlyConfigured(f"WS4REDIS_CONNECTION: {exc}") from exc
                 _clients[key] = client

@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from ws4redis.core.relay import Delivery
 from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
-from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs
+from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs, make_client
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -45,7 +45,9 @@ class Hub:
         # A subscription read blocks until something is published, and a lost connection
         # must surface at once: the hub reconnects with its own backoff and says so.
         kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        self._connection = redis.Redis(**kwargs).connection_pool.make_connection()
+        # The client stays referenced: a Sentinel connection asks its pool for the master.
+        self._client = make_client(kwargs)
+        self._connection = self._client.connection_pool.make_connection()
         self._book: Subscriptions[Sink] = Subscriptions()
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
