@@ -78,6 +78,9 @@ class Relay:
     per websocket, tens of thousands of them.
     """
 
+    framed = False
+    """Whether the outbox holds frames (the runtime owns the socket) or messages (ASGI)."""
+
     __slots__ = (
         "early",
         "echo",
@@ -174,14 +177,15 @@ class Relay:
         return len(outbox) == 1
 
     def deliver(self, delivery: Delivery) -> bool:
-        """Queue what Redis delivered (see :meth:`push`); the ASGI server frames it."""
+        """Queue what Redis delivered (see :meth:`push`): its frame, or for an ASGI server,
+        which frames itself, the message."""
         if self.labels is not None:
             return self._deliver_positioned(delivery)
-        return self.push(delivery.data, delivery.data)
+        return self.push(delivery.data, delivery.frame if self.framed else delivery.data)
 
     def _item(self, message: bytes) -> bytes:
-        """What the outbox holds for ``message``: the message (the ASGI server frames)."""
-        return message
+        """What the outbox holds for ``message``."""
+        return frame_message(message) if self.framed else message
 
     def _deliver_positioned(self, delivery: Delivery) -> bool:
         """For a client that asked for positions: a message at or before the last position
@@ -201,7 +205,7 @@ class Relay:
             if seen and position.offset <= known.offset:  # type: ignore[union-attr]
                 return False
             self.positions[delivery.channel] = position
-        name = self.labels.get(delivery.channel) if self.labels is not None else None
+        name = self.labels.get(delivery.channel)  # type: ignore[union-attr]
         if name is None:
             return False
         return self.push(delivery.data, self._item(wire(name, delivery.data, position)))
@@ -218,7 +222,7 @@ class Relay:
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
-        self.push(message, message)
+        self.push(message, self._item(message))
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
@@ -278,6 +282,8 @@ class Relay:
 
 class FramedRelay(Relay):
     """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
+
+    framed = True
 
     __slots__ = (
         "_control",
@@ -375,17 +381,6 @@ class FramedRelay(Relay):
         message = b"".join(self._fragments)
         self._fragments = []
         return message
-
-    def deliver(self, delivery: Delivery) -> bool:
-        if self.labels is not None:
-            return self._deliver_positioned(delivery)
-        return self.push(delivery.data, delivery.frame)
-
-    def _item(self, message: bytes) -> bytes:
-        return frame_message(message)
-
-    def send(self, message: bytes) -> None:
-        self.push(message, frame_message(message))
 
     # -- keepalive ---------------------------------------------------------------------------
 
