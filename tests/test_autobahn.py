@@ -104,9 +104,9 @@ def runtime_server(request, tmp_path) -> Iterator[Running]:
             process.wait(30)
 
 
-def run_cases(url: str) -> list:
+def run_cases(url: str, cases: list[str] = CASES) -> list:
     try:
-        return asyncio.run(kosoku.run_fuzzingclient(url, cases=CASES, exclude_cases=list(EXCLUDED)))
+        return asyncio.run(kosoku.run_fuzzingclient(url, cases=cases, exclude_cases=list(EXCLUDED)))
     except kosoku.FailureError as failure:
         return failure.results
 
@@ -121,13 +121,21 @@ def test_autobahn_testsuite(runtime_server):
     bystander = websocket.create_connection(
         f"{running.ws_base}/ws/{BYSTANDER}?subscribe-broadcast", timeout=10
     )
-    results = run_cases(f"{running.ws_base}/ws/ab?subscribe-broadcast&publish-broadcast&echo")
+    url = f"{running.ws_base}/ws/ab?subscribe-broadcast&publish-broadcast&echo"
+    results = run_cases(url)
     verdicts = collections.Counter(f"{r.behavior.value}/{r.behavior_close.value}" for r in results)
     failed = sorted((r.case_id for r in results if not passed(r)), key=_case_order)
     print(f"\n{len(results)} cases: {dict(verdicts)}; not passed: {failed}")
+    unexpected = [r.case_id for r in results if not passed(r) and r.case_id not in DEVIATIONS]
+    retried = results
+    if unexpected:
+        # Every case shares one channel. An ASGI server answers a client's close before the
+        # app has published what that client sent, so a case's last messages can reach the
+        # next case's connection. A case that also fails on its own is a real failure.
+        retried = run_cases(url, unexpected)
     unexpected = {
         r.case_id: (r.behavior.value, r.behavior_close.value, r.result)
-        for r in results
+        for r in retried
         if not passed(r) and r.case_id not in DEVIATIONS
     }
     assert not unexpected
