@@ -1,12 +1,15 @@
-"""Redis topologies started for real: a Sentinel group whose master is killed."""
+"""Redis topologies started for real: a Sentinel group and a Redis Cluster, each of whose
+masters is killed under an open websocket."""
 
 from __future__ import annotations
+
+import contextlib
 
 import redis
 from django.test import override_settings
 
 from tests.conftest import FACILITY, connected
-from tests.servers import sentinel_group, wait_until
+from tests.servers import cluster_group, sentinel_group, wait_until
 from ws4redis.publisher import RedisPublisher
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
@@ -31,6 +34,79 @@ def test_delivery_follows_a_sentinel_failover_on_the_same_socket(server, tmp_pat
                         return publisher.publish_message("after", expire=0) == {CHANNEL: 1}
                     except redis.RedisError:  # the publisher's pool still finds its way
                         return False
+
+                wait_until(delivered, "a publish that reaches the websocket", 60)
+                assert ws.recv() == "after"
+
+
+FACILITIES = [f"shard-{n}" for n in range(9)]
+
+
+def broadcast_channel(facility: str) -> str:
+    return f"ws4redis:broadcast:{facility}"
+
+
+def test_broadcasts_on_facilities_spread_over_every_shard_reach_their_sockets(server, tmp_path):
+    """Sharded pub/sub: each channel lives on the master of its hash slot, the hub keeps one
+    subscription connection per master, and stored messages and history share the slot."""
+    with cluster_group(tmp_path) as group:
+        masters = {group.master_of(broadcast_channel(f)) for f in FACILITIES}
+        assert masters == set(group.masters)  # the facilities cover every shard
+        history = {FACILITIES[0]: {"size": 10, "ttl": 60}}
+        with override_settings(WS4REDIS_CONNECTION=group.connection, WS4REDIS_HISTORY=history):
+            with contextlib.ExitStack() as stack:
+                sockets = {
+                    f: stack.enter_context(connected(server, "subscribe-broadcast", facility=f))
+                    for f in FACILITIES
+                }
+                for facility in FACILITIES:
+                    publisher = RedisPublisher(facility=facility, broadcast=True)
+                    receivers = publisher.publish_message(f"to {facility}", expire=60)
+                    assert receivers == {broadcast_channel(facility): 1}
+                for facility, ws in sockets.items():
+                    assert ws.recv() == f"to {facility}"
+                # a socket opened now gets each channel's stored message, from its shard
+                for facility in FACILITIES[1:]:
+                    with connected(server, "subscribe-broadcast", facility=facility) as late:
+                        assert late.recv() == f"to {facility}"
+                kept = RedisPublisher(facility=FACILITIES[0], broadcast=True).history()
+                assert kept[broadcast_channel(FACILITIES[0])].messages == [(1, b"to shard-0")]
+
+
+def test_delivery_follows_a_cluster_failover_on_the_same_socket(server, tmp_path):
+    """A master dies and the cluster promotes its replica. The hub reads the slot map again
+    and subscribes on the new master; the other shards deliver meanwhile, and what Django
+    publishes during and after the failover reaches the same open websockets."""
+    with cluster_group(tmp_path) as group:
+        with override_settings(WS4REDIS_CONNECTION=group.connection):
+            doomed = group.master_of(broadcast_channel(FACILITIES[0]))
+            survivor = next(
+                f for f in FACILITIES if group.master_of(broadcast_channel(f)) != doomed
+            )
+            with (
+                connected(server, "subscribe-broadcast", facility=FACILITIES[0]) as ws,
+                connected(server, "subscribe-broadcast", facility=survivor) as other,
+            ):
+                publisher = RedisPublisher(facility=FACILITIES[0], broadcast=True)
+                assert publisher.publish_message("before", expire=0) == {
+                    broadcast_channel(FACILITIES[0]): 1
+                }
+                assert ws.recv() == "before"
+                group.processes[doomed].kill()
+                RedisPublisher(facility=survivor, broadcast=True).publish_message("meanwhile")
+                assert other.recv() == "meanwhile"
+                wait_until(
+                    lambda: group.master_of(broadcast_channel(FACILITIES[0])) not in (None, doomed),
+                    "a replica promoted",
+                    60,
+                )
+
+                def delivered() -> bool:
+                    try:  # 0 receivers until the hub has subscribed on the new master
+                        sent = publisher.publish_message("after", expire=0)
+                    except redis.RedisError:  # the cluster client finds the new master
+                        return False
+                    return sent == {broadcast_channel(FACILITIES[0]): 1}
 
                 wait_until(delivered, "a publish that reaches the websocket", 60)
                 assert ws.recv() == "after"

@@ -16,6 +16,8 @@ from typing import Any
 import redis
 
 from ws4redis.core.history import ENVELOPE, HistoryOptions, Window
+from ws4redis.core.shards import colocated, key_slot
+from ws4redis.redis_pool import is_cluster
 from ws4redis.redis_store import key_prefix
 
 _PUBLISH = """
@@ -30,7 +32,7 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local envelope = ARGV[6] .. epoch .. ':' .. offset .. ':' .. ARGV[2]
-return {redis.call('PUBLISH', ARGV[1], envelope), offset, epoch}
+return {redis.call(ARGV[7], ARGV[1], envelope), offset, epoch}
 """
 
 _READ = """
@@ -53,11 +55,12 @@ return {meta[1], last, first, redis.call('XRANGE', KEYS[1], '0-' .. start, '+')}
 
 
 def history_keys(channel: str) -> list[str]:
-    """The stream and the hash of ``channel``'s history. Channel names continue the prefix
-    with an audience kind, never with ``history``, so the two never meet."""
+    """The stream and the hash of ``channel``'s history, in the channel's hash slot (the
+    script publishes on the channel: a cluster runs it on the channel's master). Channel
+    names continue the prefix with an audience kind, never with ``history``, so the two
+    never meet."""
     prefix = key_prefix()
-    rest = channel[len(prefix) :]
-    return [f"{prefix}history:{rest}", f"{prefix}history-meta:{rest}"]
+    return [colocated(f"{prefix}history:", channel), colocated(f"{prefix}history-meta:", channel)]
 
 
 def publish(
@@ -72,8 +75,17 @@ def publish(
     ``EVAL`` with the script's text, not ``EVALSHA``: a pipeline then needs no extra round
     trip to make sure the server knows the script (Redis caches it by its digest anyway).
     """
-    args = [channel, data, options.size, options.ttl, secrets.token_hex(4), ENVELOPE]
-    return client.eval(_PUBLISH, 2, *history_keys(channel), *args)
+    keys = history_keys(channel)
+    cluster = is_cluster(client)
+    if cluster and key_slot(keys[0].encode()) != key_slot(channel.encode()):
+        raise ValueError(
+            f"history of {channel!r}: a name with '}}' and no hash tag cannot share its hash "
+            "slot under Redis Cluster; leave '}' out of facility and group names"
+        )
+    verb = "SPUBLISH" if cluster else "PUBLISH"
+    args = [channel, data, options.size, options.ttl, secrets.token_hex(4), ENVELOPE, verb]
+    # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
+    return client.execute_command("EVAL", _PUBLISH, 2, *keys, *args)
 
 
 def read(client: redis.Redis, channel: str, since: int = 0) -> Window:

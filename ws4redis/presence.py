@@ -29,6 +29,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
+from ws4redis.core.shards import colocated
 from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import is_authenticated, key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
@@ -74,7 +75,11 @@ def presence_keys(facility: str) -> list[str]:
     """The sorted set and the hash of a facility's presence. Channel names continue the
     prefix with an audience kind, never with ``presence``, so they never meet."""
     prefix = key_prefix()
-    return [f"{prefix}presence:{facility}", f"{prefix}presence-info:{facility}"]
+    # one hash slot, so that a Redis Cluster runs the scripts that touch both
+    return [
+        colocated(f"{prefix}presence:", facility),
+        colocated(f"{prefix}presence-info:", facility),
+    ]
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,8 @@ def _write(changes: Changes, ttl: int) -> None:
             for visitor in added.values():
                 args += [visitor.id, entry(visitor)]
             args += removes.get(facility, [])
-            pipe.eval(_WRITE, 2, *presence_keys(facility), *args)
+            # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
+            pipe.execute_command("EVAL", _WRITE, 2, *presence_keys(facility), *args)
         pipe.execute()
     _announce(changes)
 

@@ -6,9 +6,10 @@ The key is the effective ``WS4REDIS_CONNECTION``, so ``override_settings`` in te
 client of its own instead of silently reusing the old server.
 
 ``WS4REDIS_CONNECTION`` also names the topology: a server (``host``/``port`` or
-``unix_socket_path``), or Redis Sentinel (``sentinels`` and ``service_name``), whose current
+``unix_socket_path``); Redis Sentinel (``sentinels`` and ``service_name``), whose current
 master every connection asks for when it connects, so publishing and subscribing follow a
-failover (see ``docs/reference.md#redis-topologies``).
+failover; or Redis Cluster (``cluster_nodes``, a few of its nodes to learn the others
+from), where publishing uses sharded pub/sub (see ``docs/reference.md#redis-topologies``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.sentinel
 from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
+from ws4redis.core.shards import SERVER, Address
 
 ConnectionKey = tuple[tuple[str, str], ...]
 
@@ -49,10 +52,42 @@ SENTINEL_DEFAULTS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
 """How long asking one Sentinel may take before the next is asked."""
 
 
+def cluster_seeds(kwargs: dict[str, Any]) -> list[Address] | None:
+    """The cluster nodes to learn the slot map from; None when the topology is no cluster."""
+    nodes = kwargs.get("cluster_nodes")
+    if nodes is None:
+        return None
+    if not nodes:
+        raise ImproperlyConfigured("WS4REDIS_CONNECTION: 'cluster_nodes' names no node")
+    return [(str(host), int(port)) for host, port in nodes]
+
+
+def node_kwargs(kwargs: dict[str, Any], node: Address) -> dict[str, Any]:
+    """Connection arguments for one node: a cluster master, or the server (:data:`SERVER`)
+    that ``kwargs`` name."""
+    if node == SERVER:
+        return kwargs
+    kwargs = {name: value for name, value in kwargs.items() if name != "cluster_nodes"}
+    kwargs.pop("unix_socket_path", None)
+    return {**kwargs, "host": node[0], "port": node[1]}
+
+
 def make_client(kwargs: dict[str, Any], *, asyncio: bool = False) -> Any:
     """A redis-py client (``redis.asyncio`` with ``asyncio``) for :func:`connection_kwargs`:
-    a server, or the master that the Sentinels name for ``service_name``."""
+    a server, the master that the Sentinels name for ``service_name``, or (blocking only)
+    a cluster client that routes each command to the master of its slot."""
     kwargs = dict(kwargs)
+    seeds = cluster_seeds(kwargs)
+    if seeds is not None:
+        if asyncio:
+            raise ImproperlyConfigured("a cluster is reached node by node from an event loop")
+        kwargs.pop("cluster_nodes")
+        if kwargs.pop("db", 0):
+            raise ImproperlyConfigured("WS4REDIS_CONNECTION: a cluster has database 0 only")
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in seeds]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
     sentinels = kwargs.pop("sentinels", None)
     if sentinels is None:
         return (redis.asyncio.Redis if asyncio else redis.Redis)(**kwargs)
@@ -65,6 +100,16 @@ def make_client(kwargs: dict[str, Any], *, asyncio: bool = False) -> Any:
     sentinel = redis.asyncio.sentinel.Sentinel if asyncio else redis.sentinel.Sentinel
     group = sentinel([tuple(address) for address in sentinels], sentinel_kwargs=sentinel_kwargs)
     return group.master_for(service, **kwargs)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (it then publishes with ``SPUBLISH``)."""
+    return isinstance(client, redis.cluster.RedisCluster | redis.cluster.ClusterPipeline)
+
+
+def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
+    """``MGET``, one command per slot on a cluster (a command may not span slots)."""
+    return client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)
 
 
 def get_redis() -> redis.Redis:

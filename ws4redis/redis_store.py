@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.history import Window
 from ws4redis.core.history import options as history_options
-from ws4redis.redis_pool import get_redis
+from ws4redis.redis_pool import get_redis, is_cluster
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
 """Session key under which the ``user_logged_in`` handler stores the user's group names."""
@@ -167,10 +167,11 @@ class RedisStore:
             expire = settings.WS4REDIS_EXPIRE
         kept = history_options(self.facility) if self.facility is not None else None
         channels = list(self._publishers)
+        verb = "SPUBLISH" if is_cluster(self._connection) else "PUBLISH"  # sharded pub/sub
         with self._connection.pipeline(transaction=False) as pipe:
             for channel in channels:
                 if kept is None:
-                    pipe.publish(channel, data)
+                    pipe.execute_command(verb, channel, data)
                 else:
                     history.publish(pipe, channel, data, kept)
                 if expire:

@@ -17,6 +17,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
+from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore
 
 
@@ -125,7 +126,7 @@ class RedisSubscriber(RedisStore):
         """
         channels = self.subscribed_channels
         if channels:
-            for message in self._connection.mget(channels):
+            for message in get_many(self._connection, channels):
                 if message:
                     websocket.send(message)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ws4redis.core.subscriptions import SUBSCRIBE, UNSUBSCRIBE, Reconnection, Subscriptions
+from ws4redis.core.subscriptions import Reconnection, Subscriptions
+
+SUBSCRIBE, UNSUBSCRIBE = b"subscribe", b"unsubscribe"  # the confirmations Redis sends
 
 
 def online() -> Subscriptions[str]:

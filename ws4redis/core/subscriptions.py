@@ -35,8 +35,8 @@ Sink = TypeVar("Sink")
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 10.0
 
-SUBSCRIBE = b"subscribe"
-UNSUBSCRIBE = b"unsubscribe"
+SUBSCRIBE = (b"subscribe", b"ssubscribe")
+"""Confirmations of a subscription: a channel, or a shard channel of a cluster."""
 
 
 @dataclass(eq=False)
@@ -71,6 +71,20 @@ class Commands:
     def __bool__(self) -> bool:
         return bool(self.subscribe or self.unsubscribe)
 
+    def wire(self, sharded: bool) -> list[tuple[Any, ...]]:
+        """The Redis commands, in order. Shard channels go one a command: a command may
+        name only channels of one hash slot."""
+        if sharded:
+            return [("SUNSUBSCRIBE", key) for key in self.unsubscribe] + [
+                ("SSUBSCRIBE", key) for key in self.subscribe
+            ]
+        wire: list[tuple[Any, ...]] = []
+        if self.unsubscribe:
+            wire.append(("UNSUBSCRIBE", *self.unsubscribe))
+        if self.subscribe:
+            wire.append(("SUBSCRIBE", *self.subscribe))
+        return wire
+
 
 class Subscriptions(Generic[Sink]):
     """Which local sinks listen on which channel, and what Redis was told about each."""
@@ -86,10 +100,13 @@ class Subscriptions(Generic[Sink]):
 
     # -- what the websockets want ----------------------------------------------------------
 
-    def join(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Commands, Wait]:
-        """Add ``sink`` to ``channels``; the wait is done once all of them are subscribed."""
-        commands, wait = Commands(), Wait()
-        for key in _keys(channels):
+    def join(
+        self, sink: Sink, channels: Iterable[str | bytes], wait: Wait | None = None
+    ) -> tuple[Commands, Wait]:
+        """Add ``sink`` to ``channels``; the wait (``wait``, or a new one) is done once all
+        of them are subscribed."""
+        commands, wait = Commands(), wait or Wait()
+        for key in keys(channels):
             self._sinks.setdefault(key, set()).add(sink)
             pending = self._in_flight.get(key)
             if not self.online:
@@ -105,11 +122,13 @@ class Subscriptions(Generic[Sink]):
                 commands.subscribe.append(key)
         return commands, wait
 
-    def leave(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Commands, Wait]:
-        """Take ``sink`` off ``channels``; the wait is done once the channels nobody
-        listens to any more are unsubscribed."""
-        commands, wait = Commands(), Wait()
-        for key in _keys(channels):
+    def leave(
+        self, sink: Sink, channels: Iterable[str | bytes], wait: Wait | None = None
+    ) -> tuple[Commands, Wait]:
+        """Take ``sink`` off ``channels``; the wait (``wait``, or a new one) is done once the
+        channels nobody listens to any more are unsubscribed."""
+        commands, wait = Commands(), wait or Wait()
+        for key in keys(channels):
             sinks = self._sinks.get(key)
             if sinks is None or sink not in sinks:
                 continue
@@ -138,7 +157,11 @@ class Subscriptions(Generic[Sink]):
         ask for it.
         """
         pending = self._in_flight.get(key)
-        subscribe = kind == SUBSCRIBE
+        subscribe = kind in SUBSCRIBE
+        if not pending and not subscribe:
+            # Unasked: a cluster node that lost the channel's slot dropped it; the map is
+            # read again and the channel subscribed where it lives now (see resync).
+            self._subscribed.discard(key)
         if not pending or pending[0].subscribe is not subscribe:
             return []
         command = pending.popleft()
@@ -178,6 +201,50 @@ class Subscriptions(Generic[Sink]):
             commands.subscribe.append(key)
         return commands
 
+    def deaf(self, key: bytes) -> bool:
+        """Somebody listens on ``key``, yet Redis neither has it nor was asked for it."""
+        return key in self._sinks and key not in self._subscribed and key not in self._in_flight
+
+    def resync(self) -> Commands:
+        """Subscribe, if the connection is up, every channel somebody listens to and Redis
+        neither has nor was asked for."""
+        commands = Commands()
+        if self.online:
+            for key in [key for key in self._sinks if self.deaf(key)]:
+                self._in_flight[key] = deque([_Command(True)])
+                commands.subscribe.append(key)
+        return commands
+
+    # -- moving a channel to another connection (its cluster slot moved) ----------------
+
+    def channels(self) -> list[bytes]:
+        """Every channel this connection carries or owes a command."""
+        return list(self._sinks.keys() | self._in_flight.keys())
+
+    def evict(self, key: bytes) -> tuple[set[Sink], list[Wait], list[Wait]]:
+        """Forget ``key`` here: its listeners and the waits for its subscription, to go to
+        another connection, and the waits now done (those for its unsubscribe)."""
+        sinks = self._sinks.pop(key, set())
+        carried = self._parked.pop(key, [])
+        done: list[Wait] = []
+        for command in self._in_flight.pop(key, ()):
+            if command.subscribe:
+                carried += command.waits
+            else:
+                done += _settle(command.waits)
+        self._subscribed.discard(key)
+        return sinks, (carried if sinks else []), done + ([] if sinks else _settle(carried))
+
+    def adopt(self, key: bytes, sinks: set[Sink], waits: list[Wait]) -> Commands:
+        """Carry ``key`` for ``sinks`` from now on; ``waits`` are settled by its
+        subscription here."""
+        self._sinks.setdefault(key, set()).update(sinks)
+        if not self.online:
+            self._parked.setdefault(key, []).extend(waits)
+            return Commands()
+        self._in_flight.setdefault(key, deque()).append(_Command(True, list(waits)))
+        return Commands(subscribe=[key])
+
     # -- delivery --------------------------------------------------------------------------
 
     def listeners(self, key: bytes) -> Collection[Sink]:
@@ -185,7 +252,7 @@ class Subscriptions(Generic[Sink]):
         return self._sinks.get(key, ())
 
 
-def _keys(channels: Iterable[str | bytes]) -> list[bytes]:
+def keys(channels: Iterable[str | bytes]) -> list[bytes]:
     return [c.encode() if isinstance(c, str) else c for c in channels]
 
 

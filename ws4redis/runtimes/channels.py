@@ -19,7 +19,7 @@ from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.core.relay import Start
 from ws4redis.presence import tracker
-from ws4redis.redis_pool import get_redis
+from ws4redis.redis_pool import get_many, get_redis
 from ws4redis.redis_store import key_prefix
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
@@ -78,7 +78,7 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
     connection = get_redis()
     channels = subscriber.subscribed_channels
     start = Start([], {}, {})
-    stored = connection.mget(channels) if kept is None and channels else []
+    stored = get_many(connection, channels) if kept is None and channels else []
     for n, channel in enumerate(channels):
         name = label(channel, facility, key_prefix())
         key = channel.encode()

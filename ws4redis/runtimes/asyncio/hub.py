@@ -1,10 +1,13 @@
-"""One Redis subscription per event loop, shared by every websocket on it.
+"""The loop's Redis subscription connections, shared by every websocket on it.
 
-The core's :class:`~ws4redis.core.subscriptions.Subscriptions` decides when a channel is
-subscribed or unsubscribed and when a websocket may count on it; this hub only sends those
-commands on one Redis connection, reads the replies and hands messages to the websockets. A
-message is framed once and the same bytes go to every local listener; all the frames one
-websocket gets from one read of Redis go out in one write.
+The core decides: :class:`~ws4redis.core.subscriptions.Subscriptions` when a channel is
+subscribed or unsubscribed and when a websocket may count on it, and
+:class:`~ws4redis.core.shards.Shards` which connection carries which channel (one server:
+one connection; a Redis Cluster: one per master, each channel on the master of its slot).
+This hub only sends those commands, reads the replies, re-reads the cluster's slot map when
+a node says the map changed, and hands messages to the websockets. A message is framed once
+and the same bytes go to every local listener; all the frames one websocket gets from one
+read of Redis go out in one write.
 """
 
 from __future__ import annotations
@@ -21,8 +24,23 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ws4redis.core.relay import Delivery
-from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
-from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs, make_client
+from ws4redis.core.shards import Address, Shards, SlotMap
+from ws4redis.core.subscriptions import (
+    RECONNECT_MAX,
+    RECONNECT_MIN,
+    Commands,
+    Reconnection,
+    Subscriptions,
+    Wait,
+)
+from ws4redis.redis_pool import (
+    ConnectionKey,
+    cluster_seeds,
+    connection_key,
+    connection_kwargs,
+    make_client,
+    node_kwargs,
+)
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -43,44 +61,51 @@ class Sink(Protocol):
 
 
 class Hub:
-    """The loop's Redis subscription connection and the local websockets on each channel."""
+    """The loop's Redis subscription connections and the local websockets on each channel."""
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
         # A subscription read blocks until something is published, and a lost connection
         # must surface at once: the hub reconnects with its own backoff and says so.
-        kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        # The client stays referenced: a Sentinel connection asks its pool for the master.
-        self._client = make_client(kwargs, asyncio=True)
-        self._connection = self._client.connection_pool.make_connection()
-        self._book: Subscriptions[Sink] = Subscriptions()
-        self._outgoing: asyncio.Queue[Commands] = asyncio.Queue()
+        self._kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
+        self._seeds = cluster_seeds(self._kwargs)
+        self._shards: Shards[Sink] = Shards(None if self._seeds else SlotMap.single())
+        self._links: dict[Address, Link] = {}
+        self._refreshing: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
-        self._runner: asyncio.Task[None] | None = None
 
     # -- membership ------------------------------------------------------------------------
 
     def add(self, sink: Sink, channels: list[str]) -> Awaitable[None]:
         """Deliver ``channels`` to ``sink``; the result is done once Redis confirmed them."""
-        if self._runner is None:
-            self._runner = self.loop.create_task(self._run())
-        commands, wait = self._book.join(sink, channels)
-        return self._send(commands, wait)
+        return self._send(*self._shards.join(sink, channels))
 
     def remove(self, sink: Sink, channels: list[str]) -> Awaitable[None]:
         """Stop delivering ``channels`` to ``sink``; the result is done once Redis confirmed
         the unsubscribe of channels nobody wants any more."""
-        commands, wait = self._book.leave(sink, channels)
-        return self._send(commands, wait)
+        return self._send(*self._shards.leave(sink, channels))
 
-    def _send(self, commands: Commands, wait: Wait) -> asyncio.Future[None]:
-        if commands:
-            self._outgoing.put_nowait(commands)
+    def _send(self, commands: dict[Address | None, Commands], wait: Wait) -> asyncio.Future[None]:
         wait.handle = self.loop.create_future()
         if wait.done:
             wait.handle.set_result(None)
+        self._dispatch(commands)
         return wait.handle
+
+    def _dispatch(self, commands: dict[Address | None, Commands]) -> None:
+        """Hand each node's commands to its link; start the links the books need and stop
+        those of nodes that serve nothing any more."""
+        for node in self._shards.books.keys() - self._links.keys():
+            if node is None:
+                self.refresh()  # channels no known node serves: read the map
+            else:
+                self._links[node] = Link(self, node)
+        for node in self._links.keys() - self._shards.books.keys():
+            self._links.pop(node).close()
+        for node, each in commands.items():
+            if node is not None:
+                self._links[node].outgoing.put_nowait(each)
 
     @staticmethod
     def _wake(waits: list[Wait]) -> None:
@@ -88,59 +113,41 @@ class Hub:
             if wait.handle is not None and not wait.handle.done():
                 wait.handle.set_result(None)
 
-    # -- the connection --------------------------------------------------------------------
+    # -- the cluster's slot map ------------------------------------------------------------
 
-    async def _run(self) -> None:
-        """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
-        reconnection = Reconnection(logger)
-        while True:
-            writer = None
+    def refresh(self) -> None:
+        """Read the cluster's slot map again (once at a time) and move the channels whose
+        master changed; nothing on a single server."""
+        if self._seeds is not None and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = self.loop.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        delay = RECONNECT_MIN
+        while (slots := await self._read_slots()) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+        commands, done = self._shards.remap(slots)
+        self._wake(done)
+        self._dispatch(commands)
+
+    async def _read_slots(self) -> SlotMap | None:
+        """The slot map from the first node that gives one (known masters, then seeds)."""
+        for node in [*self._shards.slots.nodes, *self._seeds]:
+            client = make_client(node_kwargs(self._kwargs, node), asyncio=True)
             try:
-                await self._connection.connect()
-                self._outgoing = asyncio.Queue()  # commands decided offline are void
-                resubscribe = self._book.connected()
-                await self._write(resubscribe)
-                reconnection.back(len(resubscribe.subscribe), time.monotonic())
-                writer = self.loop.create_task(self._write_forever())
-                await self._read_forever()
-            except LOST:
-                pass
+                reply = await client.execute_command("CLUSTER", "SLOTS")
+            except (*LOST, redis.exceptions.ResponseError):
+                continue
             finally:
-                if writer is not None:
-                    writer.cancel()
-            self._wake(self._book.lost())
-            await self._connection.disconnect()
-            await asyncio.sleep(reconnection.lost(time.monotonic()))
-
-    async def _write(self, commands: Commands) -> None:
-        if commands.unsubscribe:
-            await self._connection.send_command("UNSUBSCRIBE", *commands.unsubscribe)
-        if commands.subscribe:
-            await self._connection.send_command("SUBSCRIBE", *commands.subscribe)
-
-    async def _write_forever(self) -> None:
-        while True:
-            commands = await self._outgoing.get()
-            try:
-                await self._write(commands)
-            except LOST:  # the reader sees the closed connection and starts over
-                await self._connection.disconnect(nowait=True)
-                return
-
-    async def _read_forever(self) -> None:
-        read = self._connection.read_response
-        while True:
-            reply = await read(push_request=True)  # with RESP3, messages are pushes
-            kind = reply[0]
-            if kind == b"message":
-                self._fan_out(reply[1], reply[2])
-            else:
-                self._wake(self._book.confirmed(kind, reply[1]))
+                await client.aclose()
+            if reply:
+                return SlotMap.from_reply(reply, node)
+        return None
 
     # -- delivery --------------------------------------------------------------------------
 
-    def _fan_out(self, channel: bytes, data: bytes) -> None:
-        sinks = self._book.listeners(channel)
+    def fan_out(self, book: Subscriptions[Sink], channel: bytes, data: bytes) -> None:
+        sinks = book.listeners(channel)
         if not sinks:
             return
         delivery = Delivery(channel, data)
@@ -161,10 +168,90 @@ class Hub:
             sink.flush(now)
 
     async def close(self) -> None:
-        """Drop the Redis connection (the process is shutting down)."""
-        if self._runner is not None:
-            self._runner.cancel()
-        await self._connection.disconnect()
+        """Drop the Redis connections (the process is shutting down)."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        for link in self._links.values():
+            link.close()
+        await asyncio.gather(*(link.connection.disconnect() for link in self._links.values()))
+
+
+class Link:
+    """The subscription connection to one node, and the book of what it carries."""
+
+    def __init__(self, hub: Hub, node: Address) -> None:
+        self.hub = hub
+        self.book = hub._shards.books[node]
+        self.sharded = hub._seeds is not None
+        # The client stays referenced: a Sentinel connection asks its pool for the master.
+        self._client = make_client(node_kwargs(hub._kwargs, node), asyncio=True)
+        self.connection = self._client.connection_pool.make_connection()
+        self.outgoing: asyncio.Queue[Commands] = asyncio.Queue()
+        self._runner = hub.loop.create_task(self._run())
+
+    def close(self) -> None:
+        self._runner.cancel()
+
+    async def _run(self) -> None:
+        """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
+        try:
+            await self._connect_forever()
+        finally:
+            await self.connection.disconnect()
+
+    async def _connect_forever(self) -> None:
+        reconnection = Reconnection(logger)
+        while True:
+            writer = None
+            try:
+                await self.connection.connect()
+                self.outgoing = asyncio.Queue()  # commands decided offline are void
+                resubscribe = self.book.connected()
+                await self._write(resubscribe)
+                reconnection.back(len(resubscribe.subscribe), time.monotonic())
+                writer = self.hub.loop.create_task(self._write_forever())
+                await self._read_forever()
+            except LOST:
+                pass
+            finally:
+                if writer is not None:
+                    writer.cancel()
+            self.hub._wake(self.book.lost())
+            await self.connection.disconnect()
+            self.hub.refresh()  # a cluster node that went away may have a successor
+            await asyncio.sleep(reconnection.lost(time.monotonic()))
+
+    async def _write(self, commands: Commands) -> None:
+        if commands:
+            wire = self.connection.pack_commands(commands.wire(self.sharded))
+            await self.connection.send_packed_command(wire)
+
+    async def _write_forever(self) -> None:
+        while True:
+            commands = await self.outgoing.get()
+            try:
+                await self._write(commands)
+            except LOST:  # the reader sees the closed connection and starts over
+                await self.connection.disconnect(nowait=True)
+                return
+
+    async def _read_forever(self) -> None:
+        read = self.connection.read_response
+        book, fan_out = self.book, self.hub.fan_out
+        message = b"smessage" if self.sharded else b"message"
+        while True:
+            try:
+                reply = await read(push_request=True)  # with RESP3, messages are pushes
+            except redis.exceptions.ResponseError:  # MOVED: this node lost a slot
+                self.hub.refresh()
+                continue
+            kind = reply[0]
+            if kind == message:
+                fan_out(book, reply[1], reply[2])
+            else:
+                self.hub._wake(book.confirmed(kind, reply[1]))
+                if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
+                    self.hub.refresh()
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}

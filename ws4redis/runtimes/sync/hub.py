@@ -1,11 +1,10 @@
-"""One Redis subscription per process, shared by the websockets of a blocking runtime.
+"""Redis subscriptions per process, shared by the websockets of a blocking runtime.
 
 The twin of :mod:`ws4redis.runtimes.asyncio.hub` for threads: under ``runserver`` a real
-thread reads the connection, under uWSGI with gevent the same code runs as a greenlet
-(gevent's monkey-patching makes ``threading`` and sockets cooperative). The core's
-:class:`~ws4redis.core.subscriptions.Subscriptions` decides what to send and when a
-websocket may count on its channels; this module only sends, reads and wakes.
-"""
+thread reads each connection (the server's, or one per cluster master); under uWSGI with
+gevent the same code runs as greenlets (gevent's monkey-patching makes ``threading`` and
+sockets cooperative). The core decides what to send, on which connection, and when a
+websocket may count on its channels; this module only sends, reads and wakes."""
 
 from __future__ import annotations
 
@@ -21,8 +20,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ws4redis.core.relay import Delivery
-from ws4redis.core.subscriptions import Commands, Reconnection, Subscriptions, Wait
-from ws4redis.redis_pool import ConnectionKey, connection_key, connection_kwargs, make_client
+from ws4redis.core.shards import Address, Shards, SlotMap
+from ws4redis.core.subscriptions import RECONNECT_MAX, RECONNECT_MIN, Commands, Reconnection, Wait
+from ws4redis.redis_pool import (
+    ConnectionKey,
+    cluster_seeds,
+    connection_key,
+    connection_kwargs,
+    make_client,
+    node_kwargs,
+)
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -39,27 +46,24 @@ class Sink(Protocol):
 
 
 class Hub:
-    """The process's Redis subscription connection and the websockets on each channel."""
+    """The process's Redis subscription connections and the websockets on each channel."""
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         # A subscription read blocks until something is published, and a lost connection
         # must surface at once: the hub reconnects with its own backoff and says so.
-        kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        # The client stays referenced: a Sentinel connection asks its pool for the master.
-        self._client = make_client(kwargs)
-        self._connection = self._client.connection_pool.make_connection()
-        self._book: Subscriptions[Sink] = Subscriptions()
+        self._kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
+        self._seeds = cluster_seeds(self._kwargs)
+        self._shards: Shards[Sink] = Shards(None if self._seeds else SlotMap.single())
+        self._links: dict[Address, Link] = {}
         self._lock = threading.Lock()
-        self._reader: threading.Thread | None = None
+        self._stale = threading.Event()  # the cluster's slot map must be read again
+        self._refresher: threading.Thread | None = None
 
     def add(self, sink: Sink, channels: list[str]) -> None:
         """Deliver ``channels`` to ``sink``; returns once Redis confirmed them (TimeoutError
         after ``CONFIRM_WAIT`` seconds)."""
         with self._lock:
-            if self._reader is None:
-                self._reader = threading.Thread(target=self._run, name="ws4redis-hub", daemon=True)
-                self._reader.start()
-            done = self._send(*self._book.join(sink, channels))
+            done = self._send(*self._shards.join(sink, channels))
         if not done.wait(CONFIRM_WAIT):
             raise TimeoutError("Redis did not confirm the subscription")
 
@@ -67,64 +71,151 @@ class Hub:
         """Stop delivering ``channels`` to ``sink``; returns once Redis confirmed the
         unsubscribe of channels nobody wants any more (or after ``CONFIRM_WAIT``)."""
         with self._lock:
-            done = self._send(*self._book.leave(sink, channels))
+            done = self._send(*self._shards.leave(sink, channels))
         done.wait(CONFIRM_WAIT)
 
-    def _send(self, commands: Commands, wait: Wait) -> threading.Event:
+    def _send(self, commands: dict[Address | None, Commands], wait: Wait) -> threading.Event:
         """Under the lock: send ``commands``; an event set once ``wait`` is done."""
         wait.handle = threading.Event()
         if wait.done:
             wait.handle.set()
-        try:
-            self._write(commands)
-        except LOST:  # the reader sees the closed connection and starts over
-            self._connection.disconnect()
+        self._dispatch(commands)
         return wait.handle
 
-    def _write(self, commands: Commands) -> None:
-        if commands.unsubscribe:
-            self._connection.send_command("UNSUBSCRIBE", *commands.unsubscribe)
-        if commands.subscribe:
-            self._connection.send_command("SUBSCRIBE", *commands.subscribe)
+    def _dispatch(self, commands: dict[Address | None, Commands]) -> None:
+        """Under the lock: send each node's commands on its link; start the links the books
+        need and stop those of nodes that serve nothing any more."""
+        for node in self._shards.books.keys() - self._links.keys():
+            if node is None:
+                self.refresh()  # channels no known node serves: read the map
+            else:
+                self._links[node] = Link(self, node)
+        for node in self._links.keys() - self._shards.books.keys():
+            self._links.pop(node).close()
+        for node, each in commands.items():
+            if node is not None:
+                self._links[node].write(each)
 
     @staticmethod
     def _wake(waits: list[Wait]) -> None:
         for wait in waits:
             wait.handle.set()
 
+    # -- the cluster's slot map ------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Have the cluster's slot map read again; nothing on a single server."""
+        if self._seeds is None:
+            return
+        self._stale.set()
+        if self._refresher is None:
+            self._refresher = threading.Thread(
+                target=self._refresh_forever, name="ws4redis-slots", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh_forever(self) -> None:
+        """Whenever the map is stale, read it (retrying with backoff) and move the channels
+        whose master changed."""
+        while True:
+            self._stale.wait()
+            self._stale.clear()
+            delay = RECONNECT_MIN
+            while (slots := self._read_slots()) is None:
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+            with self._lock:
+                commands, done = self._shards.remap(slots)
+                self._wake(done)
+                self._dispatch(commands)
+
+    def _read_slots(self) -> SlotMap | None:
+        """The slot map from the first node that gives one (known masters, then seeds)."""
+        for node in [*self._shards.slots.nodes, *self._seeds]:
+            client = make_client(node_kwargs(self._kwargs, node))
+            try:
+                reply = client.execute_command("CLUSTER", "SLOTS")
+            except (*LOST, redis.exceptions.ResponseError):
+                continue
+            finally:
+                client.close()
+            if reply:
+                return SlotMap.from_reply(reply, node)
+        return None
+
+
+class Link:
+    """The subscription connection to one node, read by a thread of its own."""
+
+    def __init__(self, hub: Hub, node: Address) -> None:
+        self.hub = hub
+        self.book = hub._shards.books[node]
+        self.sharded = hub._seeds is not None
+        # The client stays referenced: a Sentinel connection asks its pool for the master.
+        self._client = make_client(node_kwargs(hub._kwargs, node))
+        self.connection = self._client.connection_pool.make_connection()
+        self.closed = False
+        threading.Thread(target=self._run, name="ws4redis-hub", daemon=True).start()
+
+    def close(self) -> None:
+        """Under the hub's lock: stop (the node serves nothing of ours any more)."""
+        self.closed = True
+        self.connection.disconnect()
+
+    def write(self, commands: Commands) -> None:
+        """Under the hub's lock: send ``commands``."""
+        if not commands:
+            return
+        try:
+            wire = self.connection.pack_commands(commands.wire(self.sharded))
+            self.connection.send_packed_command(wire)
+        except LOST:  # the reader sees the closed connection and starts over
+            self.connection.disconnect()
+
     def _run(self) -> None:
         """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
         reconnection = Reconnection(logger)
-        while True:
+        lock = self.hub._lock
+        while not self.closed:
             try:
-                self._connection.connect()
-                with self._lock:
-                    resubscribe = self._book.connected()
-                    self._write(resubscribe)
+                self.connection.connect()
+                with lock:
+                    resubscribe = self.book.connected()
+                    self.write(resubscribe)
                 reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 self._read_forever()
             except LOST:
                 pass
-            with self._lock:
-                self._wake(self._book.lost())
-                self._connection.disconnect()
-            time.sleep(reconnection.lost(time.monotonic()))
+            with lock:
+                self.hub._wake(self.book.lost())
+                self.connection.disconnect()
+            if not self.closed:
+                self.hub.refresh()  # a cluster node that went away may have a successor
+                time.sleep(reconnection.lost(time.monotonic()))
 
     def _read_forever(self) -> None:
-        read = self._connection.read_response
+        read = self.connection.read_response
+        book, lock = self.book, self.hub._lock
+        message = b"smessage" if self.sharded else b"message"
         while True:
-            reply = read(push_request=True)  # with RESP3, messages are pushes
+            try:
+                reply = read(push_request=True)  # with RESP3, messages are pushes
+            except redis.exceptions.ResponseError:  # MOVED: this node lost a slot
+                self.hub.refresh()
+                continue
             kind = reply[0]
-            if kind == b"message":
-                with self._lock:
-                    sinks = list(self._book.listeners(reply[1]))
+            if kind == message:
+                with lock:
+                    sinks = list(book.listeners(reply[1]))
                 if sinks:
                     delivery = Delivery(reply[1], reply[2])
                     for sink in sinks:
                         sink.push(delivery)
             else:
-                with self._lock:
-                    self._wake(self._book.confirmed(kind, reply[1]))
+                with lock:
+                    self.hub._wake(book.confirmed(kind, reply[1]))
+                    if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
+                        self.hub.refresh()
 
 
 _hubs: dict[tuple[int, ConnectionKey], Hub] = {}
