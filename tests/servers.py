@@ -188,6 +188,10 @@ def wait_for_listening(process: subprocess.Popen, count: int) -> None:
         seen += "listening on" in line
 
 
+PASSWORD = "s3cret"
+"""Of every server of a Sentinel group or cluster: the topologies are tested with AUTH."""
+
+
 @dataclass
 class SentinelGroup:
     """A master, its replica and three Sentinels, each a real ``redis-server`` process."""
@@ -203,6 +207,7 @@ class SentinelGroup:
         return {
             "sentinels": [("127.0.0.1", port) for port in self.sentinel_ports],
             "service_name": self.service,
+            "password": PASSWORD,
         }
 
     def master_address(self) -> tuple[str, int] | None:
@@ -245,13 +250,18 @@ def sentinel_group(workdir: Path, service: str = "ws4redis-test") -> Iterator[Se
     master_port, replica_port = free_port(), free_port()
     sentinel_ports = [free_port() for _ in range(3)]
     with contextlib.ExitStack() as stack:
+        auth = ("--requirepass", PASSWORD, "--masterauth", PASSWORD)
         master = stack.enter_context(
-            private_redis(workdir, "--port", str(master_port), port=master_port)
+            private_redis(
+                workdir, "--port", str(master_port), *auth, port=master_port, password=PASSWORD
+            )
         )
         replica_dir = workdir / "replica"
         replica_dir.mkdir()
         replica_args = ("--port", str(replica_port), "--replicaof", "127.0.0.1", str(master_port))
-        stack.enter_context(private_redis(replica_dir, *replica_args, port=replica_port))
+        stack.enter_context(
+            private_redis(replica_dir, *replica_args, *auth, port=replica_port, password=PASSWORD)
+        )
         for port in sentinel_ports:
             config = workdir / f"sentinel-{port}.conf"
             config.write_text(
@@ -259,6 +269,7 @@ def sentinel_group(workdir: Path, service: str = "ws4redis-test") -> Iterator[Se
                 f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
                 f"sentinel down-after-milliseconds {service} 1000\n"
                 f"sentinel failover-timeout {service} 5000\n"
+                f"sentinel auth-pass {service} {PASSWORD}\n"
             )
             stack.enter_context(_sentinel(config, port))
         group = SentinelGroup(service, master, master_port, sentinel_ports)
@@ -276,14 +287,17 @@ class ClusterGroup:
     @property
     def connection(self) -> dict:
         """``WS4REDIS_CONNECTION`` for this cluster: one seed node is enough."""
-        return {"cluster_nodes": [("127.0.0.1", self.masters[0]), ("127.0.0.1", self.masters[1])]}
+        seeds = [("127.0.0.1", self.masters[0]), ("127.0.0.1", self.masters[1])]
+        return {"cluster_nodes": seeds, "password": PASSWORD}
 
     def master_of(self, key: str) -> int | None:
         """The port of the master serving ``key``'s slot now (None while nobody says)."""
         for port, process in self.processes.items():
             if process.poll() is None:
                 try:
-                    client = redis.RedisCluster("127.0.0.1", port, socket_timeout=2)
+                    client = redis.RedisCluster(
+                        "127.0.0.1", port, socket_timeout=2, password=PASSWORD
+                    )
                     node = client.get_node_from_key(key)
                     client.close()
                     return node.port
@@ -314,12 +328,12 @@ def _cluster_port() -> int:
 
 
 def _replicating(port: int) -> bool:
-    with redis.Redis("127.0.0.1", port, socket_timeout=2) as client:
+    with redis.Redis("127.0.0.1", port, socket_timeout=2, password=PASSWORD) as client:
         return client.info("replication").get("master_link_status") == "up"
 
 
 def _cluster(port: int, *args: str) -> bytes:
-    with redis.Redis("127.0.0.1", port, socket_timeout=2) as client:
+    with redis.Redis("127.0.0.1", port, socket_timeout=2, password=PASSWORD) as client:
         try:
             return client.execute_command("CLUSTER", *args)
         except redis.RedisError:
@@ -340,8 +354,9 @@ def cluster_group(workdir: Path) -> Iterator[ClusterGroup]:
             args += ("--cluster-config-file", str(node_dir / "nodes.conf"))
             args += ("--cluster-node-timeout", "1000", "--bind", "127.0.0.1")
             args += ("--cluster-replica-validity-factor", "0")  # a replica may always take over
+            args += ("--requirepass", PASSWORD, "--masterauth", PASSWORD)
             processes[port] = stack.enter_context(
-                private_redis(node_dir, *args, host="127.0.0.1", port=port)
+                private_redis(node_dir, *args, host="127.0.0.1", port=port, password=PASSWORD)
             )
         for port in ports[1:]:
             _cluster(port, "MEET", "127.0.0.1", str(ports[0]))
