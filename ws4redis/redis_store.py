@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from django.db import transaction
 from django.http import HttpRequest
 
 from ws4redis import settings
@@ -195,6 +196,19 @@ class RedisStore:
 
     pipeline_publish_message = publish_message
     """Kept from the original API, where only this spelling saved round trips."""
+
+    def publish_on_commit(
+        self, message: Any, expire: int | None = None, using: str | None = None
+    ) -> None:
+        """Publish ``message`` once the current transaction of database ``using`` commits,
+        and never if it rolls back: browsers must not hear of a row that was not saved.
+        Outside a transaction it publishes at once, as ``transaction.on_commit`` does.
+
+        The message is taken as it is now. A failure to publish after the commit is logged
+        (the ``django.db.backends.base`` logger), not raised: the data is saved by then.
+        """
+        data = _message_bytes(message)
+        transaction.on_commit(lambda: self.publish_message(data, expire), using, robust=True)
 
 
 def _message_bytes(message: Any) -> bytes:
