@@ -212,6 +212,13 @@ def report(args: argparse.Namespace, cores: list[int], results: dict[int, dict])
               f"{r['server_busy']:.2f} | {r['client_busy']:.2f} | {r['burst_reach']:.3f} | "
               f"{r['p50']:.2f} | {r['p99']:.2f} | {r['steady_reach']:.3f} | "
               f"{r['steady_us']:.2f} |")  # fmt: skip
+    busiest = max(results.values(), key=lambda r: r["client_busy"])
+    if busiest["client_busy"] > 2 * busiest["server_busy"] / len(cores):
+        # One client core parses every frame, at a few times the server's cost per delivery.
+        print(f"\nIn the bursts the clients' core was up to {busiest['client_busy']:.0%} busy "
+              f"while the server used {busiest['server_busy']:.2f} of its {len(cores)} core(s): "
+              "deliveries/s is what one client core takes in, not what the server can send; "
+              "the server's figure is its CPU per delivery.")  # fmt: skip
 
 
 if __name__ == "__main__":
