@@ -158,13 +158,24 @@ class Server:
     port: int
     path: str
     publish: Callable[[str], Awaitable[None]]
+    # Whose CPU counts as the server's: the worker processes of ``runwebsocket --workers N``
+    # (bench/workers.py fills it in); empty for a server that is one process.
+    pids: list[int] = field(default_factory=list)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, over all its processes."""
+        return sum(cpu_seconds(pid) for pid in self.pids or [self.process.pid])
 
 
-def start_process(command: list[str], ready_text: str) -> subprocess.Popen:
+def start_process(
+    command: list[str], ready_text: str, *, cores: str = str(SERVER_CORE), ready_lines: int = 1
+) -> subprocess.Popen:
+    """Start ``command`` on ``cores`` (a taskset list) and return once ``ready_text`` has
+    appeared in ``ready_lines`` lines of its stderr (one per worker process, say)."""
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="bench.settings", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(ROOT)
     process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CORE), *command],
+        ["taskset", "-c", cores, *command],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,6 +183,8 @@ def start_process(command: list[str], ready_text: str) -> subprocess.Popen:
     )
     for line in process.stderr:  # type: ignore[union-attr]
         if ready_text in line:
+            ready_lines -= 1
+        if ready_lines == 0:
             # Keep reading its log, or the server blocks once the pipe is full.
             threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
             return process
@@ -186,13 +199,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ws4redis_server() -> Server:
+def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
+    """``runwebsocket`` with ``workers`` processes on ``cores``; ready once each listens."""
     from ws4redis.publisher import RedisPublisher
 
     port = free_port()
-    process = start_process(
-        [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}"], "listening on"
-    )
+    command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}"]
+    if workers != 1:
+        command += ["--workers", str(workers)]
+    process = start_process(command, "listening on", cores=cores, ready_lines=workers)
     publisher = RedisPublisher(facility="bench", broadcast=True)
 
     async def publish(text: str) -> None:
@@ -249,11 +264,11 @@ NUMBERS = Numbers()
 async def burst(server: Server, tally: Tally, clients: int, messages: int) -> dict:
     """Publish ``messages`` at once; measure server CPU until every client has them all."""
     numbers = NUMBERS.take(messages)
-    before = cpu_seconds(server.process.pid)
+    before = server.cpu_seconds()
     for n in numbers:
         await server.publish(f"{n} {time.monotonic()} burst")
     await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, 600)
-    used = cpu_seconds(server.process.pid) - before
+    used = server.cpu_seconds() - before
     received = tally.total(numbers)
     return {"reach": received / (clients * messages), "us": used * 1e6 / max(received, 1)}
 
@@ -263,7 +278,7 @@ async def steady(server: Server, tally: Tally, clients: int, rate: float, second
     tally.latencies.clear()
     count = int(rate * seconds)
     numbers = NUMBERS.take(count)
-    before = cpu_seconds(server.process.pid)
+    before = server.cpu_seconds()
     began = time.monotonic()
     tally.stash = True
     gc.disable()  # a collection in this process would be counted as latency
@@ -271,7 +286,7 @@ async def steady(server: Server, tally: Tally, clients: int, rate: float, second
         await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
         await server.publish(f"{n} {time.monotonic()} steady")
     await asyncio.sleep(2)  # stragglers; whatever is still missing counts against reach
-    used = cpu_seconds(server.process.pid) - before
+    used = server.cpu_seconds() - before
     tally.stash = False
     gc.enable()
     for client in tally.clients:
@@ -327,6 +342,25 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
     return results
 
 
+def prepare_clients(core: int) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Make this process the client side: on ``core``, with descriptors for every websocket
+    (the hard limit; servers started afterwards inherit it), Django set up to publish.
+    Returns uvloop's loop factory when installed: the clients must not be the bottleneck."""
+    os.sched_setaffinity(0, {core})
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10000])
@@ -339,22 +373,7 @@ def main() -> None:
     parser.add_argument("--skip-channels", action="store_true")
     args = parser.parse_args()
 
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    import django
-
-    django.setup()
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=prepare_clients(CLIENT_CORE)) as runner:
         print("ws4redis (runwebsocket, 1 process, core 0):", flush=True)
         ours = runner.run(run_server(ws4redis_server(), args, args.clients))
         theirs: dict = {}
