@@ -1,5 +1,6 @@
 """Django settings for the benchmark servers: ws4redis, and Django Channels to compare."""
 
+import json
 import os
 import tempfile
 
@@ -23,6 +24,8 @@ USE_TZ = True
 REDIS_HOST = os.environ.get("REDIS_HOST", "localhost")
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 WS4REDIS_CONNECTION = {"host": REDIS_HOST, "port": REDIS_PORT}
+if os.environ.get("WS4REDIS_BENCH_CONNECTION"):  # bench/cluster.py: another topology
+    WS4REDIS_CONNECTION = json.loads(os.environ["WS4REDIS_BENCH_CONNECTION"])
 WS4REDIS_EXPIRE = 0
 WS4REDIS_PREFIX = "bench"
 # The figures are per delivery: keepalive pings (sent to every client silent for 20 s, and

@@ -24,7 +24,13 @@ import pytest
 import redis
 
 from ws4redis.runtimes.asyncio.server import WebsocketServer, new_event_loop
-from ws4redis.testing import free_port, redis_binary, redis_server
+from ws4redis.testing import (
+    RedisClusterServers,
+    free_port,
+    redis_binary,
+    redis_cluster,
+    redis_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,96 +259,12 @@ def sentinel_group(workdir: Path, service: str = "ws4redis-test") -> Iterator[Se
         yield group
 
 
-@dataclass
-class ClusterGroup:
-    """Three masters and a replica of each, real ``redis-server`` processes in cluster mode."""
-
-    processes: dict[int, subprocess.Popen]
-    masters: list[int]
-
-    @property
-    def connection(self) -> dict:
-        """``WS4REDIS_CONNECTION`` for this cluster: one seed node is enough."""
-        seeds = [("127.0.0.1", self.masters[0]), ("127.0.0.1", self.masters[1])]
-        return {"cluster_nodes": seeds, "password": PASSWORD}
-
-    def master_of(self, key: str) -> int | None:
-        """The port of the master serving ``key``'s slot now (None while nobody says)."""
-        for port, process in self.processes.items():
-            if process.poll() is None:
-                try:
-                    client = redis.RedisCluster(
-                        "127.0.0.1", port, socket_timeout=2, password=PASSWORD
-                    )
-                    node = client.get_node_from_key(key)
-                    client.close()
-                    return node.port
-                except redis.RedisError:
-                    continue
-        return None
-
-    def healthy(self) -> bool:
-        """Every running node sees every slot served."""
-        return all(
-            b"cluster_state:ok" in _cluster(port, "INFO")
-            for port, process in self.processes.items()
-            if process.poll() is None
-        )
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher) is free too."""
-    while True:
-        port = free_port()
-        if port <= 55535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-                return port
-
-
-def _replicating(port: int) -> bool:
-    with redis.Redis("127.0.0.1", port, socket_timeout=2, password=PASSWORD) as client:
-        return client.info("replication").get("master_link_status") == "up"
-
-
-def _cluster(port: int, *args: str) -> bytes:
-    with redis.Redis("127.0.0.1", port, socket_timeout=2, password=PASSWORD) as client:
-        try:
-            return client.execute_command("CLUSTER", *args)
-        except redis.RedisError:
-            return b""
-
-
 @contextlib.contextmanager
-def cluster_group(workdir: Path) -> Iterator[ClusterGroup]:
-    """Start a 3-master, 3-replica Redis Cluster on free ports (a master is considered
-    failed after 1 s without answers) until the block ends."""
-    ports = [_cluster_port() for _ in range(6)]
-    with contextlib.ExitStack() as stack:
-        processes = {}
-        for port in ports:
-            node_dir = workdir / f"node-{port}"
-            node_dir.mkdir()
-            args = ("--port", str(port), "--cluster-enabled", "yes")
-            args += ("--cluster-config-file", str(node_dir / "nodes.conf"))
-            args += ("--cluster-node-timeout", "1000", "--bind", "127.0.0.1")
-            args += ("--cluster-replica-validity-factor", "0")  # a replica may always take over
-            args += ("--requirepass", PASSWORD, "--masterauth", PASSWORD)
-            processes[port] = stack.enter_context(
-                private_redis(node_dir, *args, host="127.0.0.1", port=port, password=PASSWORD)
-            )
-        for port in ports[1:]:
-            _cluster(port, "MEET", "127.0.0.1", str(ports[0]))
-        bounds = [0, 5461, 10923, 16384]
-        for port, start, end in zip(ports[:3], bounds, bounds[1:], strict=False):
-            _cluster(port, "ADDSLOTSRANGE", str(start), str(end - 1))
-        wait_until(lambda: all(len(_cluster(p, "NODES").splitlines()) == 6 for p in ports), "MEET")
-        for replica, master in zip(ports[3:], ports[:3], strict=True):
-            _cluster(replica, "REPLICATE", _cluster(master, "MYID").decode())
-        group = ClusterGroup(processes, ports[:3])
-        wait_until(group.healthy, "the cluster to serve every slot")
-        wait_until(lambda: all(_replicating(port) for port in ports[3:]), "the replicas to sync")
-        yield group
+def cluster_group(workdir: Path) -> Iterator[RedisClusterServers]:
+    """A 3-master, 3-replica Redis Cluster with a password on free ports (a master is
+    considered failed after 1 s without answers) until the block ends."""
+    try:
+        with redis_cluster(workdir=workdir, password=PASSWORD) as cluster:
+            yield cluster
+    except RuntimeError as exc:  # it did not come up: the message says what
+        pytest.fail(str(exc))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
+from django.conf import settings
 
 from tests.conftest import chat_line
 from tests.servers import ROOT, free_port, uwsgi_binary, wait_for
@@ -99,13 +100,15 @@ def wait_for_stack(address: tuple[str, int] | Path, stack: Stack, what: str) -> 
 
 def check_site(http_url: str) -> None:
     """A page, a websocket, and a view's publish reaching the websocket, through ``http_url``."""
-    page = requests.get(f"{http_url}/chat/", timeout=10)
+    browser = requests.Session()
+    page = browser.get(f"{http_url}/chat/", timeout=10)
     assert page.status_code == 200
     assert "Broadcast chat" in page.text
-    ws_url = http_url.replace("http:", "ws:", 1) + "/ws/foobar?subscribe-broadcast"
-    ws = websocket.create_connection(ws_url, timeout=10)
+    ws_url = http_url.replace("http:", "ws:", 1) + "/ws/foobar?subscribe-session"
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME]}"
+    ws = websocket.create_connection(ws_url, timeout=10, header=[f"Cookie: {cookie}"])
     assert chat_line(ws).startswith("Welcome")  # persisted by the page load above
-    assert requests.get(f"{http_url}/chat/", timeout=10).status_code == 200
+    assert browser.get(f"{http_url}/chat/", timeout=10).status_code == 200
     assert chat_line(ws).startswith("Welcome")  # published live by that view
     ws.close()
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import websocket
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 from websockets.client import ClientProtocol
@@ -159,8 +160,10 @@ def test_pages_are_served_by_the_runserver_application(live_server, rdb):
     response = requests.get(f"{live_server.url}/chat/", timeout=10)
     assert response.status_code == 200
     assert "Broadcast chat" in response.text
-    # the view published its persisted welcome message through the Django loop
-    assert b"Welcome" in rdb.get("ws4redis:broadcast:foobar")
+    # the view published its persisted welcome through the Django loop, to this browser only
+    session = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert b"Welcome" in rdb.get(f"ws4redis:session:{session}:foobar")
+    assert rdb.get("ws4redis:broadcast:foobar") is None
 
 
 def test_oversized_query_is_414_without_a_traceback(socket_server, caplog):

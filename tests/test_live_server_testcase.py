@@ -26,8 +26,14 @@ class ChatLiveServerTests(LiveServerTestCase):
         self.ws_url = self.live_server_url.replace("http:", "ws:", 1) + "/ws/foobar"
 
     def test_page_and_websocket_from_one_server(self):
-        ws = websocket.create_connection(self.ws_url + "?subscribe-broadcast", timeout=10)
-        response = requests.get(self.live_server_url + "/chat/", timeout=10)
+        browser = requests.Session()
+        self.assertEqual(browser.get(self.live_server_url + "/chat/", timeout=10).status_code, 200)
+        cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies['sessionid']}"
+        ws = websocket.create_connection(
+            self.ws_url + "?subscribe-session", header=[f"Cookie: {cookie}"], timeout=10
+        )
+        self.assertIn("Welcome", chat_line(ws))  # the view's stored publish
+        response = browser.get(self.live_server_url + "/chat/", timeout=10)
         self.assertEqual(response.status_code, 200)
         self.assertIn("Welcome", chat_line(ws))  # the view's publish reached the websocket
         ws.close()

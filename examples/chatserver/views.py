@@ -8,6 +8,7 @@ from django.views.generic import TemplateView
 
 from ws4redis.presence import present
 from ws4redis.publisher import RedisPublisher
+from ws4redis.redis_store import SELF
 
 
 class ChatView(TemplateView):
@@ -30,20 +31,24 @@ class ChatView(TemplateView):
 
 
 class BroadcastChatView(ChatView):
-    """Everybody on /chat/ sees everything. Loading the page persists a welcome message, so
-    every browser that connects (or reconnects) within WS4REDIS_EXPIRE is greeted with it."""
+    """Everybody on /chat/ sees everything. Loading the page publishes a welcome to this
+    browser's session channel only, and stores it there: the page's websocket, which opens
+    a moment later, is greeted with the stored message, and nobody else sees it."""
 
     title = "Broadcast chat"
     lead = "Every page open on /chat/ sees what you send. Open a second window and try."
     facility = "foobar"
-    channels = "subscribe-broadcast&publish-broadcast&echo&recover"
+    channels = "subscribe-broadcast&subscribe-session&publish-broadcast&echo&recover"
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(online_url=reverse("online"), **kwargs)
 
     def get(self, request, *args, **kwargs):
+        if request.session.session_key is None:
+            request.session.save()  # a session channel needs the session's key
         welcome = "Welcome to the broadcast chat: every page on /chat/ sees what you send."
-        RedisPublisher(facility=self.facility, broadcast=True).publish_message(welcome)
+        greeter = RedisPublisher(facility=self.facility, sessions=[SELF], request=request)
+        greeter.publish_message(welcome)
         return super().get(request, *args, **kwargs)
 
 
@@ -73,24 +78,37 @@ class RecipientChatView(LoginRequiredMixin, ChatView):
         if recipient not in self.recipients() or not message:
             return HttpResponseBadRequest("choose a recipient and write a message")
         text = f"{request.user.get_username()} → {recipient}: {message}"
-        publisher = RedisPublisher(facility=self.facility, **{self.audience: [recipient]})
+        audience = {self.audience: [recipient]}
+        if not self.reaches_sender(recipient):
+            audience["users"] = [*audience.get("users", []), SELF]  # the sender sees it too
+        publisher = RedisPublisher(facility=self.facility, request=request, **audience)
         return JsonResponse({"receivers": sum(publisher.publish_message(text).values())})
+
+    def reaches_sender(self, recipient: str) -> bool:
+        """Whether the recipient's channel already reaches the sender's own pages."""
+        raise NotImplementedError
 
 
 class UserChatView(RecipientChatView):
     title = "User chat"
-    lead = "Send a message to one user; only that user's pages receive it."
+    lead = "Send a message to one user; only that user's pages (and yours) receive it."
     facility = "userchat"
     channels = "subscribe-user"
     audience, model, name_field = "users", User, "username"
 
+    def reaches_sender(self, recipient: str) -> bool:
+        return recipient == self.request.user.get_username()
+
 
 class GroupChatView(RecipientChatView):
     title = "Group chat"
-    lead = "Send a message to a group; the pages of all its members receive it."
+    lead = "Send a message to a group; the pages of all its members (and yours) receive it."
     facility = "groupchat"
-    channels = "subscribe-group"
+    channels = "subscribe-group&subscribe-user"
     audience, model, name_field = "groups", Group, "name"
+
+    def reaches_sender(self, recipient: str) -> bool:
+        return self.request.user.groups.filter(name=recipient).exists()
 
 
 def online(request):
