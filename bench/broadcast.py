@@ -118,8 +118,11 @@ class LeanClient(asyncio.Protocol):
 
 
 async def connect_clients(host: str, port: int, path: str, count: int, tally: Tally) -> list:
+    """Open ``count`` more websockets to ``path`` (in batches); return once every one of
+    them has its handshake answer (the tally may count earlier clients too)."""
     loop = asyncio.get_running_loop()
     uri = f"ws://{host}:{port}{path}"
+    answered_before = tally.opened + tally.failed
     transports = []
     batch = 200
     for start in range(0, count, batch):
@@ -130,7 +133,9 @@ async def connect_clients(host: str, port: int, path: str, count: int, tally: Ta
             )
         )
         transports.extend(t for t, _ in made)
-        await wait_for(lambda: tally.opened + tally.failed >= len(transports), tally, 120)
+        await wait_for(
+            lambda: tally.opened + tally.failed - answered_before >= len(transports), tally, 120
+        )
     if tally.failed:
         raise SystemExit(f"{tally.failed} websocket handshakes failed")
     return transports

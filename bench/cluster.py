@@ -50,18 +50,22 @@ def redis_cpu(connection: dict) -> float:
 
 def topology_server(connection: dict, facilities: list[str]) -> Server:
     """``runwebsocket`` on ``connection``, with a publish that broadcasts on every facility
-    (one pipelined call per facility, as a view would)."""
-    from ws4redis.publisher import RedisPublisher
-    from ws4redis.redis_pool import make_client
+    in one pipeline (``SPUBLISH`` on the cluster, one round trip per master), so that the
+    publisher's round trips do not weigh on the latency of the last facilities."""
+    from ws4redis.redis_pool import is_cluster, make_client
+    from ws4redis.redis_store import channel_name
 
     os.environ["WS4REDIS_BENCH_CONNECTION"] = json.dumps(connection)  # read by bench.settings
     server = ws4redis_server()
     client = make_client(connection)
-    publishers = [RedisPublisher(client, facility=f, broadcast=True) for f in facilities]
+    verb = "SPUBLISH" if is_cluster(client) else "PUBLISH"
+    channels = [channel_name("broadcast", facility) for facility in facilities]
 
     async def publish(text: str) -> None:
-        for publisher in publishers:
-            publisher.publish_message(text)
+        with client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.execute_command(verb, channel, text)
+            pipe.execute()
 
     server.publish = publish
     return server
