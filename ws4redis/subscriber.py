@@ -17,6 +17,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
+from ws4redis.core.stats import STATS
 from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore
 
@@ -81,6 +82,9 @@ class RedisSubscriber(RedisStore):
     pubsub_factory: PubSubFactory | None = None
     """Set by a runtime that shares one Redis subscription among its websockets."""
 
+    opened = False
+    """Whether its websocket opened (and is counted among the open ones until released)."""
+
     def __init__(self, connection: redis.Redis | None = None) -> None:
         super().__init__(connection)
         self._subscription: Subscription | None = None
@@ -138,3 +142,6 @@ class RedisSubscriber(RedisStore):
         if subscription is not None:
             subscription.close()
         tracker().closed(self)
+        if self.opened:
+            self.opened = False
+            STATS.connections -= 1

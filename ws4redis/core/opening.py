@@ -25,6 +25,7 @@ from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
 from ws4redis.core.history import Position, parse_since
 from ws4redis.core.relay import FramedRelay, Relay
+from ws4redis.core.stats import STATS
 
 logger = logging.getLogger("ws4redis")
 
@@ -130,8 +131,17 @@ class Accepted:
 def open_connection(request: HttpRequest, *, framing: bool = True) -> Accepted | Rejection:
     """Decide whether ``request`` becomes a websocket; never raises.
 
-    With ``framing`` (runtimes that own the socket) the handshake is negotiated too.
+    With ``framing`` (runtimes that own the socket) the handshake is negotiated too. A
+    refusal is counted here; an opening once its subscriptions hold (the runtimes'
+    ``subscribe``).
     """
+    outcome = _decide(request, framing)
+    if isinstance(outcome, Rejection):
+        STATS.handshakes[outcome.status] += 1
+    return outcome
+
+
+def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
     try:
         rejection = check_request(request)
         if rejection is not None:

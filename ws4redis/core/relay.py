@@ -20,6 +20,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ws4redis.core.history import Position, unwrap, wire
+from ws4redis.core.stats import STATS
 
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
@@ -226,6 +227,7 @@ class Relay:
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
+        STATS.bytes_out += self.outbox_bytes
         messages, self.outbox, self.outbox_bytes = self.outbox, [], 0
         return messages
 
@@ -275,6 +277,8 @@ class Relay:
     def fail(self, code: int, reason: str = "") -> None:
         """End the connection with ``code``; what the client had not read is dropped."""
         if self.failure is None:
+            if not self.framed:  # a framed relay counts the close frame it sends
+                STATS.closes[code] += 1
             self.failure = (code, reason)
             self.outbox, self.outbox_bytes = [], 0
         self.sending = False
@@ -286,6 +290,7 @@ class FramedRelay(Relay):
     framed = True
 
     __slots__ = (
+        "_close_counted",
         "_control",
         "_control_bytes",
         "_fragment_opcode",
@@ -320,12 +325,23 @@ class FramedRelay(Relay):
         self._fragment_opcode: Opcode | None = None
         self._control: list[bytes] = []
         self._control_bytes = 0
+        self._close_counted = False
         self.sending = False  # until the handshake response is out
 
     def _track_state(self) -> None:
         """``sending`` mirrors the protocol's state after everything that may change it, so
         the delivery path reads one attribute instead of the protocol's state property."""
         self.sending = self.failure is None and self.protocol.state is OPEN
+        self._count_close()
+
+    def _count_close(self) -> None:
+        """Count a close the server started (its decision, or the protocol's: a frame too
+        big, bad UTF-8...), once; not the answer to a client's close."""
+        sent = self.protocol.close_sent
+        if sent is not None and not self._close_counted:
+            self._close_counted = True
+            if self.protocol.close_rcvd is None or not self.protocol.close_rcvd_then_sent:
+                STATS.closes[sent.code] += 1
 
     def _take_control(self) -> None:
         """Keep the protocol's replies (pongs, close frames) where they count against
@@ -440,6 +456,7 @@ class FramedRelay(Relay):
         outbox.clear()
         self.outbox_bytes = 0
         self.last_sent_at = now
+        STATS.bytes_out += len(data)
         return data
 
     def data_to_send(self) -> list[bytes]:
@@ -467,3 +484,4 @@ class FramedRelay(Relay):
         if self.protocol.state is OPEN:  # else the closing handshake's frames stay queued
             self._control, self._control_bytes = [], 0
             self.protocol.fail(code, reason)
+        self._count_close()

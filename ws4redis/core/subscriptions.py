@@ -30,6 +30,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ws4redis.core.stats import STATS
+
 Sink = TypeVar("Sink")
 
 RECONNECT_MIN = 0.1
@@ -107,7 +109,10 @@ class Subscriptions(Generic[Sink]):
         of them are subscribed."""
         commands, wait = Commands(), wait or Wait()
         for key in keys(channels):
-            self._sinks.setdefault(key, set()).add(sink)
+            sinks = self._sinks.setdefault(key, set())
+            if sink not in sinks:
+                sinks.add(sink)
+                STATS.subscriptions += 1
             pending = self._in_flight.get(key)
             if not self.online:
                 self._parked.setdefault(key, []).append(wait)
@@ -133,6 +138,7 @@ class Subscriptions(Generic[Sink]):
             if sinks is None or sink not in sinks:
                 continue
             sinks.discard(sink)
+            STATS.subscriptions -= 1
             if sinks:
                 continue
             del self._sinks[key]
@@ -161,17 +167,23 @@ class Subscriptions(Generic[Sink]):
         if not pending and not subscribe:
             # Unasked: a cluster node that lost the channel's slot dropped it; the map is
             # read again and the channel subscribed where it lives now (see resync).
-            self._subscribed.discard(key)
+            self._mark(key, False)
         if not pending or pending[0].subscribe is not subscribe:
             return []
         command = pending.popleft()
         if not pending:
             del self._in_flight[key]
-        if subscribe:
-            self._subscribed.add(key)
-        else:
-            self._subscribed.discard(key)
+        self._mark(key, subscribe)
         return _settle(command.waits)
+
+    def _mark(self, key: bytes, subscribed: bool) -> None:
+        """Note whether Redis has ``key`` subscribed on this connection."""
+        if subscribed and key not in self._subscribed:
+            self._subscribed.add(key)
+            STATS.channels += 1
+        elif not subscribed and key in self._subscribed:
+            self._subscribed.discard(key)
+            STATS.channels -= 1
 
     def lost(self) -> list[Wait]:
         """The connection is gone: nothing is subscribed or in flight any more.
@@ -180,6 +192,7 @@ class Subscriptions(Generic[Sink]):
         for a subscription are parked until the connection is back.
         """
         self.online = False
+        STATS.channels -= len(self._subscribed)
         self._subscribed.clear()
         done: list[Wait] = []
         for key, pending in self._in_flight.items():
@@ -225,6 +238,7 @@ class Subscriptions(Generic[Sink]):
         """Forget ``key`` here: its listeners and the waits for its subscription, to go to
         another connection, and the waits now done (those for its unsubscribe)."""
         sinks = self._sinks.pop(key, set())
+        STATS.subscriptions -= len(sinks)
         carried = self._parked.pop(key, [])
         done: list[Wait] = []
         for command in self._in_flight.pop(key, ()):
@@ -232,13 +246,15 @@ class Subscriptions(Generic[Sink]):
                 carried += command.waits
             else:
                 done += _settle(command.waits)
-        self._subscribed.discard(key)
+        self._mark(key, False)
         return sinks, (carried if sinks else []), done + ([] if sinks else _settle(carried))
 
     def adopt(self, key: bytes, sinks: set[Sink], waits: list[Wait]) -> Commands:
         """Carry ``key`` for ``sinks`` from now on; ``waits`` are settled by its
         subscription here."""
-        self._sinks.setdefault(key, set()).update(sinks)
+        here = self._sinks.setdefault(key, set())
+        STATS.subscriptions += len(sinks - here)
+        here.update(sinks)
         if not self.online:
             self._parked.setdefault(key, []).extend(waits)
             return Commands()
@@ -287,4 +303,6 @@ class Reconnection:
             self.logger.warning(
                 "Redis is back after %.1f s; %d channels resubscribed", now - self.lost_at, channels
             )
+            STATS.reconnects += 1
+            STATS.outage_seconds += now - self.lost_at
             self.lost_at, self.delay = None, RECONNECT_MIN

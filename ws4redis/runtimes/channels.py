@@ -18,6 +18,7 @@ from ws4redis.core.history import Position, first_messages, label, wire
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.core.relay import Start
+from ws4redis.core.stats import STATS
 from ws4redis.presence import tracker
 from ws4redis.redis_pool import get_many, get_redis
 from ws4redis.redis_store import key_prefix
@@ -56,6 +57,9 @@ def subscribe(
             subscriber.send_persisted_messages(persisted)
             start = Start(persisted)
         tracker().opened(subscriber, accepted.request)
+        subscriber.opened = True
+        STATS.connections += 1
+        STATS.handshakes[101] += 1
         return subscriber, start
     except (redis.RedisError, TimeoutError) as exc:
         logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
@@ -65,6 +69,7 @@ def subscribe(
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
     if subscriber is not None:
         subscriber.release()
+    STATS.handshakes[rejection.status] += 1
     return rejection
 
 

@@ -1,4 +1,5 @@
-"""``manage.py runwebsocket [addr:]port [--workers N]``: the production websocket loop."""
+"""``manage.py runwebsocket [addr:]port [--workers N] [--metrics [addr:]port]``: the production
+websocket loop."""
 
 from __future__ import annotations
 
@@ -39,11 +40,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
         )
+        parser.add_argument(
+            "--metrics",
+            metavar="[ADDR:]PORT",
+            help="serve Prometheus metrics there (worker n of --workers on PORT + n)",
+        )
 
-    def handle(self, *args: Any, addrport: str, workers: int, **options: Any) -> None:
+    def handle(
+        self, *args: Any, addrport: str, workers: int, metrics: str | None, **options: Any
+    ) -> None:
         host, port = parse_addrport(addrport)
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        metrics_at = parse_addrport(metrics) if metrics else None
         _log_to_stderr()
         try:
             bind_check(host, port)
@@ -51,9 +60,10 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
         connections.close_all()  # neither a worker nor the supervisor inherits DB sockets
         if workers == 1:
+            serve_metrics(metrics_at, 0)
             run_worker(host, port, reuse_port=False)
         else:
-            supervise(host, port, workers)
+            supervise(host, port, workers, metrics_at)
 
 
 def _log_to_stderr() -> None:
@@ -66,7 +76,18 @@ def _log_to_stderr() -> None:
         server_logger.setLevel(logging.INFO)
 
 
-def supervise(host: str, port: int, workers: int) -> None:
+def serve_metrics(address: tuple[str, int] | None, slot: int) -> None:
+    """Serve this worker's metrics on the port after the base port's ``slot``."""
+    if address is not None:
+        from ws4redis import metrics
+
+        metrics.serve(address[0], address[1] + slot)
+        logger.info("metrics on http://%s:%d/", address[0], address[1] + slot)
+
+
+def supervise(
+    host: str, port: int, workers: int, metrics_at: tuple[str, int] | None = None
+) -> None:
     """Fork ``workers`` processes on one port; restart any that crash; forward SIGTERM."""
     stopping = False
     children: dict[int, int] = {}
@@ -84,6 +105,7 @@ def supervise(host: str, port: int, workers: int) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
+                serve_metrics(metrics_at, slot)
                 run_worker(host, port, reuse_port=True, supervisor=supervisor)
             finally:
                 os._exit(0)

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import Address, Shards, SlotMap
+from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import (
     RECONNECT_MAX,
     RECONNECT_MIN,
@@ -148,8 +149,10 @@ class Hub:
 
     def fan_out(self, book: Subscriptions[Sink], channel: bytes, data: bytes) -> None:
         sinks = book.listeners(channel)
+        STATS.messages += 1
         if not sinks:
             return
+        STATS.deliveries += len(sinks)
         delivery = Delivery(channel, data)
         dirty = self._dirty
         for sink in sinks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+from ws4redis.core.stats import STATS
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
 
@@ -21,12 +22,14 @@ class Publisher:
     def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> asyncio.Future[None]:
         """Publish ``messages`` of one client, after everything handed over before."""
         self.waiting += len(messages)
+        STATS.publish_waiting += len(messages)
         future = asyncio.wrap_future(self._executor.submit(publish, subscriber, messages))
         future.add_done_callback(lambda _: self._published(len(messages)))
         return future
 
     def _published(self, count: int) -> None:
         self.waiting -= count
+        STATS.publish_waiting -= count
 
     async def drain(self, deadline: float) -> bool:
         """Wait until what was handed over is published, at the latest until ``deadline``

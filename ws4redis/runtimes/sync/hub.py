@@ -21,6 +21,7 @@ from redis.retry import Retry
 
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import Address, Shards, SlotMap
+from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import RECONNECT_MAX, RECONNECT_MIN, Commands, Reconnection, Wait
 from ws4redis.redis_pool import (
     ConnectionKey,
@@ -207,6 +208,8 @@ class Link:
             if kind == message:
                 with lock:
                     sinks = list(book.listeners(reply[1]))
+                STATS.messages += 1
+                STATS.deliveries += len(sinks)
                 if sinks:
                     delivery = Delivery(reply[1], reply[2])
                     for sink in sinks:
