@@ -143,5 +143,8 @@ class RedisSubscriber(RedisStore):
             subscription.close()
         tracker().closed(self)
         if self.opened:
+            from ws4redis.live import reporter
+
             self.opened = False
             STATS.connections -= 1
+            reporter().change(self.facility or "", -1)

@@ -40,6 +40,8 @@ class Stats:
     """Time the subscription connections were down, summed over the ended outages."""
     publish_waiting: int = 0
     """Client messages waiting to be published to Redis now."""
+    facilities: Counter[str] = field(default_factory=Counter)
+    """Websockets open now, per facility."""
 
 
 STATS = Stats()

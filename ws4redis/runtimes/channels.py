@@ -19,6 +19,7 @@ from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.core.relay import Start
 from ws4redis.core.stats import STATS
+from ws4redis.live import reporter
 from ws4redis.presence import tracker
 from ws4redis.redis_pool import get_many, get_redis
 from ws4redis.redis_store import key_prefix
@@ -59,6 +60,7 @@ def subscribe(
         tracker().opened(subscriber, accepted.request)
         subscriber.opened = True
         STATS.connections += 1
+        reporter().change(subscriber.facility or "", +1)
         STATS.handshakes[101] += 1
         return subscriber, start
     except (redis.RedisError, TimeoutError) as exc:

@@ -1,0 +1,51 @@
+"""The admin's live page, fed by real websocket processes through Redis."""
+
+from __future__ import annotations
+
+import signal
+
+import websocket
+from django.contrib.auth.models import User
+from django.test import Client
+
+from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
+
+HERE = "here"  # presence is kept there (tests/settings.py)
+
+
+def live_page(client: Client) -> str:
+    response = client.get("/admin/ws4redis/live/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_live_page_adds_up_every_process_and_shows_presence(rdb, transactional_db):
+    User.objects.create_superuser("boss", password="secret")
+    staff = Client()
+    assert staff.login(username="boss", password="secret")
+    port = free_port()
+    process = start_runwebsocket(port, "--workers", "2")
+    sockets = []
+    try:
+        wait_for_listening(process, 2)
+        for facility in ["lobby"] * 11 + [HERE] * 2:  # the kernel spreads them over both
+            url = f"ws://127.0.0.1:{port}/ws/{facility}?subscribe-broadcast"
+            sockets.append(websocket.create_connection(url, timeout=10))
+        wait_until(lambda: '<td class="open">11</td>' in live_page(staff), "lobby's eleven")
+        page = live_page(staff)
+        assert "<td>lobby</td>" in page and "<td>here</td>" in page
+        assert "2 websocket processes reporting" in page
+        assert "presence not kept" in page  # lobby keeps none
+        assert "nobody logged in" in page  # here does: two anonymous websockets
+        for ws in sockets:
+            ws.close()
+        wait_until(lambda: "No websocket is open." in live_page(staff), "all closes")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_the_live_page_is_for_staff_only(transactional_db):
+    response = Client().get("/admin/ws4redis/live/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]

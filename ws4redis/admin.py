@@ -1,0 +1,52 @@
+"""The admin's live page: open websockets per facility, and who is present where presence is
+kept. Django's admin finds this module; the page is at ``<admin>/ws4redis/live/``, for
+staff, and reloads itself every few seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from ws4redis.core.presence import tracked
+from ws4redis.live import facilities
+from ws4redis.presence import present
+
+RELOAD_SECONDS = 5
+
+
+def live_view(request: HttpRequest) -> HttpResponse:
+    """Facilities with open websockets (over every websocket process), and presence."""
+    try:
+        counts, processes = facilities()
+        error = None
+    except redis.RedisError as exc:
+        counts, processes, error = {}, 0, f"Redis does not answer: {exc}"
+    rows = []
+    for facility, count in sorted(counts.items()):
+        here = present(facility) if error is None and tracked(facility) is not None else None
+        rows.append({"facility": facility, "open": count, "presence": here})
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": "Websockets, live",
+        "rows": rows,
+        "processes": processes,
+        "error": error,
+        "reload": RELOAD_SECONDS,
+    }
+    return TemplateResponse(request, "ws4redis/live.html", context)
+
+
+def _with_live_page(get_urls: Any) -> Any:
+    def urls() -> list[URLPattern]:
+        page = path("ws4redis/live/", admin.site.admin_view(live_view), name="ws4redis_live")
+        return [page, *get_urls()]
+
+    return urls
+
+
+admin.site.get_urls = _with_live_page(admin.site.get_urls)  # type: ignore[method-assign]

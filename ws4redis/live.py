@@ -1,0 +1,109 @@
+"""How many websockets each facility has open, over every websocket process.
+
+Each process counts its open websockets per facility (:data:`~ws4redis.core.stats.STATS`)
+and a thread of its own writes the counts to Redis when they change (at most once a
+second) and every ``REPORT_EVERY`` seconds: the hash ``P:live:process:<name>`` (expiring
+when the process stops writing) and its name in the sorted set ``P:live:processes``, scored
+by that expiry. :func:`facilities` adds up the processes still alive; the admin's live page
+(:mod:`ws4redis.admin`) shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+
+import redis
+
+from ws4redis.core.stats import STATS
+from ws4redis.redis_pool import get_redis
+from ws4redis.redis_store import key_prefix
+
+logger = logging.getLogger("ws4redis.live")
+
+REPORT_EVERY = 10.0
+"""Seconds between two reports of an unchanged process."""
+EXPIRES = 3 * REPORT_EVERY
+"""A process that has not reported for this long is taken for gone."""
+
+
+class Reporter:
+    """Writes this process's counts to Redis from a thread, started by the first change."""
+
+    def __init__(self) -> None:
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.changed = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def change(self, facility: str, delta: int) -> None:
+        """A websocket on ``facility`` opened (+1) or closed (-1)."""
+        STATS.facilities[facility] += delta
+        if STATS.facilities[facility] <= 0:
+            del STATS.facilities[facility]
+        self.changed.set()
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(
+                        target=self._work, name="ws4redis-live", daemon=True
+                    )
+                    self.thread.start()
+
+    def _work(self) -> None:
+        failing = False
+        while True:
+            self.changed.wait(REPORT_EVERY)
+            self.changed.clear()
+            try:
+                self._write(dict(STATS.facilities))
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:
+                    logger.warning("Cannot write the live counts, will retry: %s", exc)
+                failing = True
+            time.sleep(1.0)  # at most one write a second, however busy
+
+    def _write(self, counts: dict[str, int]) -> None:
+        prefix = key_prefix()
+        key = f"{prefix}live:process:{self.name}"
+        with get_redis().pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            if counts:
+                pipe.hset(key, mapping=counts)
+                pipe.expire(key, int(EXPIRES))
+            pipe.zadd(f"{prefix}live:processes", {self.name: time.time() + EXPIRES})
+            pipe.execute()
+
+
+def facilities(connection: redis.Redis | None = None) -> tuple[Counter[str], int]:
+    """Open websockets per facility over every live process, and how many processes."""
+    client = connection if connection is not None else get_redis()
+    prefix = key_prefix()
+    registry = f"{prefix}live:processes"
+    now = time.time()
+    client.zremrangebyscore(registry, "-inf", now)
+    names = [name.decode() for name in client.zrangebyscore(registry, now, "+inf")]
+    total: Counter[str] = Counter()
+    for name in names:
+        for facility, count in client.hgetall(f"{prefix}live:process:{name}").items():
+            total[facility.decode()] += int(count)
+    return total, len(names)
+
+
+_reporters: dict[int, Reporter] = {}
+_lock = threading.Lock()
+
+
+def reporter() -> Reporter:
+    """This process's reporter (a forked worker gets its own)."""
+    pid = os.getpid()
+    with _lock:
+        if pid not in _reporters:
+            _reporters[pid] = Reporter()
+        return _reporters[pid]
