@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from django.contrib.auth.models import User
 
@@ -49,7 +50,8 @@ def test_async_connect_with_pytest_django(live_server, rdb):
             )
             return await asyncio.wait_for(ws.recv(), 10)
 
-    assert asyncio.run(exchange()) == "to all"
+    with ThreadPoolExecutor(1) as thread:  # the test's own thread may run a loop already
+        assert thread.submit(asyncio.run, exchange()).result() == "to all"
 
 
 def test_capture_unwraps_history_and_keeps_order(rdb, settings):

@@ -120,3 +120,13 @@ def test_leaving_while_unmapped_and_after_a_remap_sends_nothing_to_the_old_node(
     commands, wait = shards.leave("ws", [key])
     assert commands == {} and wait.done
     assert shards.listeners(B, key) == ()
+
+
+def test_reconcile_names_the_connections_to_open_and_to_close():
+    shards: Shards[str] = Shards()
+    shards.join("ws", [b"news"])
+    assert shards.reconcile([]) == ([], [], True)  # waits for a map
+    shards.remap(SlotMap.single(A))
+    assert shards.reconcile([]) == ([A], [], False)
+    shards.remap(SlotMap.single(B))  # a failover: A serves nothing any more
+    assert shards.reconcile([A]) == ([B], [A], False)

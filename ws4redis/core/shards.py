@@ -169,6 +169,14 @@ class Shards(Generic[Sink]):
                 del self.books[node]
         return _nonempty(commands), done
 
+    def reconcile(self, links: Collection[Address]) -> tuple[list[Address], list[Address], bool]:
+        """Given the nodes that have a connection: those that need one (their book has
+        channels), those whose connection can go (no book any more), and whether some
+        channels wait for a slot map (the book of node None)."""
+        start = [node for node in self.books if node is not None and node not in links]
+        stop = [node for node in links if node not in self.books]
+        return start, stop, None in self.books
+
     def listeners(self, node: Address | None, key: bytes) -> Collection[Sink]:
         book = self.books.get(node)
         return book.listeners(key) if book is not None else ()

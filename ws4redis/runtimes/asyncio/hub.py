@@ -97,12 +97,11 @@ class Hub:
     def _dispatch(self, commands: dict[Address | None, Commands]) -> None:
         """Hand each node's commands to its link; start the links the books need and stop
         those of nodes that serve nothing any more."""
-        for node in self._shards.books.keys() - self._links.keys():
-            if node is None:
-                self.refresh()  # channels no known node serves: read the map
-            else:
-                self._links[node] = Link(self, node)
-        for node in self._links.keys() - self._shards.books.keys():
+        start, stop, unmapped = self._shards.reconcile(self._links.keys())
+        if unmapped:
+            self.refresh()  # channels no known node serves: read the map
+        self._links.update((node, Link(self, node)) for node in start)
+        for node in stop:
             self._links.pop(node).close()
         for node, each in commands.items():
             if node is not None:
