@@ -210,6 +210,8 @@ def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
 
     port = free_port()
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}"]
+    # e.g. WS4REDIS_BENCH_SERVER_ARGS="--metrics 127.0.0.1:9100" to watch the server's metrics
+    command += os.environ.get("WS4REDIS_BENCH_SERVER_ARGS", "").split()
     if workers != 1:
         command += ["--workers", str(workers)]
     process = start_process(command, "listening on", cores=cores, ready_lines=workers)
