@@ -160,3 +160,24 @@ def test_history_lost_with_a_redis_restart_is_told_not_silently_skipped(server, 
                 publisher.publish_message("after", expire=0)
                 message = positions(ws)
     assert message["data"] == "after" and message["offset"] == 1 and message["epoch"] != old.epoch
+
+
+def test_a_client_that_stayed_open_gets_what_a_resubscription_missed(server, history, rdb):
+    """The process's subscription connection is cut. What is published before it has
+    subscribed again reaches no subscriber in Redis (the publish says so), yet the open
+    websocket gets it from the history once the channel is back: once, in order."""
+    with connected(server, "subscribe-broadcast&recover", facility="kept") as ws:
+        last = positions(ws)
+        for attempt in range(50):
+            rdb.client_kill_filter(_type="pubsub")  # this process's hub: a Redis blip
+            text = f"message {attempt}"
+            receivers = history.publish_message(text, expire=0)[CHANNEL]
+            message = positions(ws)  # from the history, or live if the hub was quicker
+            assert (message["data"], message["offset"]) == (text, last["offset"] + 1)
+            last = message
+            if receivers == 0:
+                break  # delivered to nobody by Redis: only the catch-up can have sent it
+        assert receivers == 0, "every publish found the subscription back already"
+        history.publish_message("after", expire=0)
+        message = positions(ws)
+        assert (message["data"], message["offset"]) == ("after", last["offset"] + 1)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from django.test import override_settings
 
-from ws4redis.core.history import ENVELOPE, HistoryOptions, Position, Window, options, unwrap
+from ws4redis.core.history import (
+    ENVELOPE,
+    HistoryOptions,
+    Position,
+    Window,
+    enveloped,
+    options,
+    unwrap,
+)
 from ws4redis.core.relay import Delivery, frame_message
 
 
@@ -33,3 +41,8 @@ def test_a_position_continues_only_within_its_epoch_and_the_window_kept():
     assert not window.continues(Position("other", 15))  # history was lost meanwhile
     assert not window.continues(Position("ep", 21))  # ahead of what exists
     assert not Window("", first=1, last=0, messages=[]).continues(Position("ep", 0))
+
+
+def test_an_envelope_made_here_is_what_unwrap_reads():
+    position = Position("ab12cd34", 42)
+    assert unwrap(enveloped(position, b"x:y")) == (position, b"x:y")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ws4redis.core.subscriptions import Reconnection, Subscriptions
+from ws4redis.core.subscriptions import Reconnection, Subscriptions, Wait
 
 SUBSCRIBE, UNSUBSCRIBE = b"subscribe", b"unsubscribe"  # the confirmations Redis sends
 
@@ -132,3 +132,15 @@ def test_an_outage_is_logged_once_when_lost_and_once_when_back_with_its_length(c
         "Redis is back after 12.5 s; 3 channels resubscribed",
     ]
     assert reconnection.lost(20.0) == 0.1  # the next outage starts from the bottom again
+
+
+def test_a_wait_for_the_resubscriptions_of_a_new_connection():
+    book: Subscriptions[str] = Subscriptions()
+    book.connected()
+    book.join("ws", [b"news", b"sport"])
+    book.lost()
+    resumed = Wait()
+    commands = book.connected(resumed)
+    assert sorted(commands.subscribe) == [b"news", b"sport"] and not resumed.done
+    book.confirmed(SUBSCRIBE, b"news")
+    assert book.confirmed(SUBSCRIBE, b"sport")[-1] is resumed and resumed.done

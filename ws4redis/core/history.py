@@ -49,6 +49,11 @@ def options(facility: str) -> HistoryOptions | None:
     return None if entry is None else HistoryOptions(entry["size"], entry["ttl"])
 
 
+def enveloped(position: Position, data: bytes) -> bytes:
+    """``data`` as pub/sub delivers it with ``position`` (what :func:`unwrap` undoes)."""
+    return b"%s%s:%d:%s" % (ENVELOPE, position.epoch.encode(), position.offset, data)
+
+
 def unwrap(raw: bytes) -> tuple[Position | None, bytes]:
     """A message as pub/sub delivered it: its position (None for a message published without
     history) and the payload."""

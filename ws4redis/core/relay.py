@@ -211,6 +211,14 @@ class Relay:
             return False
         return self.push(delivery.data, self._item(wire(name, delivery.data, position)))
 
+    def position_of(self, channel: bytes) -> Position | None:
+        """The last position this websocket got on ``channel``, if it asked for positions
+        and has opened; what Redis delivers after that is new to it, and the rest is
+        dropped here, so it can be handed what a resubscription may have missed."""
+        if self.labels is None or self.early is not None:
+            return None
+        return self.positions.get(channel)
+
     def _started(self, start: Start) -> None:
         """Deliver, past the seam, what Redis delivered while the connection subscribed."""
         if self.early is None:

@@ -204,13 +204,18 @@ class Subscriptions(Generic[Sink]):
         self._in_flight.clear()
         return done
 
-    def connected(self) -> Commands:
-        """A new connection is up: subscribe every channel somebody listens to."""
+    def connected(self, wait: Wait | None = None) -> Commands:
+        """A new connection is up: subscribe every channel somebody listens to; ``wait``,
+        if given, is done once all of them are confirmed."""
         self.online = True
         commands = Commands()
         parked, self._parked = self._parked, {}
         for key in self._sinks:
-            self._in_flight[key] = deque([_Command(True, parked.get(key, []))])
+            waits = parked.get(key, [])
+            if wait is not None:
+                waits.append(wait)
+                wait.missing += 1
+            self._in_flight[key] = deque([_Command(True, waits)])
             commands.subscribe.append(key)
         return commands
 

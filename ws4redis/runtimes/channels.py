@@ -9,15 +9,16 @@ thread.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.history import Position, first_messages, label, wire
+from ws4redis.core.history import Position, enveloped, first_messages, label, wire
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
-from ws4redis.core.relay import Start
+from ws4redis.core.relay import Delivery, Start
 from ws4redis.core.stats import STATS
 from ws4redis.live import reporter
 from ws4redis.presence import tracker
@@ -73,6 +74,27 @@ def subscribe(
         subscriber.release()
     STATS.handshakes[rejection.status] += 1
     return rejection
+
+
+def positioned_at(sink: Any, channel: bytes) -> Position | None:
+    """Where an open websocket that asked for positions stands on ``channel`` (None for
+    the others, and for one still opening: its recovery covers it)."""
+    relay = getattr(sink, "relay", None)
+    return relay.position_of(channel) if relay is not None else None
+
+
+def missed(channel: bytes, since: int) -> list[Delivery]:
+    """What ``channel``'s history keeps after offset ``since``, as Redis would have
+    delivered it: for websockets that stayed open while their process subscribed the channel
+    again (an outage, a failover), which may have missed some of it. Each websocket drops
+    what it already has (:meth:`~ws4redis.core.relay.Relay.position_of`)."""
+    window = history.read(get_redis(), channel.decode(), since)
+    if not window.epoch:
+        return []
+    return [
+        Delivery(channel, enveloped(Position(window.epoch, offset), data))
+        for offset, data in window.messages
+    ]
 
 
 def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:

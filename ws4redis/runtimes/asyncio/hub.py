@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -23,7 +23,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ws4redis.core.relay import Delivery
+from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.shards import Address, Shards, SlotMap
 from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import (
@@ -42,6 +42,8 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
+from ws4redis.runtimes.channels import missed as channels_missed
+from ws4redis.runtimes.channels import positioned_at
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -51,6 +53,8 @@ LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError
 
 class Sink(Protocol):
     """A local websocket as the hub sees it."""
+
+    relay: Relay | None
 
     def push(self, delivery: Delivery) -> bool:
         """Take a message; True when the sink needs a :meth:`flush`."""
@@ -152,7 +156,10 @@ class Hub:
         if not sinks:
             return
         STATS.deliveries += len(sinks)
-        delivery = Delivery(channel, data)
+        self.hand(sinks, Delivery(channel, data))
+
+    def hand(self, sinks: Iterable[Sink], delivery: Delivery) -> None:
+        """Give ``delivery`` to ``sinks``; they write once this round of the loop is over."""
         dirty = self._dirty
         for sink in sinks:
             if sink.push(delivery):
@@ -208,7 +215,11 @@ class Link:
             try:
                 await self.connection.connect()
                 self.outgoing = asyncio.Queue()  # commands decided offline are void
-                resubscribe = self.book.connected()
+                confirmed = Wait(handle=self.hub.loop.create_future())
+                resubscribe = self.book.connected(confirmed)
+                if resubscribe.subscribe:
+                    catch_up = self._catch_up(confirmed.handle, resubscribe.subscribe)
+                    self.hub.loop.create_task(catch_up)
                 await self._write(resubscribe)
                 reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 writer = self.hub.loop.create_task(self._write_forever())
@@ -222,6 +233,28 @@ class Link:
             await self.connection.disconnect()
             self.hub.refresh()  # a cluster node that went away may have a successor
             await asyncio.sleep(reconnection.lost(time.monotonic()))
+
+    async def _catch_up(self, confirmed: asyncio.Future[None], channels: list[bytes]) -> None:
+        """Once Redis confirmed the channels of a new connection: hand each websocket that
+        asked for positions what the channel's history kept since its position, so that
+        what was published while this connection was down is not lost to it."""
+        await confirmed
+        read = self.hub.loop.run_in_executor
+        for channel in channels:
+            positioned = {}
+            for sink in self.book.listeners(channel):
+                position = positioned_at(sink, channel)
+                if position is not None:
+                    positioned[sink] = position.offset
+            if positioned:
+                since = min(positioned.values())
+                try:
+                    missed = await read(None, channels_missed, channel, since)
+                except redis.exceptions.RedisError as exc:  # the next connection catches up
+                    logger.warning("Cannot read what %r missed: %s", channel, exc)
+                    return
+                for delivery in missed:
+                    self.hub.hand(positioned, delivery)
 
     async def _write(self, commands: Commands) -> None:
         if commands:

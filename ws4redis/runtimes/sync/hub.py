@@ -31,6 +31,8 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
+from ws4redis.runtimes.channels import missed as channels_missed
+from ws4redis.runtimes.channels import positioned_at
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -179,9 +181,13 @@ class Link:
         while not self.closed:
             try:
                 self.connection.connect()
+                confirmed = Wait(handle=threading.Event())
                 with lock:
-                    resubscribe = self.book.connected()
+                    resubscribe = self.book.connected(confirmed)
                     self.write(resubscribe)
+                if resubscribe.subscribe:
+                    catch_up = (confirmed.handle, resubscribe.subscribe)
+                    threading.Thread(target=self._catch_up, args=catch_up, daemon=True).start()
                 reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 self._read_forever()
             except LOST:
@@ -192,6 +198,30 @@ class Link:
             if not self.closed:
                 self.hub.refresh()  # a cluster node that went away may have a successor
                 time.sleep(reconnection.lost(time.monotonic()))
+
+    def _catch_up(self, confirmed: threading.Event, channels: list[bytes]) -> None:
+        """Once Redis confirmed the channels of a new connection: hand each websocket that
+        asked for positions what the channel's history kept since its position, so that
+        what was published while this connection was down is not lost to it."""
+        if not confirmed.wait(CONFIRM_WAIT):
+            return  # lost again: the next connection catches up
+        for channel in channels:
+            with self.hub._lock:
+                sinks = list(self.book.listeners(channel))
+            positioned = {}
+            for sink in sinks:
+                position = positioned_at(sink, channel)
+                if position is not None:
+                    positioned[sink] = position.offset
+            if positioned:
+                try:
+                    missed = channels_missed(channel, min(positioned.values()))
+                except redis.exceptions.RedisError as exc:
+                    logger.warning("Cannot read what %r missed: %s", channel, exc)
+                    return
+                for delivery in missed:
+                    for sink in positioned:
+                        sink.push(delivery)
 
     def _read_forever(self) -> None:
         read = self.connection.read_response
