@@ -196,10 +196,13 @@ class Link:
         self._client = make_client(node_kwargs(hub._kwargs, node), asyncio=True)
         self.connection = self._client.connection_pool.make_connection()
         self.outgoing: asyncio.Queue[Commands] = asyncio.Queue()
+        self._catching_up: asyncio.Task[None] | None = None
         self._runner = hub.loop.create_task(self._run())
 
     def close(self) -> None:
         self._runner.cancel()
+        if self._catching_up is not None:
+            self._catching_up.cancel()
 
     async def _run(self) -> None:
         """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
@@ -218,8 +221,10 @@ class Link:
                 confirmed = Wait(handle=self.hub.loop.create_future())
                 resubscribe = self.book.connected(confirmed)
                 if resubscribe.subscribe:
+                    if self._catching_up is not None:  # a connection lost before it could
+                        self._catching_up.cancel()  # this one's catch-up covers it
                     catch_up = self._catch_up(confirmed.handle, resubscribe.subscribe)
-                    self.hub.loop.create_task(catch_up)
+                    self._catching_up = self.hub.loop.create_task(catch_up)
                 await self._write(resubscribe)
                 reconnection.back(len(resubscribe.subscribe), time.monotonic())
                 writer = self.hub.loop.create_task(self._write_forever())
