@@ -327,18 +327,9 @@ async def run_server(server: Server, args: argparse.Namespace, counts: list[int]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--channels-clients", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=50, help="broadcasts per burst")
-    parser.add_argument("--runs", type=int, default=3, help="bursts per client count")
-    parser.add_argument("--latency-clients", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="broadcasts/s (latency)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
-    parser.add_argument("--skip-channels", action="store_true")
-    args = parser.parse_args()
-
+def prepare_process() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Pin this process (clients, publisher) to its core, allow a socket per client, set up
+    Django for the publishers; returns the loop factory for the clients (uvloop's if any)."""
     os.sched_setaffinity(0, {CLIENT_CORE})
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -350,11 +341,22 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
+        return None
+    return uvloop.new_event_loop
 
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--channels-clients", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=50, help="broadcasts per burst")
+    parser.add_argument("--runs", type=int, default=3, help="bursts per client count")
+    parser.add_argument("--latency-clients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20.0, help="broadcasts/s (latency)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    parser.add_argument("--skip-channels", action="store_true")
+    args = parser.parse_args()
+    with asyncio.Runner(loop_factory=prepare_process()) as runner:
         print("ws4redis (runwebsocket, 1 process, core 0):", flush=True)
         ours = runner.run(run_server(ws4redis_server(), args, args.clients))
         theirs: dict = {}
