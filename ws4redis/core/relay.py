@@ -322,10 +322,15 @@ class FramedRelay(Relay):
         self._control_bytes = 0
         self.sending = False  # until the handshake response is out
 
+    def _open(self) -> bool:
+        """Whether the websocket is open: the handshake response is out (the protocol is
+        made open, see :func:`~ws4redis.core.handshake.negotiate`) and no close began."""
+        return self.response is None and self.protocol.state is OPEN
+
     def _track_state(self) -> None:
         """``sending`` mirrors the protocol's state after everything that may change it, so
         the delivery path reads one attribute instead of the protocol's state property."""
-        self.sending = self.failure is None and self.protocol.state is OPEN
+        self.sending = self.failure is None and self._open()
 
     def _take_control(self) -> None:
         """Keep the protocol's replies (pongs, close frames) where they count against
@@ -417,10 +422,9 @@ class FramedRelay(Relay):
         """The connection is subscribed: the handshake response goes first, then the
         persisted messages, then whatever Redis delivered while subscribing."""
         assert self.response is not None
-        self.protocol.send_response(self.response)
+        response = [self.response.serialize()]
         self.response = None  # kept by nobody: a process holds many thousands of relays
         self._track_state()
-        response = self.protocol.data_to_send()
         frames = [frame_message(message) for message in start.messages]
         self.outbox[:0] = response + frames
         self.outbox_bytes += sum(map(len, frames))
@@ -456,7 +460,7 @@ class FramedRelay(Relay):
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake from the server side."""
-        if self.protocol.state is OPEN:
+        if self._open():
             self.protocol.send_close(code, reason)
         self._track_state()
 
@@ -464,6 +468,6 @@ class FramedRelay(Relay):
         """Close at once (the client gets ``code``, no handshake awaited); what the client
         had not read is dropped."""
         super().fail(code, reason)
-        if self.protocol.state is OPEN:  # else the closing handshake's frames stay queued
+        if self._open():  # else the closing handshake's frames stay queued
             self._control, self._control_bytes = [], 0
             self.protocol.fail(code, reason)
