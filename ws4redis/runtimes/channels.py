@@ -45,9 +45,7 @@ def subscribe(
     """
     subscriber: RedisSubscriber | None = None
     try:
-        subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
-        subscriber = subscriber_class(get_redis())
-        subscriber.pubsub_factory = subscription
+        subscriber = new_subscriber(subscription)
         subscriber.set_pubsub_channels(accepted.request, accepted.channels)
         if accepted.since is not None:
             start = recover(subscriber, accepted.since)
@@ -57,11 +55,29 @@ def subscribe(
             start = Start(persisted)
         tracker().opened(subscriber, accepted.request)
         return subscriber, start
-    except (redis.RedisError, TimeoutError) as exc:
-        logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
+    except Exception as exc:
+        return failed(accepted, exc, subscriber)
+
+
+def new_subscriber(subscription: PubSubFactory) -> RedisSubscriber:
+    """A ``WS4REDIS_SUBSCRIBER`` whose ``set_pubsub_channels`` subscribes through
+    ``subscription``."""
+    subscriber = settings.load_callable("WS4REDIS_SUBSCRIBER")(get_redis())
+    subscriber.pubsub_factory = subscription
+    return subscriber
+
+
+def failed(
+    accepted: Accepted, exc: Exception, subscriber: RedisSubscriber | None = None
+) -> Rejection:
+    """What a connection whose subscribing raised ``exc`` is answered instead of the
+    handshake; its ``subscriber``, if made, releases what it subscribed."""
+    path = accepted.request.get_full_path()
+    if isinstance(exc, redis.RedisError | TimeoutError):
+        logger.error("Cannot subscribe websocket %s: %s", path, exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
-    except Exception:
-        logger.exception("Cannot start websocket %s", accepted.request.get_full_path())
+    else:
+        logger.error("Cannot start websocket %s", path, exc_info=exc)
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
     if subscriber is not None:
         subscriber.release()

@@ -18,6 +18,7 @@ import resource
 import signal
 import socket
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -29,12 +30,14 @@ from websockets.server import ServerProtocol
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
-from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.opening import Accepted, may_block, open_connection
 from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
+from ws4redis.presence import tracker
+from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import subscribe
-from ws4redis.subscriber import RedisSubscriber
+from ws4redis.runtimes.channels import failed, new_subscriber, subscribe
+from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
 
@@ -89,6 +92,7 @@ class WebsocketServer:
         self.ticking: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
+        self.persisted = PersistedReads(self.openers)
         self.publisher = Publisher()
         self._server: asyncio.Server | None = None
         self._ticks: asyncio.Task[None] | None = None
@@ -134,6 +138,87 @@ class WebsocketServer:
         return False
 
 
+class PersistedReads:
+    """The persisted messages of the websockets that open on the loop, read with one MGET
+    for all of them that ask while the previous read is in flight.
+
+    Thousands of clients connecting at once to the same channels then cost Redis one round
+    trip per batch instead of one each, and one thread hop per batch instead of one each.
+    A websocket asks once its subscriptions are confirmed, and the batch it joins starts
+    no earlier: its persisted messages are read after it subscribed, as the blocking path
+    reads them.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
+        self._reading = False
+
+    def read(self, channels: list[str]) -> asyncio.Future[list[bytes | None]]:
+        """The stored value of each of ``channels`` (None where nothing is stored)."""
+        answer = asyncio.get_running_loop().create_future()
+        self._asked.append((channels, answer))
+        if not self._reading:
+            self._next()
+        return answer
+
+    def _next(self) -> None:
+        asked, self._asked = self._asked, []
+        keys = list(dict.fromkeys(key for channels, _ in asked for key in channels))
+        self._reading = True
+        loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(self._executor, _mget, keys)
+        reading.add_done_callback(lambda done: self._answer(asked, keys, done))
+
+    def _answer(
+        self,
+        asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]],
+        keys: list[str],
+        done: asyncio.Future[list[bytes | None]],
+    ) -> None:
+        self._reading = False
+        if done.cancelled():  # the server is shutting down
+            for _, answer in asked:
+                answer.cancel()
+            return
+        error = done.exception()
+        values = {} if error is not None else dict(zip(keys, done.result(), strict=True))
+        for channels, answer in asked:
+            if answer.done():
+                continue
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result([values[channel] for channel in channels])
+        if self._asked:
+            self._next()
+
+
+def _mget(keys: list[str]) -> list[bytes | None]:
+    return get_redis().mget(keys)
+
+
+class LoopSubscription(HubSubscription):
+    """The subscription of a websocket that opens on the loop: joining the hub leaves what
+    to await in ``joining``, instead of a thread blocking until the loop had its turn."""
+
+    def __init__(self, hub: Hub, sink: Connection) -> None:
+        super().__init__(hub, sink)
+        self.joining: list[Awaitable[None]] = []
+
+    def _add(self, names: list[str]) -> None:
+        self.joining.append(self.hub.add(self.sink, names))
+
+    async def joined(self) -> None:
+        """Until Redis confirmed every channel joined so far (TimeoutError after
+        ``CONFIRM_WAIT``). A channel the loop already listens to is confirmed at once, and
+        then nothing is scheduled."""
+        joining, self.joining = self.joining, []
+        pending = [future for future in joining if not future.done()]  # type: ignore[attr-defined]
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), CONFIRM_WAIT)
+
+
 class Connection(asyncio.Protocol):
     """One client: first an HTTP handshake, then a websocket fed by the hub.
 
@@ -148,6 +233,7 @@ class Connection(asyncio.Protocol):
         "hub",
         "last_publish",
         "open",
+        "opening",
         "relay",
         "server",
         "subscriber",
@@ -165,6 +251,7 @@ class Connection(asyncio.Protocol):
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[None] | None = None
         self.open = False
+        self.opening: asyncio.Task[Rejection | Start] | None = None
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
         self.deadline: asyncio.TimerHandle | None = None
@@ -239,7 +326,14 @@ class Connection(asyncio.Protocol):
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         self.hub = get_hub()
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(self.server.openers, self._open, django_request)
+        opening: asyncio.Future[Rejection | Start]
+        if (
+            may_block(django_request)
+            or settings.load_callable("WS4REDIS_SUBSCRIBER") is not RedisSubscriber
+        ):
+            opening = loop.run_in_executor(self.server.openers, self._open, django_request)
+        else:
+            opening = self.opening = loop.create_task(self._open_on_loop(django_request))
         opening.add_done_callback(lambda done: self._opened(handshake, done))
 
     def _open(self, request: WSGIRequest) -> Rejection | Start:
@@ -254,13 +348,46 @@ class Connection(asyncio.Protocol):
         if not isinstance(outcome, Accepted):
             return outcome
         self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
-        started = subscribe(outcome, self._subscription)
+        return self._subscribe(outcome)
+
+    async def _open_on_loop(self, request: WSGIRequest) -> Rejection | Start:
+        """What :meth:`_open` does, on the loop, for a request that cannot block there
+        (:func:`~ws4redis.core.opening.may_block`) and the default subscriber, whose
+        channels need no lookup then: no thread, and the persisted messages come from a
+        read shared with the other websockets opening meanwhile (:class:`PersistedReads`).
+        Only recovering what a client missed (``recover``) still reads in a thread."""
+        outcome = open_connection(request)
+        if not isinstance(outcome, Accepted):
+            return outcome
+        self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
+        if outcome.since is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.server.openers, self._subscribe, outcome)
+        assert self.hub is not None
+        subscription = self.subscription = LoopSubscription(self.hub, self)
+        subscriber = None
+        try:
+            subscriber = new_subscriber(lambda: subscription)
+            subscriber.set_pubsub_channels(outcome.request, outcome.channels)
+            await subscription.joined()
+            channels = subscriber.subscribed_channels
+            stored = await self.server.persisted.read(channels) if channels else []
+            tracker().opened(subscriber, outcome.request)
+        except Exception as exc:
+            return failed(outcome, exc, subscriber)
+        self.subscriber = subscriber
+        return Start([message for message in stored if message])
+
+    def _subscribe(self, accepted: Accepted) -> Rejection | Start:
+        """In a thread: subscribe an accepted connection (see :meth:`_open`)."""
+        started = subscribe(accepted, self._subscription)
         if isinstance(started, Rejection):
             return started
         self.subscriber, start = started
         return start
 
     def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
+        self.opening = None
         if done.cancelled():
             return
         outcome = done.result()
