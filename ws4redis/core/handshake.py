@@ -110,5 +110,7 @@ def negotiate(request: HttpRequest, max_size: int) -> tuple[ServerProtocol, Resp
     for key, value in request.META.items():
         if key.startswith("HTTP_"):
             headers[key[5:].replace("_", "-")] = value
-    protocol = ServerProtocol(select_subprotocol=_first_offered, max_size=max_size, state=OPEN)
+    # Only a client that offers subprotocols needs the choice (and its bound method kept).
+    choose = _first_offered if "HTTP_SEC_WEBSOCKET_PROTOCOL" in request.META else None
+    protocol = ServerProtocol(select_subprotocol=choose, max_size=max_size, state=OPEN)
     return protocol, protocol.accept(Request(request.get_full_path(), headers))

@@ -27,6 +27,8 @@ HEARTBEAT_INTERVAL = 4.0
 TOO_SLOW = "client does not read"
 SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
+NOTHING: tuple[bytes, ...] = ()
+"""What a relay holds where it has no fragments or control frames waiting."""
 
 
 def is_text(message: bytes) -> bool:
@@ -316,9 +318,11 @@ class FramedRelay(Relay):
         self.heard = False
         self.quiet_since: float = options["now"]  # type: ignore[assignment]
         self.pong_due: float | None = None
-        self._fragments: list[bytes] = []
+        # Empty ones shared: a process holds many thousands of relays, and most of them never
+        # see a fragmented message or a control frame.
+        self._fragments: list[bytes] = NOTHING  # type: ignore[assignment]
         self._fragment_opcode: Opcode | None = None
-        self._control: list[bytes] = []
+        self._control: list[bytes] = NOTHING  # type: ignore[assignment]
         self._control_bytes = 0
         self.sending = False  # until the handshake response is out
 
@@ -338,7 +342,7 @@ class FramedRelay(Relay):
         instead of growing the process."""
         replies = self.protocol.data_to_send()
         if replies:
-            self._control += replies
+            self._control = [*self._control, *replies]
             self._control_bytes += sum(map(len, replies))
             if self.failure is None and self._control_bytes + self.outbox_bytes > self.max_buffer:
                 self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
@@ -376,15 +380,17 @@ class FramedRelay(Relay):
         """Join fragmented messages; control frames are handled by the protocol."""
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self._fragment_opcode = frame.opcode
+            if frame.fin:
+                return frame.data
             self._fragments = [frame.data]
-        elif frame.opcode is Opcode.CONT:
+        elif frame.opcode is Opcode.CONT:  # the protocol let it through: a message is begun
             self._fragments.append(frame.data)
         else:
             return None
         if not frame.fin:
             return None
         message = b"".join(self._fragments)
-        self._fragments = []
+        self._fragments = NOTHING  # type: ignore[assignment]
         return message
 
     # -- keepalive ---------------------------------------------------------------------------
@@ -455,8 +461,8 @@ class FramedRelay(Relay):
         queued = self.take_outbox()
         if not self.sending:
             queued = []
-        control, self._control, self._control_bytes = self._control, [], 0
-        return queued + control + self.protocol.data_to_send()
+        control, self._control, self._control_bytes = self._control, NOTHING, 0  # type: ignore[assignment]
+        return [*queued, *control, *self.protocol.data_to_send()]
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake from the server side."""
@@ -469,5 +475,5 @@ class FramedRelay(Relay):
         had not read is dropped."""
         super().fail(code, reason)
         if self._open():  # else the closing handshake's frames stay queued
-            self._control, self._control_bytes = [], 0
+            self._control, self._control_bytes = NOTHING, 0  # type: ignore[assignment]
             self.protocol.fail(code, reason)

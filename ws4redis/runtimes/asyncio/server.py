@@ -198,22 +198,32 @@ def _mget(keys: list[str]) -> list[bytes | None]:
     return get_redis().mget(keys)
 
 
+NOT_JOINING: list[Awaitable[None]] = []
+"""Shared by every :class:`LoopSubscription` once joined (so never changed in place)."""
+
+
 class LoopSubscription(HubSubscription):
     """The subscription of a websocket that opens on the loop: joining the hub leaves what
-    to await in ``joining``, instead of a thread blocking until the loop had its turn."""
+    to await in ``joining``, instead of a thread blocking until the loop had its turn.
+
+    It is its own factory for the subscriber (``pubsub_factory``): no closure per websocket.
+    """
 
     def __init__(self, hub: Hub, sink: Connection) -> None:
         super().__init__(hub, sink)
         self.joining: list[Awaitable[None]] = []
 
+    def __call__(self) -> LoopSubscription:
+        return self
+
     def _add(self, names: list[str]) -> None:
-        self.joining.append(self.hub.add(self.sink, names))
+        self.joining = [*self.joining, self.hub.add(self.sink, names)]
 
     async def joined(self) -> None:
         """Until Redis confirmed every channel joined so far (TimeoutError after
         ``CONFIRM_WAIT``). A channel the loop already listens to is confirmed at once, and
         then nothing is scheduled."""
-        joining, self.joining = self.joining, []
+        joining, self.joining = self.joining, NOT_JOINING
         pending = [future for future in joining if not future.done()]  # type: ignore[attr-defined]
         if pending:
             await asyncio.wait_for(asyncio.gather(*pending), CONFIRM_WAIT)
@@ -367,7 +377,7 @@ class Connection(asyncio.Protocol):
         subscription = self.subscription = LoopSubscription(self.hub, self)
         subscriber = None
         try:
-            subscriber = new_subscriber(lambda: subscription)
+            subscriber = new_subscriber(subscription)
             subscriber.set_pubsub_channels(outcome.request, outcome.channels)
             await subscription.joined()
             channels = subscriber.subscribed_channels
