@@ -9,6 +9,7 @@ by every websocket of the process.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -100,8 +101,11 @@ class RedisSubscriber(RedisStore):
 
     def set_pubsub_channels(self, request: HttpRequest, channels: list[str]) -> None:
         """Set the publish channels and subscribe to the channels the keys ask for."""
-        facility = self.facility = request.path_info[len(settings.WEBSOCKET_URL) :]
-        self._publishers = set(
+        # Interned, as the channel names are: thousands of websockets on one facility share
+        # one string. Frozen: most websockets publish nowhere, and all of those then share
+        # the one empty frozenset instead of holding an empty set each.
+        facility = self.facility = sys.intern(request.path_info[len(settings.WEBSOCKET_URL) :])
+        self._publishers = frozenset(  # type: ignore[assignment]
             self._get_message_channels(request, facility, **self._audience("publish", channels))
         )
         self._subscription = self._new_subscription()

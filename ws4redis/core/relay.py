@@ -27,6 +27,8 @@ HEARTBEAT_INTERVAL = 4.0
 TOO_SLOW = "client does not read"
 SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
+NO_POSITIONS: dict[bytes, Position] = {}
+"""The positions of every relay without positions (see :meth:`Relay._deliver_positioned`)."""
 NOTHING: tuple[bytes, ...] = ()
 """What a relay holds where it has no fragments or control frames waiting."""
 
@@ -125,7 +127,8 @@ class Relay:
         # With positions, what Redis delivers while subscribing waits in ``early`` until the
         # recovered messages are known, so the seam between the two has no duplicate.
         self.labels: dict[bytes, str] | None = {} if positions else None
-        self.positions: dict[bytes, Position] = {}
+        # Without positions nothing is ever stored in it: all such relays share one.
+        self.positions: dict[bytes, Position] = {} if positions else NO_POSITIONS
         self.early: list[Delivery] | None = [] if positions else None
 
     # -- from the client ---------------------------------------------------------------------
