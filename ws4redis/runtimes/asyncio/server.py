@@ -27,6 +27,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
@@ -136,6 +137,28 @@ class WebsocketServer:
         logger.warning("Redis did not take %d client message(s) in time; they are dropped",
                        self.publisher.waiting)  # fmt: skip
         return False
+
+
+class RequestParser:
+    """The HTTP request of a connection, parsed as it arrives by ``websockets``' own request
+    parser, without a whole ``ServerProtocol`` per connection (its parser generators, ids,
+    queues), which only a rejected or malformed request needs."""
+
+    __slots__ = ("_parser", "_reader")
+
+    def __init__(self) -> None:
+        self._reader = StreamReader()
+        self._parser = Request.parse(self._reader.read_line)
+
+    def feed(self, data: bytes) -> Request | None:
+        """The request once it is complete, else None; raises what the parser raises for a
+        malformed one."""
+        self._reader.feed_data(data)
+        try:
+            next(self._parser)
+        except StopIteration as done:
+            return done.value
+        return None
 
 
 class PersistedReads:
@@ -254,7 +277,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: WebsocketServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.handshake = ServerProtocol()
+        self.handshake: RequestParser | None = RequestParser()
         self.relay: FramedRelay | None = None
         self.subscriber: RedisSubscriber | None = None
         self.hub: Hub | None = None
@@ -314,24 +337,29 @@ class Connection(asyncio.Protocol):
     # -- opening -------------------------------------------------------------------------------
 
     def _receive_handshake(self, data: bytes) -> None:
-        handshake = self.handshake
-        handshake.receive_data(data)
         self.early += data
-        events = handshake.events_received()
-        if not events:
-            self._write(handshake.data_to_send())  # a malformed request just closes
+        try:
+            request = self.handshake.feed(data)
+        except Exception:
+            # Malformed: websockets' own protocol answers it as it would have (414, 431, or
+            # just closing), from every byte received so far.
+            answer = ServerProtocol()
+            answer.receive_data(self.early)
+            self.handshake = None
+            self._write(answer.data_to_send())
+            return
+        if request is None:
             return
         # Frames may follow the request in the same packet: the relay's protocol gets their
         # bytes once the websocket is open (the handshake's parser is done with them).
-        request = events[0]
         self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
-        self.handshake = None  # type: ignore[assignment]
+        self.handshake = None
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         full = over_capacity(len(self.server.connections), self.server.capacity)
         if full is not None:
-            self._reject(handshake, full)
+            self._reject(full)
             return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         self.hub = get_hub()
@@ -344,7 +372,7 @@ class Connection(asyncio.Protocol):
             opening = loop.run_in_executor(self.server.openers, self._open, django_request)
         else:
             opening = self.opening = loop.create_task(self._open_on_loop(django_request))
-        opening.add_done_callback(lambda done: self._opened(handshake, done))
+        opening.add_done_callback(self._opened)
 
     def _open(self, request: WSGIRequest) -> Rejection | Start:
         """In a thread: the core decides, then the subscriber subscribes through the hub.
@@ -396,14 +424,14 @@ class Connection(asyncio.Protocol):
         self.subscriber, start = started
         return start
 
-    def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
+    def _opened(self, done: asyncio.Future[Any]) -> None:
         self.opening = None
         if done.cancelled():
             return
         outcome = done.result()
         if isinstance(outcome, Rejection):
             self.relay = None
-            self._reject(handshake, outcome)
+            self._reject(outcome)
             return
         relay = self.relay
         assert relay is not None
@@ -419,7 +447,8 @@ class Connection(asyncio.Protocol):
             early, self.early = self.early, b""
             self.data_received(early)
 
-    def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
+    def _reject(self, rejection: Rejection) -> None:
+        handshake = ServerProtocol()  # made for the answer: most connections never need one
         response = handshake.reject(rejection.status, rejection.text)
         for name, value in rejection.headers:
             response.headers[name] = value
