@@ -68,6 +68,9 @@ def _names(channels: tuple[str | bytes, ...]) -> list[str]:
     return [c.decode() if isinstance(c, bytes) else c for c in channels]
 
 
+NO_CHANNELS: frozenset[str] = frozenset()
+"""The publish channels of every subscriber that publishes nowhere."""
+
 CONFIRM_WAIT = 5.0
 """Seconds to wait at most for Redis to confirm the subscriptions of a new websocket."""
 
@@ -103,11 +106,12 @@ class RedisSubscriber(RedisStore):
         """Set the publish channels and subscribe to the channels the keys ask for."""
         # Interned, as the channel names are: thousands of websockets on one facility share
         # one string. Frozen: most websockets publish nowhere, and all of those then share
-        # the one empty frozenset instead of holding an empty set each.
+        # one empty frozenset instead of holding an empty set each.
         facility = self.facility = sys.intern(request.path_info[len(settings.WEBSOCKET_URL) :])
-        self._publishers = frozenset(  # type: ignore[assignment]
-            self._get_message_channels(request, facility, **self._audience("publish", channels))
+        publishers = self._get_message_channels(
+            request, facility, **self._audience("publish", channels)
         )
+        self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
         keys = self._get_message_channels(
             request, facility, **self._audience("subscribe", channels)
