@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import websocket
@@ -34,7 +35,8 @@ def test_the_live_page_adds_up_every_process_and_shows_presence(rdb, transaction
         wait_until(lambda: '<td class="open">11</td>' in live_page(staff), "lobby's eleven")
         page = live_page(staff)
         assert "<td>lobby</td>" in page and "<td>here</td>" in page
-        assert "2 websocket processes reporting" in page
+        # both workers (this test process may report too, from other tests' websockets)
+        assert int(re.search(r"(\d+) websocket processes reporting", page)[1]) >= 2
         assert "presence not kept" in page  # lobby keeps none
         assert "nobody logged in" in page  # here does: two anonymous websockets
         for ws in sockets:

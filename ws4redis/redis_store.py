@@ -6,6 +6,7 @@ each other; they agree only on channel names, so those are built in exactly one 
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -84,7 +85,8 @@ def channel_name(kind: str, facility: str, name: str | None = None) -> str:
     ``a:b`` on facility ``c`` and group ``a`` on facility ``b:c`` never share a channel.
     """
     who = "" if name is None else f"{name.replace('%', '%25').replace(':', '%3A')}:"
-    return f"{key_prefix()}{kind}:{who}{facility}"
+    # Interned: every websocket on a channel keeps its name, and they then share one string.
+    return sys.intern(f"{key_prefix()}{kind}:{who}{facility}")
 
 
 def own_names(kind: str, request: HttpRequest | None) -> list[str]:

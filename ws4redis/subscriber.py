@@ -9,6 +9,7 @@ by every websocket of the process.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -69,6 +70,9 @@ def _names(channels: tuple[str | bytes, ...]) -> list[str]:
     return [c.decode() if isinstance(c, bytes) else c for c in channels]
 
 
+NO_CHANNELS: frozenset[str] = frozenset()
+"""The publish channels of every subscriber that publishes nowhere."""
+
 CONFIRM_WAIT = 5.0
 """Seconds to wait at most for Redis to confirm the subscriptions of a new websocket."""
 
@@ -105,10 +109,14 @@ class RedisSubscriber(RedisStore):
 
     def set_pubsub_channels(self, request: HttpRequest, channels: list[str]) -> None:
         """Set the publish channels and subscribe to the channels the keys ask for."""
-        facility = self.facility = request.path_info[len(settings.WEBSOCKET_URL) :]
-        self._publishers = set(
-            self._get_message_channels(request, facility, **self._audience("publish", channels))
+        # Interned, as the channel names are: thousands of websockets on one facility share
+        # one string. Frozen: most websockets publish nowhere, and all of those then share
+        # one empty frozenset instead of holding an empty set each.
+        facility = self.facility = sys.intern(request.path_info[len(settings.WEBSOCKET_URL) :])
+        publishers = self._get_message_channels(
+            request, facility, **self._audience("publish", channels)
         )
+        self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
         keys = self._get_message_channels(
             request, facility, **self._audience("subscribe", channels)

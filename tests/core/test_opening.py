@@ -5,12 +5,17 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.test import RequestFactory, override_settings
+from websockets.client import ClientProtocol
+from websockets.protocol import OPEN
+from websockets.uri import parse_uri
 
 from tests.core.test_relay import HANDSHAKE
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import Accepted, client_message_expiry, open_connection
+from ws4redis.core.opening import Accepted, client_message_expiry, may_block, open_connection
+from ws4redis.core.relay import Start
 
 ANONYMOUS = {"WS4REDIS_PROCESS_REQUEST": lambda request: None}
+NO_HOOKS = {"WS4REDIS_PROCESS_REQUEST": None, "WS4REDIS_ALLOWED_CHANNELS": None}
 
 
 def opening(path: str = "/ws/chat", method: str = "get", **headers) -> Accepted | Rejection:
@@ -113,3 +118,39 @@ def test_client_messages_are_stored_for_the_shorter_of_the_two_expiries():
         assert client_message_expiry() == 0
     with override_settings(WS4REDIS_CLIENT_EXPIRE=0):
         assert client_message_expiry() == 0
+
+
+@pytest.mark.parametrize(
+    "cookies, overrides, blocks",
+    [
+        ({}, {}, False),
+        ({"sessionid": "abc"}, {}, True),
+        ({"csrftoken": "x"}, {}, False),
+        ({}, ANONYMOUS, True),
+        ({}, {"WS4REDIS_ALLOWED_CHANNELS": lambda request, channels: channels}, True),
+    ],
+    ids=["no cookie", "session cookie", "other cookie", "process request", "allowed channels"],
+)
+def test_only_a_session_or_project_hooks_may_block_an_opening(cookies, overrides, blocks):
+    """A runtime may open on its event loop what cannot wait for I/O (runwebsocket does)."""
+    factory = RequestFactory()
+    for name, value in cookies.items():
+        factory.cookies[name] = value
+    request = factory.get("/ws/chat", **HANDSHAKE)
+    with override_settings(**{**NO_HOOKS, **overrides}):
+        assert may_block(request) is blocks
+
+
+def test_the_handshake_response_is_written_by_the_relay_and_frames_parse_right_after():
+    """The protocol starts open (the server parsed the request): the 101 response is the
+    relay's first output, and a frame the client sends next is a message."""
+    outcome = opening("/ws/chat?publish-broadcast")
+    assert isinstance(outcome, Accepted)
+    relay = outcome.relay(0.0)
+    relay.opened(Start([b"persisted"]))
+    first, persisted = relay.data_to_send()[:2]
+    assert first.startswith(b"HTTP/1.1 101 ") and persisted == b"\x81\x09persisted"
+    client = ClientProtocol(parse_uri("ws://testserver/ws/chat"))
+    client.state = OPEN
+    client.send_text(b"hello")
+    assert relay.receive_data(client.data_to_send()[0]) == [b"hello"]

@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.http.request import split_domain_port, validate_host
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ws4redis import settings
@@ -97,15 +98,19 @@ def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None
 
 
 def negotiate(request: HttpRequest, max_size: int) -> tuple[ServerProtocol, Response]:
-    """Run the websocket handshake of ``request``; the response may be a 4xx rejection."""
+    """Run the websocket handshake of ``request``; the response may be a 4xx rejection.
+
+    The protocol is made in the OPEN state: the server already parsed the request, so the
+    protocol's parser starts at frames, and the response goes out as bytes of its own
+    (:meth:`~ws4redis.core.relay.FramedRelay.opened`). Parsing the request a second time
+    would cost every handshake that parse, and its headers would stay referenced by the
+    parser's suspended generator for as long as the websocket is open.
+    """
     headers = Headers()
     for key, value in request.META.items():
         if key.startswith("HTTP_"):
             headers[key[5:].replace("_", "-")] = value
-    path = request.get_full_path()
-    protocol = ServerProtocol(select_subprotocol=_first_offered, max_size=max_size)
-    # The server already parsed the request; feeding it back in its wire form moves the
-    # protocol's own parser past the handshake, so the next bytes it gets parse as frames.
-    protocol.receive_data(Request(path, headers).serialize())
-    (handshake,) = protocol.events_received()
-    return protocol, protocol.accept(handshake)
+    # Only a client that offers subprotocols needs the choice (and its bound method kept).
+    choose = _first_offered if "HTTP_SEC_WEBSOCKET_PROTOCOL" in request.META else None
+    protocol = ServerProtocol(select_subprotocol=choose, max_size=max_size, state=OPEN)
+    return protocol, protocol.accept(Request(request.get_full_path(), headers))

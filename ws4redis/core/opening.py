@@ -54,6 +54,17 @@ def identify(request: HttpRequest) -> None:
         request.user = AnonymousUser()
 
 
+def may_block(request: HttpRequest) -> bool:
+    """Whether :func:`open_connection` may wait for I/O on ``request``: only a session
+    cookie (its session and user are looked up), ``WS4REDIS_PROCESS_REQUEST`` or
+    ``WS4REDIS_ALLOWED_CHANNELS`` (code of the project) can make it. Without them a runtime
+    may open on its event loop, saving most connections a trip through a thread. (A
+    session without a key is empty: Django's session stores load only for a key.)"""
+    if settings.WS4REDIS_PROCESS_REQUEST or settings.WS4REDIS_ALLOWED_CHANNELS:
+        return True
+    return django_settings.SESSION_COOKIE_NAME in request.COOKIES
+
+
 def client_message_expiry() -> int:
     """Seconds a message sent by a client is stored: ``WS4REDIS_CLIENT_EXPIRE``, at most
     ``WS4REDIS_EXPIRE`` (0: not stored). Bounded by default because any client allowed to

@@ -28,6 +28,10 @@ HEARTBEAT_INTERVAL = 4.0
 TOO_SLOW = "client does not read"
 SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
+NO_POSITIONS: dict[bytes, Position] = {}
+"""The positions of every relay without positions (see :meth:`Relay._deliver_positioned`)."""
+NOTHING: tuple[bytes, ...] = ()
+"""What a relay holds where it has no fragments or control frames waiting."""
 
 
 def is_text(message: bytes) -> bool:
@@ -124,7 +128,8 @@ class Relay:
         # With positions, what Redis delivers while subscribing waits in ``early`` until the
         # recovered messages are known, so the seam between the two has no duplicate.
         self.labels: dict[bytes, str] | None = {} if positions else None
-        self.positions: dict[bytes, Position] = {}
+        # Without positions nothing is ever stored in it: all such relays share one.
+        self.positions: dict[bytes, Position] = {} if positions else NO_POSITIONS
         self.early: list[Delivery] | None = [] if positions else None
 
     # -- from the client ---------------------------------------------------------------------
@@ -329,17 +334,24 @@ class FramedRelay(Relay):
         self.heard = False
         self.quiet_since: float = options["now"]  # type: ignore[assignment]
         self.pong_due: float | None = None
-        self._fragments: list[bytes] = []
+        # Empty ones shared: a process holds many thousands of relays, and most of them never
+        # see a fragmented message or a control frame.
+        self._fragments: list[bytes] = NOTHING  # type: ignore[assignment]
         self._fragment_opcode: Opcode | None = None
-        self._control: list[bytes] = []
+        self._control: list[bytes] = NOTHING  # type: ignore[assignment]
         self._control_bytes = 0
         self._close_counted = False
         self.sending = False  # until the handshake response is out
 
+    def _open(self) -> bool:
+        """Whether the websocket is open: the handshake response is out (the protocol is
+        made open, see :func:`~ws4redis.core.handshake.negotiate`) and no close began."""
+        return self.response is None and self.protocol.state is OPEN
+
     def _track_state(self) -> None:
         """``sending`` mirrors the protocol's state after everything that may change it, so
         the delivery path reads one attribute instead of the protocol's state property."""
-        self.sending = self.failure is None and self.protocol.state is OPEN
+        self.sending = self.failure is None and self._open()
         self._count_close()
 
     def _count_close(self) -> None:
@@ -357,7 +369,7 @@ class FramedRelay(Relay):
         instead of growing the process."""
         replies = self.protocol.data_to_send()
         if replies:
-            self._control += replies
+            self._control = [*self._control, *replies]
             self._control_bytes += sum(map(len, replies))
             if self.failure is None and self._control_bytes + self.outbox_bytes > self.max_buffer:
                 self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
@@ -395,15 +407,17 @@ class FramedRelay(Relay):
         """Join fragmented messages; control frames are handled by the protocol."""
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self._fragment_opcode = frame.opcode
+            if frame.fin:
+                return frame.data
             self._fragments = [frame.data]
-        elif frame.opcode is Opcode.CONT:
+        elif frame.opcode is Opcode.CONT:  # the protocol let it through: a message is begun
             self._fragments.append(frame.data)
         else:
             return None
         if not frame.fin:
             return None
         message = b"".join(self._fragments)
-        self._fragments = []
+        self._fragments = NOTHING  # type: ignore[assignment]
         return message
 
     # -- keepalive ---------------------------------------------------------------------------
@@ -441,10 +455,9 @@ class FramedRelay(Relay):
         """The connection is subscribed: the handshake response goes first, then the
         persisted messages, then whatever Redis delivered while subscribing."""
         assert self.response is not None
-        self.protocol.send_response(self.response)
+        response = [self.response.serialize()]
         self.response = None  # kept by nobody: a process holds many thousands of relays
         self._track_state()
-        response = self.protocol.data_to_send()
         frames = [frame_message(message) for message in start.messages]
         self.outbox[:0] = response + frames
         self.outbox_bytes += sum(map(len, frames))
@@ -476,12 +489,12 @@ class FramedRelay(Relay):
         queued = self.take_outbox()
         if not self.sending:
             queued = []
-        control, self._control, self._control_bytes = self._control, [], 0
-        return queued + control + self.protocol.data_to_send()
+        control, self._control, self._control_bytes = self._control, NOTHING, 0  # type: ignore[assignment]
+        return [*queued, *control, *self.protocol.data_to_send()]
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake from the server side."""
-        if self.protocol.state is OPEN:
+        if self._open():
             self.protocol.send_close(code, reason)
         self._track_state()
 
@@ -489,7 +502,7 @@ class FramedRelay(Relay):
         """Close at once (the client gets ``code``, no handshake awaited); what the client
         had not read is dropped."""
         super().fail(code, reason)
-        if self.protocol.state is OPEN:  # else the closing handshake's frames stay queued
-            self._control, self._control_bytes = [], 0
+        if self._open():  # else the closing handshake's frames stay queued
+            self._control, self._control_bytes = NOTHING, 0  # type: ignore[assignment]
             self.protocol.fail(code, reason)
         self._count_close()

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import redis
+from django.http import HttpRequest
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
@@ -48,9 +49,7 @@ def subscribe(
     """
     subscriber: RedisSubscriber | None = None
     try:
-        subscriber_class = settings.load_callable("WS4REDIS_SUBSCRIBER")
-        subscriber = subscriber_class(get_redis())
-        subscriber.pubsub_factory = subscription
+        subscriber = new_subscriber(subscription)
         subscriber.set_pubsub_channels(accepted.request, accepted.channels)
         if accepted.since is not None:
             start = recover(subscriber, accepted.since)
@@ -58,17 +57,41 @@ def subscribe(
             persisted = _Collected()
             subscriber.send_persisted_messages(persisted)
             start = Start(persisted)
-        tracker().opened(subscriber, accepted.request)
-        subscriber.opened = True
-        STATS.connections += 1
-        reporter().change(subscriber.facility or "", +1)
-        STATS.handshakes[101] += 1
+        opened(subscriber, accepted.request)
         return subscriber, start
-    except (redis.RedisError, TimeoutError) as exc:
-        logger.error("Cannot subscribe websocket %s: %s", accepted.request.get_full_path(), exc)
+    except Exception as exc:
+        return failed(accepted, exc, subscriber)
+
+
+def opened(subscriber: RedisSubscriber, request: HttpRequest) -> None:
+    """The websocket of ``subscriber`` opens: its subscriptions hold. It is counted (open,
+    per facility, the 101) and told to presence; :meth:`RedisSubscriber.release` undoes it."""
+    tracker().opened(subscriber, request)
+    subscriber.opened = True
+    STATS.connections += 1
+    STATS.handshakes[101] += 1
+    reporter().change(subscriber.facility or "", +1)
+
+
+def new_subscriber(subscription: PubSubFactory) -> RedisSubscriber:
+    """A ``WS4REDIS_SUBSCRIBER`` whose ``set_pubsub_channels`` subscribes through
+    ``subscription``."""
+    subscriber = settings.load_callable("WS4REDIS_SUBSCRIBER")(get_redis())
+    subscriber.pubsub_factory = subscription
+    return subscriber
+
+
+def failed(
+    accepted: Accepted, exc: Exception, subscriber: RedisSubscriber | None = None
+) -> Rejection:
+    """What a connection whose subscribing raised ``exc`` is answered instead of the
+    handshake; its ``subscriber``, if made, releases what it subscribed."""
+    path = accepted.request.get_full_path()
+    if isinstance(exc, redis.RedisError | TimeoutError):
+        logger.error("Cannot subscribe websocket %s: %s", path, exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
-    except Exception:
-        logger.exception("Cannot start websocket %s", accepted.request.get_full_path())
+    else:
+        logger.error("Cannot start websocket %s", path, exc_info=exc)
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
     if subscriber is not None:
         subscriber.release()

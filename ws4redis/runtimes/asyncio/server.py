@@ -18,6 +18,7 @@ import resource
 import signal
 import socket
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -26,15 +27,17 @@ from django.core.handlers.wsgi import WSGIRequest
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
-from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.opening import Accepted, may_block, open_connection
 from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
+from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import subscribe
-from ws4redis.subscriber import RedisSubscriber
+from ws4redis.runtimes.channels import failed, new_subscriber, opened, subscribe
+from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
 
@@ -89,6 +92,7 @@ class WebsocketServer:
         self.ticking: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
+        self.persisted = PersistedReads(self.openers)
         self.publisher = Publisher()
         self._server: asyncio.Server | None = None
         self._ticks: asyncio.Task[None] | None = None
@@ -134,6 +138,119 @@ class WebsocketServer:
         return False
 
 
+class RequestParser:
+    """The HTTP request of a connection, parsed as it arrives by ``websockets``' own request
+    parser, without a whole ``ServerProtocol`` per connection (its parser generators, ids,
+    queues), which only a rejected or malformed request needs."""
+
+    __slots__ = ("_parser", "_reader")
+
+    def __init__(self) -> None:
+        self._reader = StreamReader()
+        self._parser = Request.parse(self._reader.read_line)
+
+    def feed(self, data: bytes) -> Request | None:
+        """The request once it is complete, else None; raises what the parser raises for a
+        malformed one."""
+        self._reader.feed_data(data)
+        try:
+            next(self._parser)
+        except StopIteration as done:
+            return done.value
+        return None
+
+
+class PersistedReads:
+    """The persisted messages of the websockets that open on the loop, read with one MGET
+    for all of them that ask while the previous read is in flight.
+
+    Thousands of clients connecting at once to the same channels then cost Redis one round
+    trip per batch instead of one each, and one thread hop per batch instead of one each.
+    A websocket asks once its subscriptions are confirmed, and the batch it joins starts
+    no earlier: its persisted messages are read after it subscribed, as the blocking path
+    reads them.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
+        self._reading = False
+
+    def read(self, channels: list[str]) -> asyncio.Future[list[bytes | None]]:
+        """The stored value of each of ``channels`` (None where nothing is stored)."""
+        answer = asyncio.get_running_loop().create_future()
+        self._asked.append((channels, answer))
+        if not self._reading:
+            self._next()
+        return answer
+
+    def _next(self) -> None:
+        asked, self._asked = self._asked, []
+        keys = list(dict.fromkeys(key for channels, _ in asked for key in channels))
+        self._reading = True
+        loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(self._executor, _mget, keys)
+        reading.add_done_callback(lambda done: self._answer(asked, keys, done))
+
+    def _answer(
+        self,
+        asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]],
+        keys: list[str],
+        done: asyncio.Future[list[bytes | None]],
+    ) -> None:
+        self._reading = False
+        if done.cancelled():  # the server is shutting down
+            for _, answer in asked:
+                answer.cancel()
+            return
+        error = done.exception()
+        values = {} if error is not None else dict(zip(keys, done.result(), strict=True))
+        for channels, answer in asked:
+            if answer.done():
+                continue
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result([values[channel] for channel in channels])
+        if self._asked:
+            self._next()
+
+
+def _mget(keys: list[str]) -> list[bytes | None]:
+    return get_redis().mget(keys)
+
+
+NOT_JOINING: list[Awaitable[None]] = []
+"""Shared by every :class:`LoopSubscription` once joined (so never changed in place)."""
+
+
+class LoopSubscription(HubSubscription):
+    """The subscription of a websocket that opens on the loop: joining the hub leaves what
+    to await in ``joining``, instead of a thread blocking until the loop had its turn.
+
+    It is its own factory for the subscriber (``pubsub_factory``): no closure per websocket.
+    """
+
+    def __init__(self, hub: Hub, sink: Connection) -> None:
+        super().__init__(hub, sink)
+        self.joining: list[Awaitable[None]] = []
+
+    def __call__(self) -> LoopSubscription:
+        return self
+
+    def _add(self, names: list[str]) -> None:
+        self.joining = [*self.joining, self.hub.add(self.sink, names)]
+
+    async def joined(self) -> None:
+        """Until Redis confirmed every channel joined so far (TimeoutError after
+        ``CONFIRM_WAIT``). A channel the loop already listens to is confirmed at once, and
+        then nothing is scheduled."""
+        joining, self.joining = self.joining, NOT_JOINING
+        pending = [future for future in joining if not future.done()]  # type: ignore[attr-defined]
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), CONFIRM_WAIT)
+
+
 class Connection(asyncio.Protocol):
     """One client: first an HTTP handshake, then a websocket fed by the hub.
 
@@ -148,6 +265,7 @@ class Connection(asyncio.Protocol):
         "hub",
         "last_publish",
         "open",
+        "opening",
         "relay",
         "server",
         "subscriber",
@@ -158,13 +276,14 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: WebsocketServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.handshake = ServerProtocol()
+        self.handshake: RequestParser | None = RequestParser()
         self.relay: FramedRelay | None = None
         self.subscriber: RedisSubscriber | None = None
         self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[None] | None = None
         self.open = False
+        self.opening: asyncio.Task[Rejection | Start] | None = None
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
         self.deadline: asyncio.TimerHandle | None = None
@@ -217,30 +336,42 @@ class Connection(asyncio.Protocol):
     # -- opening -------------------------------------------------------------------------------
 
     def _receive_handshake(self, data: bytes) -> None:
-        handshake = self.handshake
-        handshake.receive_data(data)
         self.early += data
-        events = handshake.events_received()
-        if not events:
-            self._write(handshake.data_to_send())  # a malformed request just closes
+        try:
+            request = self.handshake.feed(data)
+        except Exception:
+            # Malformed: websockets' own protocol answers it as it would have (414, 431, or
+            # just closing), from every byte received so far.
+            answer = ServerProtocol()
+            answer.receive_data(self.early)
+            self.handshake = None
+            self._write(answer.data_to_send())
+            return
+        if request is None:
             return
         # Frames may follow the request in the same packet: the relay's protocol gets their
         # bytes once the websocket is open (the handshake's parser is done with them).
-        request = events[0]
         self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
-        self.handshake = None  # type: ignore[assignment]
+        self.handshake = None
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         full = over_capacity(len(self.server.connections), self.server.capacity)
         if full is not None:
-            self._reject(handshake, full)
+            self._reject(full)
             return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
         self.hub = get_hub()
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(self.server.openers, self._open, django_request)
-        opening.add_done_callback(lambda done: self._opened(handshake, done))
+        opening: asyncio.Future[Rejection | Start]
+        if (
+            may_block(django_request)
+            or settings.load_callable("WS4REDIS_SUBSCRIBER") is not RedisSubscriber
+        ):
+            opening = loop.run_in_executor(self.server.openers, self._open, django_request)
+        else:
+            opening = self.opening = loop.create_task(self._open_on_loop(django_request))
+        opening.add_done_callback(self._opened)
 
     def _open(self, request: WSGIRequest) -> Rejection | Start:
         """In a thread: the core decides, then the subscriber subscribes through the hub.
@@ -254,19 +385,52 @@ class Connection(asyncio.Protocol):
         if not isinstance(outcome, Accepted):
             return outcome
         self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
-        started = subscribe(outcome, self._subscription)
+        return self._subscribe(outcome)
+
+    async def _open_on_loop(self, request: WSGIRequest) -> Rejection | Start:
+        """What :meth:`_open` does, on the loop, for a request that cannot block there
+        (:func:`~ws4redis.core.opening.may_block`) and the default subscriber, whose
+        channels need no lookup then: no thread, and the persisted messages come from a
+        read shared with the other websockets opening meanwhile (:class:`PersistedReads`).
+        Only recovering what a client missed (``recover``) still reads in a thread."""
+        outcome = open_connection(request)
+        if not isinstance(outcome, Accepted):
+            return outcome
+        self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
+        if outcome.since is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.server.openers, self._subscribe, outcome)
+        assert self.hub is not None
+        subscription = self.subscription = LoopSubscription(self.hub, self)
+        subscriber = None
+        try:
+            subscriber = new_subscriber(subscription)
+            subscriber.set_pubsub_channels(outcome.request, outcome.channels)
+            await subscription.joined()
+            channels = subscriber.subscribed_channels
+            stored = await self.server.persisted.read(channels) if channels else []
+            opened(subscriber, outcome.request)
+        except Exception as exc:
+            return failed(outcome, exc, subscriber)
+        self.subscriber = subscriber
+        return Start([message for message in stored if message])
+
+    def _subscribe(self, accepted: Accepted) -> Rejection | Start:
+        """In a thread: subscribe an accepted connection (see :meth:`_open`)."""
+        started = subscribe(accepted, self._subscription)
         if isinstance(started, Rejection):
             return started
         self.subscriber, start = started
         return start
 
-    def _opened(self, handshake: ServerProtocol, done: asyncio.Future[Any]) -> None:
+    def _opened(self, done: asyncio.Future[Any]) -> None:
+        self.opening = None
         if done.cancelled():
             return
         outcome = done.result()
         if isinstance(outcome, Rejection):
             self.relay = None
-            self._reject(handshake, outcome)
+            self._reject(outcome)
             return
         relay = self.relay
         assert relay is not None
@@ -282,7 +446,8 @@ class Connection(asyncio.Protocol):
             early, self.early = self.early, b""
             self.data_received(early)
 
-    def _reject(self, handshake: ServerProtocol, rejection: Rejection) -> None:
+    def _reject(self, rejection: Rejection) -> None:
+        handshake = ServerProtocol()  # made for the answer: most connections never need one
         response = handshake.reject(rejection.status, rejection.text)
         for name, value in rejection.headers:
             response.headers[name] = value
