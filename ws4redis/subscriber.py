@@ -40,7 +40,10 @@ PubSubFactory = Callable[[], Subscription]
 
 class SharedSubscription:
     """Base of the subscriptions a runtime puts behind a subscriber when one Redis connection
-    serves all its websockets: keeps the names, and tells the runtime's hub."""
+    serves all its websockets: keeps the names, and tells the runtime's hub. Slots: one per
+    websocket."""
+
+    __slots__ = ("channels",)
 
     def __init__(self) -> None:
         self.channels: dict[str, None] = {}

@@ -79,6 +79,8 @@ class Hub:
         self._refreshing: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
+        self._ready: asyncio.Future[None] = self.loop.create_future()
+        self._ready.set_result(None)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -92,10 +94,10 @@ class Hub:
         return self._send(*self._shards.leave(sink, channels))
 
     def _send(self, commands: dict[Address | None, Commands], wait: Wait) -> asyncio.Future[None]:
-        wait.handle = self.loop.create_future()
-        if wait.done:
-            wait.handle.set_result(None)
         self._dispatch(commands)
+        if wait.done:  # e.g. joining a channel the loop listens to already
+            return self._ready
+        wait.handle = self.loop.create_future()
         return wait.handle
 
     def _dispatch(self, commands: dict[Address | None, Commands]) -> None:
@@ -322,6 +324,8 @@ class HubSubscription(SharedSubscription):
     ``unsubscribe`` runs on the loop and leaves in ``released`` what ends when Redis
     confirmed it.
     """
+
+    __slots__ = ("hub", "released", "sink")
 
     def __init__(self, hub: Hub, sink: Sink) -> None:
         super().__init__()

@@ -231,6 +231,8 @@ class LoopSubscription(HubSubscription):
     It is its own factory for the subscriber (``pubsub_factory``): no closure per websocket.
     """
 
+    __slots__ = ("joining",)
+
     def __init__(self, hub: Hub, sink: Connection) -> None:
         super().__init__(hub, sink)
         self.joining: list[Awaitable[None]] = []

@@ -269,6 +269,8 @@ def get_hub() -> Hub:
 class HubSubscription(SharedSubscription):
     """A websocket's subscription, served by the process's :class:`Hub`."""
 
+    __slots__ = ("hub", "sink")
+
     def __init__(self, hub: Hub, sink: Sink) -> None:
         super().__init__()
         self.hub = hub
