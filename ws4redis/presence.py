@@ -126,7 +126,7 @@ class Tracker:
 
     def closed(self, subscriber: Any) -> None:
         """A websocket that :meth:`opened` closed (told once, however often it is called)."""
-        visitor_id = vars(subscriber).pop("presence_id", None)
+        visitor_id, subscriber.presence_id = getattr(subscriber, "presence_id", None), None
         if visitor_id is not None:
             self._post(("closed", visitor_id, None))
 

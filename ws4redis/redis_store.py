@@ -128,6 +128,8 @@ def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[
 class RedisStore:
     """Base of publisher and subscriber: a Redis connection plus the channels to publish on."""
 
+    __slots__ = ("_connection", "_publishers", "facility")
+
     def __init__(self, connection: redis.Redis | None = None) -> None:
         self._connection = connection if connection is not None else get_redis()
         self._publishers: set[str] = set()

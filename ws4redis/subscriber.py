@@ -86,15 +86,18 @@ class RedisSubscriber(RedisStore):
     subscription_channels: ClassVar[list[str]] = list(SUBSCRIBE_KEYS)
     publish_channels: ClassVar[list[str]] = list(PUBLISH_KEYS)
 
-    pubsub_factory: PubSubFactory | None = None
-    """Set by a runtime that shares one Redis subscription among its websockets."""
-
-    opened = False
-    """Whether its websocket opened (and is counted among the open ones until released)."""
+    # One per websocket: no instance dict (a subclass of a project's may still have one).
+    __slots__ = ("_subscription", "opened", "presence_id", "pubsub_factory")
 
     def __init__(self, connection: redis.Redis | None = None) -> None:
         super().__init__(connection)
         self._subscription: Subscription | None = None
+        self.pubsub_factory: PubSubFactory | None = None
+        """Set by a runtime that shares one Redis subscription among its websockets."""
+        self.opened = False
+        """Whether its websocket opened (counted among the open ones until released)."""
+        self.presence_id: str | None = None
+        """Its entry in presence, while it is told there."""
 
     @staticmethod
     def _audience(kind: str, channels: list[str]) -> dict[str, Any]:
