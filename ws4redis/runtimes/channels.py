@@ -9,7 +9,8 @@ thread.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TypeVar
 
 import redis
 from django.http import HttpRequest
@@ -99,11 +100,19 @@ def failed(
     return rejection
 
 
-def positioned_at(sink: Any, channel: bytes) -> Position | None:
-    """Where an open websocket that asked for positions stands on ``channel`` (None for
-    the others, and for one still opening: its recovery covers it)."""
-    relay = getattr(sink, "relay", None)
-    return relay.position_of(channel) if relay is not None else None
+Sink = TypeVar("Sink")
+
+
+def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, int]:
+    """The open websockets among ``sinks`` that asked for positions, each with the last
+    offset it got on ``channel`` (not those still opening: their recovery covers them)."""
+    offsets = {}
+    for sink in sinks:
+        relay = getattr(sink, "relay", None)
+        position = relay.position_of(channel) if relay is not None else None
+        if position is not None:
+            offsets[sink] = position.offset
+    return offsets
 
 
 def missed(channel: bytes, since: int) -> list[Delivery]:

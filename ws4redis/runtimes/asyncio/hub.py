@@ -43,7 +43,7 @@ from ws4redis.redis_pool import (
     node_kwargs,
 )
 from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.runtimes.channels import positioned_at
+from ws4redis.runtimes.channels import positioned
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -248,20 +248,15 @@ class Link:
         await confirmed
         read = self.hub.loop.run_in_executor
         for channel in channels:
-            positioned = {}
-            for sink in self.book.listeners(channel):
-                position = positioned_at(sink, channel)
-                if position is not None:
-                    positioned[sink] = position.offset
-            if positioned:
-                since = min(positioned.values())
+            offsets = positioned(self.book.listeners(channel), channel)
+            if offsets:
                 try:
-                    missed = await read(None, channels_missed, channel, since)
+                    missed = await read(None, channels_missed, channel, min(offsets.values()))
                 except redis.exceptions.RedisError as exc:  # the next connection catches up
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
                     return
                 for delivery in missed:
-                    self.hub.hand(positioned, delivery)
+                    self.hub.hand(offsets, delivery)
 
     async def _write(self, commands: Commands) -> None:
         if commands:

@@ -32,7 +32,7 @@ from ws4redis.redis_pool import (
     node_kwargs,
 )
 from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.runtimes.channels import positioned_at
+from ws4redis.runtimes.channels import positioned
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -207,20 +207,15 @@ class Link:
             return  # lost again: the next connection catches up
         for channel in channels:
             with self.hub._lock:
-                sinks = list(self.book.listeners(channel))
-            positioned = {}
-            for sink in sinks:
-                position = positioned_at(sink, channel)
-                if position is not None:
-                    positioned[sink] = position.offset
-            if positioned:
+                offsets = positioned(list(self.book.listeners(channel)), channel)
+            if offsets:
                 try:
-                    missed = channels_missed(channel, min(positioned.values()))
+                    missed = channels_missed(channel, min(offsets.values()))
                 except redis.exceptions.RedisError as exc:
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
                     return
                 for delivery in missed:
-                    for sink in positioned:
+                    for sink in offsets:
                         sink.push(delivery)
 
     def _read_forever(self) -> None:
