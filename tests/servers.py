@@ -165,11 +165,13 @@ def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess
 
 def wait_for_listening(process: subprocess.Popen, count: int) -> None:
     """Read a ``runwebsocket`` log until ``count`` workers said they listen."""
-    seen = 0
+    seen, log = 0, []
     while seen < count:
         line = process.stderr.readline()
         if not line:
-            raise AssertionError(f"runwebsocket exited early with {process.wait()}")
+            shown = "".join(log[-40:])
+            raise AssertionError(f"runwebsocket exited early with {process.wait()}:\n{shown}")
+        log.append(line)
         seen += "listening on" in line
 
 
