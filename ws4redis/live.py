@@ -42,18 +42,21 @@ class Reporter:
         self.lock = threading.Lock()
 
     def change(self, facility: str, delta: int) -> None:
-        """A websocket on ``facility`` opened (+1) or closed (-1)."""
-        STATS.facilities[facility] += delta
-        if STATS.facilities[facility] <= 0:
-            del STATS.facilities[facility]
+        """A websocket on ``facility`` opened (+1, also counted as a 101) or closed (-1).
+        Under the lock: websockets open in opener threads and close on the loop."""
+        with self.lock:
+            STATS.connections += delta
+            if delta > 0:
+                STATS.handshakes[101] += 1
+            count = STATS.facilities[facility] + delta
+            if count > 0:
+                STATS.facilities[facility] = count
+            else:
+                STATS.facilities.pop(facility, None)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._work, name="ws4redis-live", daemon=True)
+                self.thread.start()
         self.changed.set()
-        if self.thread is None:
-            with self.lock:
-                if self.thread is None:
-                    self.thread = threading.Thread(
-                        target=self._work, name="ws4redis-live", daemon=True
-                    )
-                    self.thread.start()
 
     def _work(self) -> None:
         failing = False

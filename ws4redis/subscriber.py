@@ -18,7 +18,6 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
-from ws4redis.core.stats import STATS
 from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore
 
@@ -160,5 +159,4 @@ class RedisSubscriber(RedisStore):
             from ws4redis.live import reporter
 
             self.opened = False
-            STATS.connections -= 1
             reporter().change(self.facility or "", -1)

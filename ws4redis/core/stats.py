@@ -3,8 +3,9 @@
 Plain integers, no locks and no I/O: the core and the hubs add to them on their paths (an
 addition per message or per write, not per lookup), and :mod:`ws4redis.metrics` reads them
 when Prometheus scrapes. Under the asyncio and gevent runtimes nothing interleaves an
-addition; under ``runserver``'s threads an addition can very rarely be lost, which a
-development server can live with.
+addition, except where websockets open in opener threads and close on the loop: the open
+counts change under a lock (:mod:`ws4redis.live`). Under ``runserver``'s threads another
+addition can very rarely be lost, which a development server can live with.
 """
 
 from __future__ import annotations

@@ -69,8 +69,6 @@ def opened(subscriber: RedisSubscriber, request: HttpRequest) -> None:
     per facility, the 101) and told to presence; :meth:`RedisSubscriber.release` undoes it."""
     tracker().opened(subscriber, request)
     subscriber.opened = True
-    STATS.connections += 1
-    STATS.handshakes[101] += 1
     reporter().change(subscriber.facility or "", +1)
 
 

@@ -77,6 +77,7 @@ class Hub:
         self._shards: Shards[Sink] = Shards(None if self._seeds else SlotMap.single())
         self._links: dict[Address, Link] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        self._stale = False
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
         self._ready: asyncio.Future[None] = self.loop.create_future()
@@ -124,17 +125,22 @@ class Hub:
     def refresh(self) -> None:
         """Read the cluster's slot map again (once at a time) and move the channels whose
         master changed; nothing on a single server."""
-        if self._seeds is not None and (self._refreshing is None or self._refreshing.done()):
+        if self._seeds is None:
+            return
+        self._stale = True  # a read under way when this came may predate the change
+        if self._refreshing is None or self._refreshing.done():
             self._refreshing = self.loop.create_task(self._refresh())
 
     async def _refresh(self) -> None:
-        delay = RECONNECT_MIN
-        while (slots := await self._read_slots()) is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
-        commands, done = self._shards.remap(slots)
-        self._wake(done)
-        self._dispatch(commands)
+        while self._stale:
+            self._stale = False
+            delay = RECONNECT_MIN
+            while (slots := await self._read_slots()) is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+            commands, done = self._shards.remap(slots)
+            self._wake(done)
+            self._dispatch(commands)
 
     async def _read_slots(self) -> SlotMap | None:
         """The slot map from the first node that gives one (known masters, then seeds)."""
@@ -279,9 +285,10 @@ class Link:
         while True:
             try:
                 reply = await read(push_request=True)  # with RESP3, messages are pushes
-            except redis.exceptions.ResponseError:  # MOVED: this node lost a slot
-                self.hub.refresh()
-                continue
+            except redis.exceptions.ResponseError as exc:  # MOVED: this node lost a slot
+                # Start this connection over: the refused command's waits are parked, and
+                # the map read again sends each channel where it lives now.
+                raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
             kind = reply[0]
             if kind == message:
                 fan_out(book, reply[1], reply[2])

@@ -183,6 +183,9 @@ class Link:
                 self.connection.connect()
                 confirmed = Wait(handle=threading.Event())
                 with lock:
+                    if self.closed:  # closed while connecting: its node serves us no more
+                        self.connection.disconnect()
+                        return
                     resubscribe = self.book.connected(confirmed)
                     self.write(resubscribe)
                 if resubscribe.subscribe:
@@ -225,9 +228,10 @@ class Link:
         while True:
             try:
                 reply = read(push_request=True)  # with RESP3, messages are pushes
-            except redis.exceptions.ResponseError:  # MOVED: this node lost a slot
-                self.hub.refresh()
-                continue
+            except redis.exceptions.ResponseError as exc:  # MOVED: this node lost a slot
+                # Start this connection over: the refused command's waits are parked, and
+                # the map read again sends each channel where it lives now.
+                raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
             kind = reply[0]
             if kind == message:
                 with lock:
