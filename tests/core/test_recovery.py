@@ -76,3 +76,18 @@ def test_positions_are_parsed_by_channel_and_bad_ones_named():
             assert "since" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_held_through_a_resubscription_the_history_goes_out_before_what_arrived_meanwhile():
+    """Redis was lost at offset 2; offset 5 arrives live before the history read after the
+    resubscription returns 3..5: the client gets 3, 4, 5 once, in order."""
+    framed = relay("subscribe-broadcast&recover", opened=False)
+    framed.opened(Start([], {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 2)}))
+    framed.data_to_send()  # the 101
+    framed.hold()
+    assert not framed.deliver(live("e", 5, "m5"))  # held, not sent ahead of 3 and 4
+    assert framed.position_of(CHANNEL) == Position("e", 2)  # where the history read starts
+    for delivery in [live("e", n, f"m{n}") for n in (3, 4, 5)] + framed.release_held():
+        framed.deliver(delivery)
+    assert [m["offset"] for m in sent(framed)] == [3, 4, 5]
+    assert framed.deliver(live("e", 6, "m6"))  # and live again

@@ -91,6 +91,7 @@ class Relay:
         "echo",
         "failure",
         "heartbeat",
+        "held",
         "labels",
         "last_received",
         "last_sent_at",
@@ -131,6 +132,9 @@ class Relay:
         # Without positions nothing is ever stored in it: all such relays share one.
         self.positions: dict[bytes, Position] = {} if positions else NO_POSITIONS
         self.early: list[Delivery] | None = [] if positions else None
+        # While its process subscribes again after losing Redis: what arrives waits here, so
+        # that what the history gives back goes out first (see hold()).
+        self.held: list[Delivery] | None = None
 
     # -- from the client ---------------------------------------------------------------------
 
@@ -197,11 +201,12 @@ class Relay:
         """For a client that asked for positions: a message at or before the last position
         of its channel (within the same epoch) was delivered already, at the seam between
         recovered and live messages, and is dropped; the others go out as JSON."""
-        if self.early is not None:
-            self.early.append(delivery)
+        waiting = self.early if self.early is not None else self.held
+        if waiting is not None:
+            waiting.append(delivery)
             self.outbox_bytes += len(delivery.data)
             if self.outbox_bytes > self.max_buffer:
-                self.early = []
+                waiting.clear()
                 self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return False
         position = delivery.position
@@ -215,6 +220,19 @@ class Relay:
         if name is None:
             return False
         return self.push(delivery.data, self._item(wire(name, delivery.data, position)))
+
+    def hold(self) -> None:
+        """Its process lost the Redis connection of its channels: keep what arrives from now
+        on until :meth:`release_held`, so that what the history gives back for the time between
+        goes out first, and in order (only for an open websocket with positions)."""
+        if self.labels is not None and self.early is None and self.held is None:
+            self.held = []
+
+    def release_held(self) -> list[Delivery]:
+        """End :meth:`hold`: what arrived meanwhile, to deliver again after the history."""
+        held, self.held = self.held or [], None
+        self.outbox_bytes -= sum(len(delivery.data) for delivery in held)
+        return held
 
     def position_of(self, channel: bytes) -> Position | None:
         """The last position this websocket got on ``channel``, if it asked for positions

@@ -268,6 +268,10 @@ class Subscriptions(Generic[Sink]):
 
     # -- delivery --------------------------------------------------------------------------
 
+    def sinks(self) -> set[Sink]:
+        """Every local sink of this connection's channels."""
+        return set().union(*self._sinks.values())
+
     def listeners(self, key: bytes) -> Collection[Sink]:
         """The local sinks of a channel, as Redis names it in a message."""
         return self._sinks.get(key, ())

@@ -113,6 +113,31 @@ def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, int]:
     return offsets
 
 
+def hold(sinks: Iterable[Sink]) -> None:
+    """Their process lost Redis: websockets with positions keep what arrives until
+    :func:`caught_up` (see :meth:`~ws4redis.core.relay.Relay.hold`)."""
+    for sink in sinks:
+        relay = getattr(sink, "relay", None)
+        if relay is not None:
+            relay.hold()
+
+
+def caught_up(
+    sinks: Iterable[Sink], missed: dict[bytes, tuple[dict[Sink, int], list[Delivery]]]
+) -> list[tuple[Sink, list[Delivery]]]:
+    """What each sink gets once its process has subscribed again: per channel, what the
+    history kept since its position (``missed``: from :func:`positioned` and
+    :func:`missed`), then what arrived while it was held; each drops what it has."""
+    handed = []
+    for sink in sinks:
+        relay = getattr(sink, "relay", None)
+        held = relay.release_held() if relay is not None else []
+        deliveries = [d for offsets, found in missed.values() if sink in offsets for d in found]
+        if deliveries or held:
+            handed.append((sink, deliveries + held))
+    return handed
+
+
 def missed(channel: bytes, since: int) -> list[Delivery]:
     """What ``channel``'s history keeps after offset ``since``, as Redis would have
     delivered it: for websockets that stayed open while their process subscribed the channel

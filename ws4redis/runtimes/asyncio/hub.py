@@ -42,8 +42,8 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
+from ws4redis.runtimes.channels import caught_up, hold, positioned
 from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.runtimes.channels import positioned
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -242,6 +242,8 @@ class Link:
             finally:
                 if writer is not None:
                     writer.cancel()
+            if not self.sharded:  # a cluster's channels may move on to another connection
+                hold(self.book.sinks())
             self.hub._wake(self.book.lost())
             await self.connection.disconnect()
             self.hub.refresh()  # a cluster node that went away may have a successor
@@ -253,16 +255,18 @@ class Link:
         what was published while this connection was down is not lost to it."""
         await confirmed
         read = self.hub.loop.run_in_executor
+        missed = {}
         for channel in channels:
             offsets = positioned(self.book.listeners(channel), channel)
             if offsets:
                 try:
-                    missed = await read(None, channels_missed, channel, min(offsets.values()))
-                except redis.exceptions.RedisError as exc:  # the next connection catches up
+                    since = min(offsets.values())
+                    missed[channel] = offsets, await read(None, channels_missed, channel, since)
+                except redis.exceptions.RedisError as exc:  # what is kept is all there is
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
-                    return
-                for delivery in missed:
-                    self.hub.hand(offsets, delivery)
+        for sink, deliveries in caught_up(self.book.sinks(), missed):
+            for delivery in deliveries:
+                self.hub.hand((sink,), delivery)
 
     async def _write(self, commands: Commands) -> None:
         if commands:

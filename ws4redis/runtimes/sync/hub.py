@@ -31,8 +31,8 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
+from ws4redis.runtimes.channels import caught_up, hold, positioned
 from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.runtimes.channels import positioned
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
 logger = logging.getLogger("ws4redis.hub")
@@ -157,6 +157,7 @@ class Link:
         self._client = make_client(node_kwargs(hub._kwargs, node))
         self.connection = self._client.connection_pool.make_connection()
         self.closed = False
+        self.generation = 0  # connections made so far: a catch-up belongs to one of them
         threading.Thread(target=self._run, name="ws4redis-hub", daemon=True).start()
 
     def close(self) -> None:
@@ -182,6 +183,7 @@ class Link:
             try:
                 self.connection.connect()
                 confirmed = Wait(handle=threading.Event())
+                self.generation += 1
                 with lock:
                     if self.closed:  # closed while connecting: its node serves us no more
                         self.connection.disconnect()
@@ -196,6 +198,8 @@ class Link:
             except LOST:
                 pass
             with lock:
+                if not self.sharded:  # a cluster's channels may move on to another connection
+                    hold(self.book.sinks())
                 self.hub._wake(self.book.lost())
                 self.connection.disconnect()
             if not self.closed:
@@ -206,20 +210,24 @@ class Link:
         """Once Redis confirmed the channels of a new connection: hand each websocket that
         asked for positions what the channel's history kept since its position, so that
         what was published while this connection was down is not lost to it."""
-        if not confirmed.wait(CONFIRM_WAIT):
-            return  # lost again: the next connection catches up
+        generation = self.generation
+        while not confirmed.wait(CONFIRM_WAIT):
+            if self.closed or self.generation != generation:
+                return  # lost again: the next connection catches up
+        missed = {}
         for channel in channels:
             with self.hub._lock:
                 offsets = positioned(list(self.book.listeners(channel)), channel)
             if offsets:
                 try:
-                    missed = channels_missed(channel, min(offsets.values()))
-                except redis.exceptions.RedisError as exc:
+                    missed[channel] = offsets, channels_missed(channel, min(offsets.values()))
+                except redis.exceptions.RedisError as exc:  # what is kept is all there is
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
-                    return
-                for delivery in missed:
-                    for sink in offsets:
-                        sink.push(delivery)
+        with self.hub._lock:
+            handed = caught_up(self.book.sinks(), missed)
+        for sink, deliveries in handed:
+            for delivery in deliveries:
+                sink.push(delivery)
 
     def _read_forever(self) -> None:
         read = self.connection.read_response
