@@ -11,9 +11,6 @@ by that expiry. :func:`facilities` adds up the processes still alive; the admin'
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections import Counter
@@ -21,6 +18,7 @@ from collections import Counter
 import redis
 
 from ws4redis.core.stats import STATS
+from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import key_prefix
 
@@ -36,7 +34,7 @@ class Reporter:
     """Writes this process's counts to Redis from a thread, started by the first change."""
 
     def __init__(self) -> None:
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.name = process_name()
         self.changed = threading.Event()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -99,14 +97,5 @@ def facilities(connection: redis.Redis | None = None) -> tuple[Counter[str], int
     return total, len(names)
 
 
-_reporters: dict[int, Reporter] = {}
-_lock = threading.Lock()
-
-
-def reporter() -> Reporter:
-    """This process's reporter (a forked worker gets its own)."""
-    pid = os.getpid()
-    with _lock:
-        if pid not in _reporters:
-            _reporters[pid] = Reporter()
-        return _reporters[pid]
+reporter = per_process(Reporter)
+"""This process's reporter (a forked worker gets its own)."""

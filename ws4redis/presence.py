@@ -15,9 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,6 +27,7 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
 from ws4redis.core.shards import colocated
+from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import is_authenticated, key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
@@ -111,7 +109,7 @@ class Tracker:
         self.changed = threading.Condition()
         self.events: deque[tuple[str, str, Any]] = deque()
         self.ids = itertools.count(1)
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.name = process_name()
         self.worker: threading.Thread | None = None
 
     def opened(self, subscriber: Any, request: HttpRequest) -> None:
@@ -231,14 +229,5 @@ def _announce(changes: Changes) -> None:
                 publisher.publish_message(announcement(event, visitor), expire=0)
 
 
-_trackers: dict[int, Tracker] = {}
-_trackers_lock = threading.Lock()
-
-
-def tracker() -> Tracker:
-    """This process's tracker (a forked worker gets its own)."""
-    pid = os.getpid()
-    with _trackers_lock:
-        if pid not in _trackers:
-            _trackers[pid] = Tracker()
-        return _trackers[pid]
+tracker = per_process(Tracker)
+"""This process's tracker (a forked worker gets its own)."""
