@@ -53,7 +53,10 @@ def test_clients_without_positions_get_plain_payloads(server, history):
     assert receivers == {CHANNEL: 1}
 
 
-def test_what_clients_send_is_kept_in_the_history_too(server, history):
+@override_settings(WS4REDIS_CLIENT_EXPIRE=60)
+def test_what_clients_send_is_kept_in_the_history_too_where_clients_messages_are_kept(
+    server, history
+):
     with connected(server, "subscribe-broadcast", facility="kept") as reader:
         with connected(server, "publish-broadcast", facility="kept") as writer:
             writer.send("from a browser")

@@ -8,7 +8,7 @@ import signal
 import pytest
 import websocket
 
-from tests.conftest import connected, login, session_cookie
+from tests.conftest import connected, login, publish_marker, session_cookie
 from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
 from ws4redis.presence import presence_keys, present
 from ws4redis.signals import websocket_closed, websocket_opened
@@ -27,13 +27,40 @@ def test_who_is_here_across_runtimes(server, users):
     wait_until(lambda: present(HERE).connections == 0, "everybody to leave")
 
 
-def test_subscribers_are_told_who_joins_and_leaves(server, users):
-    with connected(server, "subscribe-broadcast", facility=HERE) as watcher:
-        assert json.loads(watcher.recv()) == {"presence": "join", "user": None}  # itself
+def test_subscribers_that_get_json_are_told_who_joins_and_leaves(server, users):
+    with connected(server, "subscribe-broadcast&recover", facility=HERE) as watcher:
+        joined = {"channel": "presence", "presence": "join", "user": None}
+        assert json.loads(watcher.recv()) == joined  # itself
         mary = login("mary")
         with connected(server, "subscribe-broadcast", facility=HERE, header=[session_cookie(mary)]):
-            assert json.loads(watcher.recv()) == {"presence": "join", "user": "mary"}
-        assert json.loads(watcher.recv()) == {"presence": "leave", "user": "mary"}
+            assert json.loads(watcher.recv()) == {
+                "channel": "presence",
+                "presence": "join",
+                "user": "mary",
+            }
+        assert json.loads(watcher.recv())["presence"] == "leave"
+
+
+def test_a_client_cannot_pass_for_an_announcement(server, users):
+    """What a client sends on a facility with presence arrives as a client's message: JSON
+    clients see ``"from": "client"`` on the broadcast channel, and plain clients get no
+    announcements at all, so a line that looks like one was a client's."""
+    forged = '{"presence": "join", "user": "admin"}'
+    with connected(server, "subscribe-broadcast&recover", facility=HERE) as watcher:
+        assert json.loads(watcher.recv())["channel"] == "presence"  # its own join
+        with connected(server, "subscribe-broadcast", facility=HERE) as plain:
+            assert json.loads(watcher.recv())["channel"] == "presence"  # the plain one's join
+            with connected(server, "publish-broadcast", facility=HERE) as attacker:
+                assert json.loads(watcher.recv())["channel"] == "presence"
+                attacker.send(forged)
+                assert json.loads(watcher.recv()) == {
+                    "channel": "broadcast",
+                    "from": "client",
+                    "data": forged,
+                }
+                assert plain.recv() == forged  # the client's line, as sent
+            publish_marker(HERE)
+            assert plain.recv() == "--marker--"  # no announcement of the attacker's leave
 
 
 @pytest.mark.not_under("uwsgi", reason="the signal's receivers are in the test process")

@@ -40,27 +40,33 @@ def test_published_while_connected_arrives(server, rdb):
     assert receivers == {f"ws4redis:broadcast:{FACILITY}": 1}
 
 
-def test_publish_from_client_is_persisted_with_expiry(socket_server, rdb):
+@override_settings(WS4REDIS_CLIENT_EXPIRE=60)
+def test_publish_from_client_is_persisted_with_expiry_where_the_project_allows_it(
+    socket_server, rdb
+):
     with connected(socket_server, "publish-broadcast") as ws:
         ws.send(MESSAGE)
     key = f"ws4redis:broadcast:{FACILITY}"
     assert rdb.get(key) == MESSAGE.encode()
-    assert 0 < rdb.ttl(key) <= 10
+    assert 0 < rdb.ttl(key) <= 10  # the shorter of WS4REDIS_EXPIRE and the client's
     assert RedisPublisher().fetch_message(None, FACILITY, "broadcast") == MESSAGE.encode()
 
 
 @pytest.mark.parametrize("client_expire", [0, 3])
-def test_messages_from_clients_are_stored_no_longer_than_client_expire(
-    socket_server, rdb, client_expire
-):
-    with override_settings(WS4REDIS_CLIENT_EXPIRE=client_expire):
-        with connected(socket_server, "publish-broadcast") as ws:
-            ws.send(MESSAGE)
+def test_messages_from_clients_are_stored_no_longer_than_client_expire(server, rdb, client_expire):
+    """By default (0) a client's message never replaces what Django stored."""
+    RedisPublisher(facility=FACILITY, broadcast=True).publish_message("from Django")
     key = f"ws4redis:broadcast:{FACILITY}"
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=client_expire):
+        with connected(server, "subscribe-broadcast") as reader:
+            assert reader.recv() == "from Django"
+            with connected(server, "publish-broadcast") as ws:
+                ws.send(MESSAGE)
+                assert reader.recv() == MESSAGE  # published (and stored, if at all) by now
     if client_expire:
-        assert 0 < rdb.ttl(key) <= client_expire
+        assert rdb.get(key) == MESSAGE.encode() and 0 < rdb.ttl(key) <= client_expire
     else:
-        assert rdb.get(key) is None
+        assert rdb.get(key) == b"from Django" and rdb.ttl(key) > 3
 
 
 def test_client_messages_reach_other_clients(server, rdb):
@@ -182,6 +188,7 @@ def test_anonymous_gets_no_user_or_group_channels(server, rdb, users):
 
 
 @pytest.mark.parametrize("audience", ["user", "group", "session"])
+@override_settings(WS4REDIS_CLIENT_EXPIRE=60)  # stored: what it published can be looked at
 def test_publish_from_client_to_own_audience(socket_server, rdb, users, rf, audience):
     john = login("john")
     with connected(socket_server, f"publish-{audience}", header=[session_cookie(john)]) as ws:
@@ -234,7 +241,7 @@ def test_process_request_setting_replaces_cookie_session(server, rdb, users):
 
 
 def test_heartbeat_sent_when_idle_and_swallowed_when_received(server, rdb):
-    with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--"):
+    with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--", WS4REDIS_CLIENT_EXPIRE=60):
         with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
             ws.send("--heartbeat--")  # must not be published
             assert ws.recv() == "--heartbeat--"  # the server's own, after ~4 s idle

@@ -2,8 +2,10 @@
 
 Each channel of a facility with history has a stream of its recent messages (entry ids
 ``0-<offset>``) and a hash with its epoch and last offset. Publishing runs one script:
-append, trim, expire, and publish the message in its envelope, so the offset a subscriber
-sees is always the one stored, and concurrent publishers never share an offset. The rules
+append, trim, expire, and publish the message in its envelope (who made it, and its
+position), so the offset a subscriber sees is always the one stored, and concurrent
+publishers never share an offset. A client's entry is marked as such, and keeps the history
+alive no longer than client messages are stored. The rules
 (which facilities, the envelope, when a position continues) are in
 :mod:`ws4redis.core.history`.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 import redis
 
-from ws4redis.core.history import ENVELOPE, HistoryOptions, Window
+from ws4redis.core.history import CLIENT, ENVELOPE, SERVER, HistoryOptions, Window
 from ws4redis.core.shards import colocated, key_slot
 from ws4redis.redis_pool import is_cluster
 from ws4redis.redis_store import key_prefix
@@ -28,9 +30,20 @@ if not epoch then
     redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+local client_ttl = tonumber(ARGV[8])
+if client_ttl == 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
+    redis.call('EXPIRE', KEYS[1], ARGV[4])
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+else
+    -- a client's message: marked, and it keeps the history alive for client_ttl at most
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2], 'o', 'c')
+    for i = 1, 2 do
+        if redis.call('TTL', KEYS[i]) < client_ttl then
+            redis.call('EXPIRE', KEYS[i], client_ttl)
+        end
+    end
+end
 local envelope = ARGV[6] .. epoch .. ':' .. offset .. ':' .. ARGV[2]
 return {redis.call(ARGV[7], ARGV[1], envelope), offset, epoch}
 """
@@ -68,9 +81,12 @@ def publish(
     channel: str,
     data: bytes,
     options: HistoryOptions,
+    origin: bytes = SERVER,
+    client_ttl: int = 0,
 ) -> Any:
     """Append ``data`` to the channel's history and publish it with its position; on a
-    pipeline the reply (receivers, offset, epoch) comes with the others.
+    pipeline the reply (receivers, offset, epoch) comes with the others. ``client_ttl``
+    (seconds, for a client's message) bounds how long it keeps the history alive.
 
     ``EVAL`` with the script's text, not ``EVALSHA``: a pipeline then needs no extra round
     trip to make sure the server knows the script (Redis caches it by its digest anyway).
@@ -83,7 +99,10 @@ def publish(
             "slot under Redis Cluster; leave '}' out of facility and group names"
         )
     verb = "SPUBLISH" if cluster else "PUBLISH"
-    args = [channel, data, options.size, options.ttl, secrets.token_hex(4), ENVELOPE, verb]
+    args = [
+        *(channel, data, options.size, options.ttl, secrets.token_hex(4)),
+        *(ENVELOPE + origin, verb, client_ttl),
+    ]
     # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
     return client.execute_command("EVAL", _PUBLISH, 2, *keys, *args)
 
@@ -92,5 +111,11 @@ def read(client: redis.Redis, channel: str, since: int = 0) -> Window:
     """The channel's history after offset ``since`` (all of it with 0, the last message only
     with -1), in one atomic read."""
     epoch, last, first, entries = client.eval(_READ, 2, *history_keys(channel), since)
-    messages = [(int(entry_id.split(b"-")[1]), fields[1]) for entry_id, fields in entries]
-    return Window(epoch.decode() if epoch else "", int(first), int(last), messages)
+    messages, clients = [], set()
+    for entry_id, fields in entries:
+        offset = int(entry_id.split(b"-")[1])
+        messages.append((offset, fields[1]))
+        if fields[2:] == [b"o", CLIENT]:
+            clients.add(offset)
+    epoch_name = epoch.decode() if epoch else ""
+    return Window(epoch_name, int(first), int(last), messages, frozenset(clients))

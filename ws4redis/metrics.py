@@ -27,6 +27,8 @@ SCALARS = [
     (CounterMetricFamily, "ws4redis_sent_bytes", "Bytes handed to websockets", "bytes_out"),
     (CounterMetricFamily, "ws4redis_redis_reconnects", "Redis connections back", "reconnects"),
     (CounterMetricFamily, "ws4redis_redis_outage_seconds", "Redis down (ended)", "outage_seconds"),
+    (CounterMetricFamily, "ws4redis_redis_unreadable", "Unreadable messages skipped", "unreadable"),
+    (CounterMetricFamily, "ws4redis_reader_errors", "Redis reader errors", "reader_errors"),
     (GaugeMetricFamily, "ws4redis_publish_queue", "Client messages to publish", "publish_waiting"),
 ]
 """Metric class, name, help text and :class:`~ws4redis.core.stats.Stats` attribute."""

@@ -25,6 +25,7 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.core.history import PRESENCE
 from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
 from ws4redis.core.shards import colocated
 from ws4redis.process import per_process, process_name
@@ -226,7 +227,9 @@ def _announce(changes: Changes) -> None:
         for visitor in visitors:
             if (tracked(visitor.facility) or {}).get("announce"):
                 publisher = RedisPublisher(facility=visitor.facility, broadcast=True)
-                publisher.publish_message(announcement(event, visitor), expire=0)
+                # enveloped as the presence's own: no client can send one, and clients that
+                # get JSON messages can tell it from any chat line
+                publisher._publish(announcement(event, visitor), 0, PRESENCE)
 
 
 tracker = per_process(Tracker)

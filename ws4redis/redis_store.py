@@ -16,7 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from ws4redis import settings
-from ws4redis.core.history import Window
+from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
 from ws4redis.redis_pool import get_redis, is_cluster
 
@@ -136,6 +136,9 @@ class RedisStore:
         self.facility: str | None = None
         """The facility published to; it decides whether messages keep a history."""
 
+    origin = SERVER
+    """Who its messages come from, as the envelope says (a subscriber publishes a client's)."""
+
     get_prefix = staticmethod(key_prefix)
     """Kept from the original API."""
 
@@ -165,20 +168,36 @@ class RedisStore:
         pipelined round trip. Returns, per channel, how many Redis subscribers received the
         message.
         """
-        from ws4redis import history
-
         data = _message_bytes(message)
         if expire is None:
             expire = settings.WS4REDIS_EXPIRE
-        kept = history_options(self.facility) if self.facility is not None else None
+        return self._publish(data, expire, self.origin)
+
+    def _publish(self, data: bytes, expire: int | None, origin: bytes) -> dict[str, int]:
+        """:meth:`publish_message` for messages of ``origin``. On a facility with history
+        or presence every message travels in the envelope that says who made it. A client's
+        message is kept in the history only while client messages are stored at all
+        (``expire``), and never keeps the history alive longer than that; presence
+        announcements are never kept."""
+        from ws4redis import history
+
+        facility = self.facility
+        kept = history_options(facility) if facility is not None else None
+        wrapped = facility is not None and enveloped_facility(facility)
+        client_ttl = 0
+        if origin == PRESENCE or (origin == CLIENT and not expire):
+            kept = None
+        elif origin == CLIENT and kept is not None:
+            client_ttl = min(kept.ttl, expire or 0)
+        payload = envelope(origin, None, data) if wrapped else data
         channels = list(self._publishers)
         verb = "SPUBLISH" if is_cluster(self._connection) else "PUBLISH"  # sharded pub/sub
         with self._connection.pipeline(transaction=False) as pipe:
             for channel in channels:
                 if kept is None:
-                    pipe.execute_command(verb, channel, data)
+                    pipe.execute_command(verb, channel, payload)
                 else:
-                    history.publish(pipe, channel, data, kept)
+                    history.publish(pipe, channel, data, kept, origin, client_ttl)
                 if expire:
                     pipe.set(channel, data, ex=expire)
             replies = pipe.execute()

@@ -76,7 +76,7 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a number of seconds (int >= 0) or None",
     ),
     "WS4REDIS_CLIENT_EXPIRE": (
-        60,
+        0,
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         "a number of seconds (int >= 0)",
     ),

@@ -17,6 +17,7 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.core.history import CLIENT
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
 from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore
@@ -81,6 +82,9 @@ CONFIRM_WAIT = 5.0
 
 class RedisSubscriber(RedisStore):
     """Channels of one websocket: where its messages are published, what it listens to."""
+
+    origin = CLIENT
+    """What it publishes comes from its websocket's client (the envelope says so)."""
 
     subscription_channels: ClassVar[list[str]] = list(SUBSCRIBE_KEYS)
     publish_channels: ClassVar[list[str]] = list(PUBLISH_KEYS)

@@ -40,7 +40,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
-from ws4redis.core.history import unwrap
+from ws4redis.core.history import open_envelope
 
 NO_SERVER = (
     "No Redis server binary: install redis-server (Debian/Ubuntu: apt-get install "
@@ -169,7 +169,8 @@ def capture_published(connection: dict[str, Any] | None = None) -> Iterator[Capt
             if channel == marker:
                 arrived.put(True)
                 return
-            captured.messages.append((channel, unwrap(message["data"])[1]))
+            opened = open_envelope(message["data"])
+            captured.messages.append((channel, message["data"] if opened is None else opened.data))
 
     listener = threading.Thread(target=listen, name="ws4redis-capture", daemon=True)
     listener.start()

@@ -110,14 +110,15 @@ def test_long_query_is_refused_with_414_and_many_fields_with_400():
     assert b"DATA_UPLOAD_MAX_NUMBER_FIELDS" in outcome.body
 
 
-def test_client_messages_are_stored_for_the_shorter_of_the_two_expiries():
-    assert client_message_expiry() == 10  # the test settings' WS4REDIS_EXPIRE, under 60
+def test_client_messages_are_not_stored_unless_allowed_and_then_for_the_shorter_expiry():
     with override_settings(WS4REDIS_EXPIRE=3600):
-        assert client_message_expiry() == 60  # bounded by default
-    with override_settings(WS4REDIS_EXPIRE=None):
-        assert client_message_expiry() == 0
-    with override_settings(WS4REDIS_CLIENT_EXPIRE=0):
-        assert client_message_expiry() == 0
+        assert client_message_expiry() == 0  # by default nothing a client sends is stored
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=60):
+        assert client_message_expiry() == 10  # the test settings' WS4REDIS_EXPIRE, under 60
+        with override_settings(WS4REDIS_EXPIRE=3600):
+            assert client_message_expiry() == 60
+        with override_settings(WS4REDIS_EXPIRE=None):
+            assert client_message_expiry() == 0
 
 
 @pytest.mark.parametrize(

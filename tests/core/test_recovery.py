@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 from tests.core.test_relay import relay
-from ws4redis.core.history import ENVELOPE, Position, Window, first_messages, parse_since
+from ws4redis.core.history import SERVER, Position, Window, envelope, first_messages, parse_since
 from ws4redis.core.relay import Delivery, Start
 
 CHANNEL = b"ws4redis:broadcast:chat"
 
 
 def live(epoch: str, offset: int, data: str) -> Delivery:
-    return Delivery(CHANNEL, ENVELOPE + f"{epoch}:{offset}:{data}".encode())
+    return Delivery(CHANNEL, envelope(SERVER, Position(epoch, offset), data.encode()))
+
+
+HISTORY = {"chat": {"size": 10, "ttl": 60}}
 
 
 def payloads(chunks: list[bytes]) -> list[dict]:
@@ -31,7 +34,7 @@ def sent(framed) -> list[dict]:
 
 
 def test_live_messages_during_the_opening_wait_and_duplicates_of_the_recovered_are_dropped():
-    framed = relay("subscribe-broadcast&recover", opened=False)
+    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
     for offset in (4, 5, 6):  # delivered while the history was read: 4 and 5 are in it
         assert not framed.deliver(live("e", offset, f"m{offset}"))
     recovered = [b'{"channel":"broadcast","epoch":"e","offset":4,"data":"m4"}',
@@ -81,7 +84,7 @@ def test_positions_are_parsed_by_channel_and_bad_ones_named():
 def test_held_through_a_resubscription_the_history_goes_out_before_what_arrived_meanwhile():
     """Redis was lost at offset 2; offset 5 arrives live before the history read after the
     resubscription returns 3..5: the client gets 3, 4, 5 once, in order."""
-    framed = relay("subscribe-broadcast&recover", opened=False)
+    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
     framed.opened(Start([], {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 2)}))
     framed.data_to_send()  # the 101
     framed.hold()

@@ -18,10 +18,25 @@ import json
 from dataclasses import dataclass
 
 from ws4redis import settings
+from ws4redis.core.presence import tracked
 
-ENVELOPE = b"\x00ws4redis-history\x00"
-"""Start of a message published with its position: ``ENVELOPE epoch ':' offset ':' data``.
-A NUL byte opens it, which no text payload and no JSON begins with."""
+ENVELOPE = b"\x00ws4redis\x01"
+"""Start of every message ws4redis publishes on a facility with history or presence:
+``ENVELOPE origin epoch ':' offset ':' data`` (epoch and offset empty without a position).
+A NUL byte opens it, which no text payload and no JSON begins with; but a client may send
+anything, so the envelope is only ever read where ws4redis wraps *every* message (see
+:func:`enveloped_facility`): there a client's bytes are always inside an envelope, as data."""
+
+SERVER = b"s"
+"""Origin of a message Django published (``RedisPublisher``)."""
+CLIENT = b"c"
+"""Origin of a message a websocket client sent."""
+PRESENCE = b"p"
+"""Origin of a presence announcement (made by a websocket process, never by a client)."""
+ORIGINS = frozenset((SERVER, CLIENT, PRESENCE))
+
+_EPOCH_BYTES = frozenset(b"0123456789abcdef")
+_MAX_OFFSET_DIGITS = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +64,61 @@ def options(facility: str) -> HistoryOptions | None:
     return None if entry is None else HistoryOptions(entry["size"], entry["ttl"])
 
 
-def enveloped(position: Position, data: bytes) -> bytes:
-    """``data`` as pub/sub delivers it with ``position`` (what :func:`unwrap` undoes)."""
-    return b"%s%s:%d:%s" % (ENVELOPE, position.epoch.encode(), position.offset, data)
+def enveloped_facility(facility: str) -> bool:
+    """Whether ws4redis wraps every message of ``facility`` in the envelope: where it keeps
+    history (positions) or presence (announcements travel with the other messages), so
+    that what a client sent can be told from what the server made."""
+    return options(facility) is not None or tracked(facility) is not None
 
 
-def unwrap(raw: bytes) -> tuple[Position | None, bytes]:
-    """A message as pub/sub delivered it: its position (None for a message published without
-    history) and the payload."""
+def envelope(origin: bytes, position: Position | None, data: bytes) -> bytes:
+    """``data`` as pub/sub carries it on a facility with history or presence: who made it
+    and, with history, its position (what :func:`open_envelope` reads back)."""
+    if position is None:
+        return b"%s%s::%s" % (ENVELOPE, origin, data)
+    return b"%s%s%s:%d:%s" % (ENVELOPE, origin, position.epoch.encode(), position.offset, data)
+
+
+class Opened:
+    """A message out of its envelope: who made it, its position (None without history)
+    and the payload. ``frame`` is its websocket frame, built by the relay when the first
+    websocket needs it and then shared by all of them."""
+
+    __slots__ = ("data", "frame", "origin", "position")
+
+    def __init__(self, origin: bytes, position: Position | None, data: bytes) -> None:
+        self.origin = origin
+        self.position = position
+        self.data = data
+        self.frame: bytes | None = None
+
+
+def open_envelope(raw: bytes) -> Opened | None:
+    """Read a message that arrived on a facility whose messages are enveloped; never
+    raises. A message without the envelope was published by something with access to Redis
+    but not through ws4redis (``redis-cli``, another program): it counts as the server's,
+    without a position. A damaged envelope gives None: the message cannot be read."""
     if not raw.startswith(ENVELOPE):
-        return None, raw
-    epoch, offset, data = raw[len(ENVELOPE) :].split(b":", 2)
-    return Position(epoch.decode(), int(offset)), data
+        return Opened(SERVER, None, raw)
+    start = len(ENVELOPE)
+    origin = raw[start : start + 1]
+    first = raw.find(b":", start + 1)
+    second = raw.find(b":", first + 1) if first >= 0 else -1
+    if origin not in ORIGINS or second < 0:
+        return None
+    epoch, offset = raw[start + 1 : first], raw[first + 1 : second]
+    data = raw[second + 1 :]
+    if not epoch and not offset:
+        return Opened(origin, None, data)
+    if (
+        not epoch
+        or len(epoch) > 16
+        or not _EPOCH_BYTES.issuperset(epoch)
+        or not offset.isdigit()
+        or len(offset) > _MAX_OFFSET_DIGITS
+    ):
+        return None
+    return Opened(origin, Position(epoch.decode(), int(offset)), data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +130,8 @@ class Window:
     first: int
     last: int
     messages: list[tuple[int, bytes]]
+    clients: frozenset[int] = frozenset()
+    """The offsets among ``messages`` that clients sent (the others are the server's)."""
 
     def continues(self, since: Position) -> bool:
         """Whether a client whose last message was ``since`` can be given exactly what it
@@ -87,7 +147,9 @@ class Window:
 #
 # A client that asks for positions receives every message as a JSON text frame
 # ``{"channel": label, "data": text}`` (``"bytes"``: base64, for a payload that is not
-# UTF-8), with ``"epoch"`` and ``"offset"`` when the message has a position. It resumes with
+# UTF-8), with ``"epoch"`` and ``"offset"`` when the message has a position and
+# ``"from": "client"`` when a client sent it (on facilities with history or presence, where
+# the envelope says so; a client cannot write that field: its bytes are ``data``). It resumes with
 # ``since=label:epoch:offset,...`` and is told ``"recovered": false`` (with the current
 # position) for a channel whose missed messages are no longer all kept.
 
@@ -111,11 +173,19 @@ def parse_since(value: str) -> dict[str, Position]:
     return positions
 
 
-def wire(name: str, data: bytes, position: Position | None = None, **extra: object) -> bytes:
+def wire(
+    name: str,
+    data: bytes,
+    position: Position | None = None,
+    origin: bytes = SERVER,
+    **extra: object,
+) -> bytes:
     """The JSON text frame payload of one message for a client that asked for positions."""
     message: dict[str, object] = {"channel": name}
     if position is not None:
         message["epoch"], message["offset"] = position.epoch, position.offset
+    if origin == CLIENT:
+        message["from"] = "client"
     try:
         message["data"] = data.decode()
     except UnicodeDecodeError:
@@ -135,11 +205,15 @@ def first_messages(
     is told it could not recover, with the current position, so the application can reload.
     """
     current = Position(window.epoch, window.last)
+
+    def wired(offset: int, data: bytes) -> bytes:
+        origin = CLIENT if offset in window.clients else SERVER
+        return wire(name, data, Position(window.epoch, offset), origin)
+
     if since is not None and window.continues(since):
-        return [wire(name, data, Position(window.epoch, n)) for n, data in window.messages], current
+        return [wired(n, data) for n, data in window.messages], current
     if since is None and window.messages:
-        offset, data = window.messages[-1]
-        return [wire(name, data, Position(window.epoch, offset))], current
+        return [wired(*window.messages[-1])], current
     marker = {"channel": name, "epoch": current.epoch, "offset": current.offset}
     if since is not None:
         marker["recovered"] = False

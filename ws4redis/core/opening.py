@@ -23,7 +23,7 @@ from websockets.server import ServerProtocol
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
-from ws4redis.core.history import Position, parse_since
+from ws4redis.core.history import Position, enveloped_facility, parse_since
 from ws4redis.core.relay import FramedRelay, Relay
 from ws4redis.core.stats import STATS
 
@@ -127,6 +127,7 @@ class Accepted:
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
             "positions": self.since is not None,
+            "enveloped": enveloped_facility(self.request.path_info[len(settings.WEBSOCKET_URL) :]),
         }
         if self.protocol is None or self.response is None:
             return Relay(**options)

@@ -42,6 +42,24 @@ def announcement(event: str, visitor: Visitor) -> bytes:
     return json.dumps({"presence": event, "user": visitor.user}).encode()
 
 
+PRESENCE_LABEL = "presence"
+"""The channel name announcements carry for clients that get JSON messages; no audience's
+channel is called that (theirs are ``broadcast``, ``user``, ``session``, ``group:<name>``)."""
+
+
+def announcement_wire(data: bytes) -> bytes | None:
+    """An announcement as a client that gets JSON messages receives it:
+    ``{"channel": "presence", "presence": "join", "user": ...}``; None when ``data`` is not
+    an announcement (it came from Redis, so it is read, not trusted)."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or "presence" not in message:
+        return None
+    return json.dumps({"channel": PRESENCE_LABEL, **message}, separators=(",", ":")).encode()
+
+
 @dataclass
 class Changes:
     """What the worker writes next: entries to add (or refresh) and to remove."""

@@ -12,6 +12,7 @@ the ASGI runtime uses :class:`Relay` and sends what it takes from the outbox.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from websockets.frames import CloseCode, Frame, Opcode
@@ -19,8 +20,18 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ws4redis.core.history import Position, unwrap, wire
+from ws4redis.core.history import (
+    PRESENCE,
+    SERVER,
+    Opened,
+    Position,
+    open_envelope,
+    wire,
+)
+from ws4redis.core.presence import announcement_wire
 from ws4redis.core.stats import STATS
+
+logger = logging.getLogger("ws4redis")
 
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
@@ -52,15 +63,56 @@ def frame_message(message: bytes) -> bytes:
 
 
 class Delivery:
-    """One message Redis delivered on one channel, prepared once for every local websocket:
-    the payload out of its history envelope, its position, and its frame."""
+    """One message Redis delivered on one channel, prepared once for every local websocket.
 
-    __slots__ = ("channel", "data", "frame", "position")
+    ``data`` is what Redis delivered, byte for byte: on a facility without history or
+    presence that is what its websockets get, whatever it looks like. On the others, where
+    every message travels in an envelope, :meth:`opened` reads it once, for all of them.
+    Nothing here raises on what arrived: the hubs build one per message of their reader.
+    """
+
+    __slots__ = ("_frame", "_opened", "channel", "data")
+
+    origin = SERVER
+    position: Position | None = None
 
     def __init__(self, channel: bytes, raw: bytes) -> None:
         self.channel = channel
-        self.position, self.data = unwrap(raw)
-        self.frame = frame_message(self.data)
+        self.data = raw
+        self._frame: bytes | None = None
+        self._opened: Opened | bool | None = False  # False: not read yet
+
+    @property
+    def frame(self) -> bytes:
+        """The frame of ``data``, built once, when the first websocket needs it."""
+        if self._frame is None:
+            self._frame = frame_message(self.data)
+        return self._frame
+
+    def opened(self) -> Opened | None:
+        """The message out of its envelope, or None (logged and counted once) when it
+        cannot be read."""
+        if self._opened is False:
+            self._opened = open_envelope(self.data)
+            if self._opened is None:
+                STATS.unreadable += 1
+                logger.warning(
+                    "Skipped a message on %r that cannot be read: %r", self.channel, self.data[:64]
+                )
+        return self._opened  # type: ignore[return-value]
+
+
+Message = Delivery | Opened
+"""A message as a relay queues it: a delivery as it arrived, or what its envelope held."""
+
+
+def frame_of(message: Message) -> bytes:
+    """The shared frame of ``message``."""
+    if isinstance(message, Delivery):
+        return message.frame
+    if message.frame is None:
+        message.frame = frame_message(message.data)
+    return message.frame
 
 
 @dataclass(slots=True)
@@ -89,6 +141,7 @@ class Relay:
     __slots__ = (
         "early",
         "echo",
+        "enveloped",
         "failure",
         "heartbeat",
         "held",
@@ -114,8 +167,12 @@ class Relay:
         max_buffer: int,
         max_pending: int,
         positions: bool = False,
+        enveloped: bool = False,
     ) -> None:
         self.echo = echo
+        # Whether its facility's messages travel in the envelope (history or presence): only
+        # then is what Redis delivers read as one; elsewhere it is the payload, as sent.
+        self.enveloped = enveloped
         self.heartbeat = heartbeat.encode() if heartbeat else None
         self.max_size = max_size
         self.max_buffer = max_buffer
@@ -188,10 +245,19 @@ class Relay:
 
     def deliver(self, delivery: Delivery) -> bool:
         """Queue what Redis delivered (see :meth:`push`): its frame, or for an ASGI server,
-        which frames itself, the message."""
+        which frames itself, the message. Presence announcements go only to clients that
+        get JSON messages, where they are told apart by their channel name: in a plain
+        stream they could not be told from a client's message of the same text."""
         if self.labels is not None:
             return self._deliver_positioned(delivery)
-        return self.push(delivery.data, delivery.frame if self.framed else delivery.data)
+        message = self._read(delivery)
+        if message is None or message.origin == PRESENCE:
+            return False
+        return self.push(message.data, frame_of(message) if self.framed else message.data)
+
+    def _read(self, delivery: Delivery) -> Message | None:
+        """What ``delivery`` carries for this websocket (None: it cannot be read)."""
+        return delivery.opened() if self.enveloped else delivery
 
     def _item(self, message: bytes) -> bytes:
         """What the outbox holds for ``message``."""
@@ -209,7 +275,10 @@ class Relay:
                 waiting.clear()
                 self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return False
-        position = delivery.position
+        message = self._read(delivery)
+        if message is None:
+            return False
+        position = message.position
         if position is not None:
             known = self.positions.get(delivery.channel)
             seen = known is not None and known.epoch == position.epoch
@@ -219,7 +288,11 @@ class Relay:
         name = self.labels.get(delivery.channel)  # type: ignore[union-attr]
         if name is None:
             return False
-        return self.push(delivery.data, self._item(wire(name, delivery.data, position)))
+        if message.origin == PRESENCE:
+            payload = announcement_wire(message.data)
+        else:
+            payload = wire(name, message.data, position, message.origin)
+        return payload is not None and self.push(message.data, self._item(payload))
 
     def hold(self) -> None:
         """Its process lost the Redis connection of its channels: keep what arrives from now

@@ -39,6 +39,10 @@ class Stats:
     """Times a lost Redis subscription connection was back."""
     outage_seconds: float = 0.0
     """Time the subscription connections were down, summed over the ended outages."""
+    unreadable: int = 0
+    """Messages from Redis that could not be read (a damaged envelope) and were skipped."""
+    reader_errors: int = 0
+    """Times a Redis reader met an unexpected error; it logged it and carried on."""
     publish_waiting: int = 0
     """Client messages waiting to be published to Redis now."""
     facilities: Counter[str] = field(default_factory=Counter)

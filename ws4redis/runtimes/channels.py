@@ -17,7 +17,16 @@ from django.http import HttpRequest
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.history import Position, enveloped, first_messages, label, wire
+from ws4redis.core.history import (
+    CLIENT,
+    SERVER,
+    Position,
+    Window,
+    envelope,
+    first_messages,
+    label,
+    wire,
+)
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, client_message_expiry
 from ws4redis.core.relay import Delivery, Start
@@ -147,9 +156,13 @@ def missed(channel: bytes, since: int) -> list[Delivery]:
     if not window.epoch:
         return []
     return [
-        Delivery(channel, enveloped(Position(window.epoch, offset), data))
+        Delivery(channel, envelope(_origin(window, offset), Position(window.epoch, offset), data))
         for offset, data in window.messages
     ]
+
+
+def _origin(window: Window, offset: int) -> bytes:
+    return CLIENT if offset in window.clients else SERVER
 
 
 def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
@@ -176,6 +189,20 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
         messages, start.positions[key] = first_messages(name, resume, window)
         start.messages.extend(messages)
     return start
+
+
+def skipped(reply: object) -> None:
+    """A hub's reader could not handle one reply from Redis: logged with its traceback and
+    counted, and the reader goes on with the next."""
+    STATS.reader_errors += 1
+    logger.exception("Skipped a reply from Redis that could not be handled: %.200r", reply)
+
+
+def restarted() -> None:
+    """A hub's reader stopped on an unexpected error: logged and counted; it connects
+    again, as after a lost connection."""
+    STATS.reader_errors += 1
+    logger.exception("The Redis reader failed; it starts over")
 
 
 def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:

@@ -42,7 +42,7 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
-from ws4redis.runtimes.channels import caught_up, hold, positioned
+from ws4redis.runtimes.channels import caught_up, hold, positioned, restarted, skipped
 from ws4redis.runtimes.channels import missed as channels_missed
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
@@ -239,6 +239,8 @@ class Link:
                 await self._read_forever()
             except LOST:
                 pass
+            except Exception:  # a fault of ours: log it, and the websockets keep a reader
+                restarted()
             finally:
                 if writer is not None:
                     writer.cancel()
@@ -293,13 +295,16 @@ class Link:
                 # Start this connection over: the refused command's waits are parked, and
                 # the map read again sends each channel where it lives now.
                 raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
-            kind = reply[0]
-            if kind == message:
-                fan_out(book, reply[1], reply[2])
-            else:
-                self.hub._wake(book.confirmed(kind, reply[1]))
-                if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
-                    self.hub.refresh()
+            try:
+                kind = reply[0]
+                if kind == message:
+                    fan_out(book, reply[1], reply[2])
+                else:
+                    self.hub._wake(book.confirmed(kind, reply[1]))
+                    if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
+                        self.hub.refresh()
+            except Exception:  # no single reply may stop the reader of every websocket
+                skipped(reply)
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}

@@ -31,7 +31,7 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
-from ws4redis.runtimes.channels import caught_up, hold, positioned
+from ws4redis.runtimes.channels import caught_up, hold, positioned, restarted, skipped
 from ws4redis.runtimes.channels import missed as channels_missed
 from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
 
@@ -197,6 +197,8 @@ class Link:
                 self._read_forever()
             except LOST:
                 pass
+            except Exception:  # a fault of ours: log it, and the websockets keep a reader
+                restarted()
             with lock:
                 if not self.sharded:  # a cluster's channels may move on to another connection
                     hold(self.book.sinks())
@@ -240,21 +242,24 @@ class Link:
                 # Start this connection over: the refused command's waits are parked, and
                 # the map read again sends each channel where it lives now.
                 raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
-            kind = reply[0]
-            if kind == message:
-                with lock:
-                    sinks = list(book.listeners(reply[1]))
-                STATS.messages += 1
-                STATS.deliveries += len(sinks)
-                if sinks:
-                    delivery = Delivery(reply[1], reply[2])
-                    for sink in sinks:
-                        sink.push(delivery)
-            else:
-                with lock:
-                    self.hub._wake(book.confirmed(kind, reply[1]))
-                    if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
-                        self.hub.refresh()
+            try:
+                kind = reply[0]
+                if kind == message:
+                    with lock:
+                        sinks = list(book.listeners(reply[1]))
+                    STATS.messages += 1
+                    STATS.deliveries += len(sinks)
+                    if sinks:
+                        delivery = Delivery(reply[1], reply[2])
+                        for sink in sinks:
+                            sink.push(delivery)
+                else:
+                    with lock:
+                        self.hub._wake(book.confirmed(kind, reply[1]))
+                        if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
+                            self.hub.refresh()
+            except Exception:  # no single reply may stop the reader of every websocket
+                skipped(reply)
 
 
 _hubs: dict[tuple[int, ConnectionKey], Hub] = {}

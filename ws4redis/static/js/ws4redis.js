@@ -7,7 +7,11 @@
  *     uri: "{{ WEBSOCKET_URI }}foobar?subscribe-broadcast&publish-broadcast&echo",
  *     connecting: function () {},          // before each connection attempt
  *     connected: function () {},           // the websocket is open
- *     receive_message: function (msg) {},  // every message except heartbeats
+ *     receive_message: function (msg, message) {},  // every message except heartbeats;
+ *                                          // with `recover`, `message` is its JSON, where
+ *                                          // message.from === "client" marks a client's
+ *     presence: function (event) {},       // with `recover`, on a facility announcing
+ *                                          // presence: {presence: "join"|"leave", user}
  *     disconnected: function (event) {},   // closed; a reconnect follows unless close()
  *     unrecovered: function (channel) {},  // with `recover`: messages of that channel were
  *                                          // lost while disconnected (reload its state)
@@ -51,6 +55,7 @@
     var onMessage = opts.receive_message || noop;
     var onDisconnected = opts.disconnected || noop;
     var onUnrecovered = opts.unrecovered || noop;
+    var onPresence = opts.presence || noop;
     var heartbeat = opts.heartbeat_msg || null;
     var recovering = /[?&]recover(&|=|$)/i.test(opts.uri);
     var positions = {};  // channel -> "epoch:offset" of the last message seen
@@ -113,8 +118,12 @@
       if (message.epoch !== undefined) {
         positions[message.channel] = message.epoch + ":" + message.offset;
       }
+      if (message.channel === "presence") {
+        onPresence({ presence: message.presence, user: message.user });  // made by the server
+        return;
+      }
       if (message.recovered === false) onUnrecovered(message.channel);
-      if (message.data !== undefined) onMessage(message.data);
+      if (message.data !== undefined) onMessage(message.data, message);
     }
 
     function connect() {

@@ -31,21 +31,6 @@
         });
     }
 
-    // A join/leave announcement of the server, rather than a line of the chat.
-    function isPresence(text) {
-      if (text.charAt(0) !== "{") return false;
-      try {
-        return JSON.parse(text).presence !== undefined;
-      } catch (error) {
-        return false;
-      }
-    }
-
-    function receive(text) {
-      if (isPresence(text)) refreshOnline();
-      else show(text);
-    }
-
     function show(text) {
       var line = document.createElement("p");
       line.textContent = text;
@@ -66,7 +51,10 @@
         if (left) setStatus("closed", "closed");
         else setStatus("disconnected", "disconnected");
       },
-      receive_message: receive
+      receive_message: show,
+      // Announcements come apart from the chat's lines (the server's own channel name), so
+      // no line a visitor types can pass for one.
+      presence: refreshOnline
     });
 
     form.addEventListener("submit", function (event) {
