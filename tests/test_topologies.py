@@ -13,6 +13,7 @@ from django.test import override_settings
 from tests.conftest import FACILITY, connected
 from tests.servers import PASSWORD, cluster_group, redis_binary, sentinel_group, wait_until
 from ws4redis.publisher import RedisPublisher
+from ws4redis.redis_store import PublishError
 from ws4redis.testing import redis_cluster
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
@@ -136,3 +137,61 @@ def test_a_cluster_spoken_to_over_tls_delivers(socket_server, tmp_path):
                     broadcast_channel(FACILITIES[1]): 1
                 }
                 assert ws.recv() == "sealed"
+
+
+def test_a_failover_inside_a_publish_loop_delivers_no_message_twice(socket_server, tmp_path):
+    """Django publishes (and stores) on 12 facilities over all shards, round after round,
+    while a master is killed and its replica promoted. While the cluster is down, Redis
+    takes SPUBLISH but refuses SET: no message may reach a websocket twice (redis-py's
+    cluster pipeline used to send the whole batch again, up to 10 times), every publish the
+    caller was told went out reached its websocket, and the caller learns per channel what
+    did not."""
+    facilities = [f"loop-{n}" for n in range(12)]
+    with cluster_group(tmp_path) as group, override_settings(WS4REDIS_CONNECTION=group.connection):
+        assert {group.master_of(broadcast_channel(f)) for f in facilities} == set(group.masters)
+        doomed = group.master_of(broadcast_channel(facilities[0]))
+        with contextlib.ExitStack() as stack:
+            sockets = {
+                f: stack.enter_context(connected(socket_server, "subscribe-broadcast", facility=f))
+                for f in facilities
+            }
+            went_out: dict[str, set[str]] = {f: set() for f in facilities}
+            refused = []
+            promoted_in_round = None
+            for round_ in range(2000):
+                if round_ == 5:
+                    group.processes[doomed].kill()
+                for facility in facilities:
+                    text = f"{facility}:{round_}"
+                    publisher = RedisPublisher(facility=facility, broadcast=True)
+                    try:
+                        receivers = publisher.publish_message(text, expire=60)
+                    except PublishError as exc:
+                        refused.append(exc.outcome)
+                        receivers = exc.outcome.published
+                    if receivers.get(broadcast_channel(facility)) == 1:
+                        went_out[facility].add(text)
+                if promoted_in_round is None and group.master_of(
+                    broadcast_channel(facilities[0])
+                ) not in (None, doomed):
+                    promoted_in_round = round_
+                if promoted_in_round is not None and round_ > promoted_in_round + 20:
+                    break
+            assert promoted_in_round is not None, "no replica was promoted"
+            assert refused, "the loop never ran into the failed cluster"
+            for facility, ws in sockets.items():
+                wait_until(
+                    lambda f=facility: (
+                        RedisPublisher(facility=f, broadcast=True).publish_message(
+                            "--end--", expire=0
+                        )
+                        == {broadcast_channel(f): 1}
+                    ),
+                    f"{facility} to be delivered again",
+                    60,
+                )
+                seen = []
+                while (text := ws.recv()) != "--end--":
+                    seen.append(text)
+                assert len(seen) == len(set(seen)), f"{facility} got a message twice"
+                assert went_out[facility] <= set(seen), f"{facility} missed what went out"

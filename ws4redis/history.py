@@ -19,7 +19,6 @@ import redis
 
 from ws4redis.core.history import CLIENT, ENVELOPE, SERVER, HistoryOptions, Window
 from ws4redis.core.shards import colocated, key_slot
-from ws4redis.redis_pool import is_cluster
 from ws4redis.redis_store import key_prefix
 
 _PUBLISH = """
@@ -76,23 +75,23 @@ def history_keys(channel: str) -> list[str]:
     return [colocated(f"{prefix}history:", channel), colocated(f"{prefix}history-meta:", channel)]
 
 
-def publish(
-    client: redis.Redis | redis.client.Pipeline,
+def publish_command(
     channel: str,
     data: bytes,
     options: HistoryOptions,
+    *,
+    cluster: bool,
     origin: bytes = SERVER,
     client_ttl: int = 0,
-) -> Any:
-    """Append ``data`` to the channel's history and publish it with its position; on a
-    pipeline the reply (receivers, offset, epoch) comes with the others. ``client_ttl``
-    (seconds, for a client's message) bounds how long it keeps the history alive.
+) -> tuple[Any, ...]:
+    """The command that appends ``data`` to the channel's history and publishes it with its
+    position (its reply: receivers, offset, epoch). ``client_ttl`` (seconds, for a client's
+    message) bounds how long it keeps the history alive.
 
     ``EVAL`` with the script's text, not ``EVALSHA``: a pipeline then needs no extra round
     trip to make sure the server knows the script (Redis caches it by its digest anyway).
     """
     keys = history_keys(channel)
-    cluster = is_cluster(client)
     if cluster and key_slot(keys[0].encode()) != key_slot(channel.encode()):
         raise ValueError(
             f"history of {channel!r}: a name with '}}' and no hash tag cannot share its hash "
@@ -103,8 +102,7 @@ def publish(
         *(channel, data, options.size, options.ttl, secrets.token_hex(4)),
         *(ENVELOPE + origin, verb, client_ttl),
     ]
-    # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
-    return client.execute_command("EVAL", _PUBLISH, 2, *keys, *args)
+    return ("EVAL", _PUBLISH, 2, *keys, *args)
 
 
 def read(client: redis.Redis, channel: str, since: int = 0) -> Window:

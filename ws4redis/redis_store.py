@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
+from ws4redis.redis_commands import Command, run_once
 from ws4redis.redis_pool import get_redis, is_cluster
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
@@ -125,6 +127,31 @@ def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[
     return names
 
 
+@dataclass
+class PublishOutcome:
+    """What one ``publish_message`` did, per channel: ``published`` the channels that went
+    out, with how many Redis subscribers got the message; ``failed`` those that did not, or
+    whose fate is unknown (the connection was lost after the command was sent), with the
+    error; ``unstored`` those whose stored copy could not be written."""
+
+    published: dict[str, int]
+    failed: dict[str, Exception]
+    unstored: dict[str, Exception]
+
+
+class PublishError(redis.RedisError):
+    """A ``publish_message`` that did not fully succeed; ``outcome`` says, per channel, what
+    went out. Nothing is ever published twice: publishing again is the caller's choice, and
+    should target only the channels in ``outcome.failed``."""
+
+    def __init__(self, outcome: PublishOutcome) -> None:
+        failed = {**outcome.failed, **outcome.unstored}
+        details = "; ".join(f"{channel}: {exc}" for channel, exc in failed.items())
+        what = "not published" if outcome.failed else "published but not stored"
+        super().__init__(f"message {what} on {len(failed)} channel(s): {details}")
+        self.outcome = outcome
+
+
 class RedisStore:
     """Base of publisher and subscriber: a Redis connection plus the channels to publish on."""
 
@@ -165,8 +192,10 @@ class RedisStore:
 
         On a facility with history (``WS4REDIS_HISTORY``) the message is also appended to
         each channel's history and published with its position. All commands go out in one
-        pipelined round trip. Returns, per channel, how many Redis subscribers received the
-        message.
+        pipelined round trip per Redis node, and each reaches Redis at most once: nothing is
+        published twice, whatever fails in between (:mod:`ws4redis.redis_commands`).
+        Returns, per channel, how many Redis subscribers received the message; raises
+        :class:`PublishError`, which says per channel what went out, when not everything did.
         """
         data = _message_bytes(message)
         if expire is None:
@@ -191,20 +220,33 @@ class RedisStore:
             client_ttl = min(kept.ttl, expire or 0)
         payload = envelope(origin, None, data) if wrapped else data
         channels = list(self._publishers)
-        verb = "SPUBLISH" if is_cluster(self._connection) else "PUBLISH"  # sharded pub/sub
-        with self._connection.pipeline(transaction=False) as pipe:
-            for channel in channels:
-                if kept is None:
-                    pipe.execute_command(verb, channel, payload)
-                else:
-                    history.publish(pipe, channel, data, kept, origin, client_ttl)
-                if expire:
-                    pipe.set(channel, data, ex=expire)
-            replies = pipe.execute()
-        published = replies[:: 2 if expire else 1]
-        if kept is not None:
-            published = [reply[0] for reply in published]
-        return dict(zip(channels, published, strict=True))
+        cluster = is_cluster(self._connection)
+        verb = "SPUBLISH" if cluster else "PUBLISH"  # sharded pub/sub
+        commands: list[Command] = []
+        for channel in channels:
+            if kept is None:
+                commands.append((channel, (verb, channel, payload)))
+            else:
+                command = history.publish_command(
+                    channel, data, kept, cluster=cluster, origin=origin, client_ttl=client_ttl
+                )
+                commands.append((channel, command))
+            if expire:  # stored apart: a store Redis refused is retried without publishing
+                commands.append((channel, ("SET", channel, data, "EX", expire)))
+        replies = run_once(self._connection, commands)
+        step = 2 if expire else 1
+        outcome = PublishOutcome({}, {}, {})
+        for n, channel in enumerate(channels):
+            reply = replies[n * step]
+            if isinstance(reply, Exception):
+                outcome.failed[channel] = reply
+            else:
+                outcome.published[channel] = reply if kept is None else reply[0]
+            if expire and isinstance(replies[n * step + 1], Exception):
+                outcome.unstored[channel] = replies[n * step + 1]
+        if outcome.failed or outcome.unstored:
+            raise PublishError(outcome)
+        return outcome.published
 
     def history(self, since: int = 0) -> dict[str, Window]:
         """What each channel of this store keeps of its history after offset ``since``:
