@@ -165,6 +165,39 @@ def test_history_lost_with_a_redis_restart_is_told_not_silently_skipped(server, 
     assert message["data"] == "after" and message["offset"] == 1 and message["epoch"] != old.epoch
 
 
+def test_a_client_open_through_a_redis_restart_gets_the_new_epoch_from_its_start(server, tmp_path):
+    """Redis restarts without persistence under an open ``recover`` websocket; what Django
+    publishes before the process has subscribed again starts a new epoch and reaches no
+    subscriber. The websocket gets that epoch's messages from offset 1, in order, once."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+    kept = {"kept": {"size": 1000, "ttl": 60}}
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with override_settings(WS4REDIS_HISTORY=kept):
+            publisher = RedisPublisher(facility="kept", broadcast=True)
+            with private_redis(tmp_path, *args, port=port) as first:
+                publisher.publish_message("before", expire=0)
+                with connected(server, "subscribe-broadcast&recover", facility="kept") as ws:
+                    old = positions(ws)
+                    assert old["data"] == "before"
+                    first.kill()
+                    first.wait()
+                    with private_redis(tmp_path, *args, port=port):
+                        sent, unheard = [], 0
+                        for n in range(500):  # until one reaches the resubscribed websocket
+                            text = f"new {n}"
+                            receivers = publisher.publish_message(text, expire=0)[CHANNEL]
+                            sent.append(text)
+                            unheard += receivers == 0
+                            if receivers:
+                                break
+                        assert unheard, "the process was back before anything was published"
+                        got = [positions(ws) for _ in sent]
+    assert [m["data"] for m in got] == sent
+    assert [m["offset"] for m in got] == list(range(1, len(sent) + 1))
+    assert {m["epoch"] for m in got} != {old["epoch"]}
+
+
 def test_a_client_that_stayed_open_gets_what_a_resubscription_missed(server, history, rdb):
     """The process's subscription connection is cut. What is published before it has
     subscribed again reaches no subscriber in Redis (the publish says so), yet the open

@@ -52,6 +52,26 @@ def test_live_messages_during_the_opening_wait_and_duplicates_of_the_recovered_a
     ]
 
 
+def test_a_client_is_told_when_a_new_epoch_or_a_trimmed_history_skips_messages():
+    """Positions must run on without a hole: a message of another epoch that is not its first,
+    or one that skips offsets, comes after a ``recovered: false`` for the position before."""
+    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
+    framed.opened(Start([], {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 5)}))
+    framed.data_to_send()
+    for delivery in (live("f", 3, "third of a new epoch"), live("f", 4, "next")):
+        framed.deliver(delivery)
+    assert sent(framed) == [
+        {"channel": "broadcast", "epoch": "f", "offset": 2, "recovered": False},
+        {"channel": "broadcast", "epoch": "f", "offset": 3, "data": "third of a new epoch"},
+        {"channel": "broadcast", "epoch": "f", "offset": 4, "data": "next"},  # no hole
+    ]
+    assert framed.deliver(live("f", 9, "after a trim"))
+    assert sent(framed) == [
+        {"channel": "broadcast", "epoch": "f", "offset": 8, "recovered": False},
+        {"channel": "broadcast", "epoch": "f", "offset": 9, "data": "after a trim"},
+    ]
+
+
 def test_first_messages_resume_or_say_they_cannot():
     window = Window("e", first=3, last=5, messages=[(4, b"m4"), (5, b"m5")])
     resumed, position = first_messages("broadcast", Position("e", 3), window)

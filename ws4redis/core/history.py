@@ -214,7 +214,14 @@ def first_messages(
         return [wired(n, data) for n, data in window.messages], current
     if since is None and window.messages:
         return [wired(*window.messages[-1])], current
-    marker = {"channel": name, "epoch": current.epoch, "offset": current.offset}
-    if since is not None:
-        marker["recovered"] = False
-    return [json.dumps(marker, separators=(",", ":")).encode()], current
+    return [marker(name, current, recovered=since is None)], current
+
+
+def marker(name: str, position: Position, *, recovered: bool = False) -> bytes:
+    """A position without a message: where a channel stands, and with ``recovered`` false
+    that what came before it is no longer all there, so the application should reload."""
+    message: dict[str, object] = {"channel": name, "epoch": position.epoch}
+    message["offset"] = position.offset
+    if not recovered:
+        message["recovered"] = False
+    return json.dumps(message, separators=(",", ":")).encode()

@@ -25,6 +25,7 @@ from ws4redis.core.history import (
     SERVER,
     Opened,
     Position,
+    marker,
     open_envelope,
     wire,
 )
@@ -279,20 +280,31 @@ class Relay:
         if message is None:
             return False
         position = message.position
+        gap = False
         if position is not None:
             known = self.positions.get(delivery.channel)
-            seen = known is not None and known.epoch == position.epoch
-            if seen and position.offset <= known.offset:  # type: ignore[union-attr]
-                return False
+            if known is not None:
+                same = known.epoch == position.epoch
+                if same and position.offset <= known.offset:
+                    return False
+                # what came before this message is not all with the client: another epoch
+                # begun (Redis lost the history) or offsets skipped (trimmed meanwhile)
+                gap = position.offset > (known.offset + 1 if same else 1)
             self.positions[delivery.channel] = position
         name = self.labels.get(delivery.channel)  # type: ignore[union-attr]
         if name is None:
             return False
+        wake = False
+        if gap:
+            before = Position(position.epoch, position.offset - 1)  # type: ignore[union-attr]
+            wake = self.push(b"", self._item(marker(name, before)))
         if message.origin == PRESENCE:
             payload = announcement_wire(message.data)
         else:
             payload = wire(name, message.data, position, message.origin)
-        return payload is not None and self.push(message.data, self._item(payload))
+        if payload is None:
+            return wake
+        return self.push(message.data, self._item(payload)) or wake
 
     def hold(self) -> None:
         """Its process lost the Redis connection of its channels: keep what arrives from now

@@ -110,16 +110,16 @@ def failed(
 Sink = TypeVar("Sink")
 
 
-def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, int]:
+def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, Position]:
     """The open websockets among ``sinks`` that asked for positions, each with the last
-    offset it got on ``channel`` (not those still opening: their recovery covers them)."""
-    offsets = {}
+    position it got on ``channel`` (not those still opening: their recovery covers them)."""
+    found = {}
     for sink in sinks:
         relay = getattr(sink, "relay", None)
         position = relay.position_of(channel) if relay is not None else None
         if position is not None:
-            offsets[sink] = position.offset
-    return offsets
+            found[sink] = position
+    return found
 
 
 def hold(sinks: Iterable[Sink]) -> None:
@@ -132,7 +132,7 @@ def hold(sinks: Iterable[Sink]) -> None:
 
 
 def caught_up(
-    sinks: Iterable[Sink], missed: dict[bytes, tuple[dict[Sink, int], list[Delivery]]]
+    sinks: Iterable[Sink], missed: dict[bytes, tuple[dict[Sink, Position], list[Delivery]]]
 ) -> list[tuple[Sink, list[Delivery]]]:
     """What each sink gets once its process has subscribed again: per channel, what the
     history kept since its position (``missed``: from :func:`positioned` and
@@ -147,12 +147,18 @@ def caught_up(
     return handed
 
 
-def missed(channel: bytes, since: int) -> list[Delivery]:
-    """What ``channel``'s history keeps after offset ``since``, as Redis would have
-    delivered it: for websockets that stayed open while their process subscribed the channel
-    again (an outage, a failover), which may have missed some of it. Each websocket drops
-    what it already has (:meth:`~ws4redis.core.relay.Relay.position_of`)."""
-    window = history.read(get_redis(), channel.decode(), since)
+def missed(channel: bytes, positions: Iterable[Position]) -> list[Delivery]:
+    """What ``channel``'s history keeps after the earliest of ``positions``, as Redis would
+    have delivered it: for websockets that stayed open while their process subscribed the
+    channel again (an outage, a failover), which may have missed some of it. When the
+    history is in another epoch than one of them (Redis lost it meanwhile), all it keeps:
+    that websocket gets the new epoch from its start, or is told what it lacks. Each
+    websocket drops what it already has (:meth:`~ws4redis.core.relay.Relay.position_of`)."""
+    positions = list(positions)
+    connection = get_redis()
+    window = history.read(connection, channel.decode(), min(p.offset for p in positions))
+    if window.epoch and any(p.epoch != window.epoch for p in positions):
+        window = history.read(connection, channel.decode(), 0)
     if not window.epoch:
         return []
     return [

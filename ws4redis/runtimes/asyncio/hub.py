@@ -262,8 +262,8 @@ class Link:
             offsets = positioned(self.book.listeners(channel), channel)
             if offsets:
                 try:
-                    since = min(offsets.values())
-                    missed[channel] = offsets, await read(None, channels_missed, channel, since)
+                    found = await read(None, channels_missed, channel, offsets.values())
+                    missed[channel] = offsets, found
                 except redis.exceptions.RedisError as exc:  # what is kept is all there is
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
         for sink, deliveries in caught_up(self.book.sinks(), missed):

@@ -222,7 +222,7 @@ class Link:
                 offsets = positioned(list(self.book.listeners(channel)), channel)
             if offsets:
                 try:
-                    missed[channel] = offsets, channels_missed(channel, min(offsets.values()))
+                    missed[channel] = offsets, channels_missed(channel, offsets.values())
                 except redis.exceptions.RedisError as exc:  # what is kept is all there is
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
         with self.hub._lock:
