@@ -114,6 +114,9 @@ def test_delivery_follows_a_cluster_failover_on_the_same_socket(server, tmp_path
 
                 wait_until(delivered, "a publish that reaches the websocket", 60)
                 assert ws.recv() == "after"
+                # on a cluster as on one server, the log says Redis is back (the channels moved
+                # to the promoted replica's connection)
+                wait_until(lambda: "Redis is back" in server.log(), "the log line", 10)
 
 
 def test_a_cluster_spoken_to_over_tls_delivers(socket_server, tmp_path):

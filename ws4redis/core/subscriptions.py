@@ -36,6 +36,10 @@ Sink = TypeVar("Sink")
 
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 10.0
+SLOT_POLL = 0.25
+"""Seconds between two reads of a cluster's slot map while a master's connection is down:
+its replica's promotion shows there first, and the channels move at once, not on the
+lost connection's backoff."""
 
 SUBSCRIBE = (b"subscribe", b"ssubscribe")
 """Confirmations of a subscription: a channel, or a shard channel of a cluster."""
@@ -305,6 +309,17 @@ class Reconnection:
             self.lost_at = now
         delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_MAX)
         return delay
+
+    @staticmethod
+    def earliest(reconnections: Iterable[Reconnection]) -> float | None:
+        """When the first of ``reconnections`` that is down lost its connection."""
+        return min((r.lost_at for r in reconnections if r.lost_at is not None), default=None)
+
+    def inherit(self, lost_at: float | None) -> None:
+        """This connection carries channels of one that was lost at ``lost_at`` (a cluster
+        master that failed over): its coming up ends that outage, and says so."""
+        if lost_at is not None and (self.lost_at is None or lost_at < self.lost_at):
+            self.lost_at = lost_at
 
     def back(self, channels: int, now: float) -> None:
         """The connection is up again at ``now`` and ``channels`` were subscribed anew."""

@@ -29,6 +29,7 @@ from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import (
     RECONNECT_MAX,
     RECONNECT_MIN,
+    SLOT_POLL,
     Commands,
     Reconnection,
     Subscriptions,
@@ -107,9 +108,12 @@ class Hub:
         start, stop, unmapped = self._shards.reconcile(self._links.keys())
         if unmapped:
             self.refresh()  # channels no known node serves: read the map
-        self._links.update((node, Link(self, node)) for node in start)
+        lost_at = Reconnection.earliest(self._links[node].reconnection for node in stop)
         for node in stop:
             self._links.pop(node).close()
+        for node in start:
+            self._links[node] = Link(self, node)
+            self._links[node].reconnection.inherit(lost_at)
         for node, each in commands.items():
             if node is not None:
                 self._links[node].outgoing.put_nowait(each)
@@ -141,6 +145,9 @@ class Hub:
             commands, done = self._shards.remap(slots)
             self._wake(done)
             self._dispatch(commands)
+            if not self._stale and any(not link.book.online for link in self._links.values()):
+                await asyncio.sleep(SLOT_POLL)  # a master is away: watch for its successor
+                self._stale = True
 
     async def _read_slots(self) -> SlotMap | None:
         """The slot map from the first node that gives one (known masters, then seeds)."""
@@ -204,6 +211,7 @@ class Link:
         self._client = make_client(node_kwargs(hub._kwargs, node), asyncio=True)
         self.connection = self._client.connection_pool.make_connection()
         self.outgoing: asyncio.Queue[Commands] = asyncio.Queue()
+        self.reconnection = Reconnection(logger)
         self._catching_up: asyncio.Task[None] | None = None
         self._runner = hub.loop.create_task(self._run())
 
@@ -220,7 +228,7 @@ class Link:
             await self.connection.disconnect()
 
     async def _connect_forever(self) -> None:
-        reconnection = Reconnection(logger)
+        reconnection = self.reconnection
         while True:
             writer = None
             try:

@@ -22,7 +22,14 @@ from redis.retry import Retry
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import Address, Shards, SlotMap
 from ws4redis.core.stats import STATS
-from ws4redis.core.subscriptions import RECONNECT_MAX, RECONNECT_MIN, Commands, Reconnection, Wait
+from ws4redis.core.subscriptions import (
+    RECONNECT_MAX,
+    RECONNECT_MIN,
+    SLOT_POLL,
+    Commands,
+    Reconnection,
+    Wait,
+)
 from ws4redis.redis_pool import (
     ConnectionKey,
     cluster_seeds,
@@ -91,9 +98,11 @@ class Hub:
         start, stop, unmapped = self._shards.reconcile(self._links.keys())
         if unmapped:
             self.refresh()  # channels no known node serves: read the map
-        self._links.update((node, Link(self, node)) for node in start)
+        lost_at = Reconnection.earliest(self._links[node].reconnection for node in stop)
         for node in stop:
             self._links.pop(node).close()
+        for node in start:
+            self._links[node] = Link(self, node, lost_at)
         for node, each in commands.items():
             if node is not None:
                 self._links[node].write(each)
@@ -130,6 +139,10 @@ class Hub:
                 commands, done = self._shards.remap(slots)
                 self._wake(done)
                 self._dispatch(commands)
+                away = any(not link.book.online for link in self._links.values())
+            if away and not self._stale.is_set():
+                time.sleep(SLOT_POLL)  # a master is away: watch for its successor
+                self._stale.set()
 
     def _read_slots(self) -> SlotMap | None:
         """The slot map from the first node that gives one (known masters, then seeds)."""
@@ -149,8 +162,10 @@ class Hub:
 class Link:
     """The subscription connection to one node, read by a thread of its own."""
 
-    def __init__(self, hub: Hub, node: Address) -> None:
+    def __init__(self, hub: Hub, node: Address, lost_at: float | None = None) -> None:
         self.hub = hub
+        self.reconnection = Reconnection(logger)
+        self.reconnection.inherit(lost_at)  # set before its thread starts
         self.book = hub._shards.books[node]
         self.sharded = hub._seeds is not None
         # The client stays referenced: a Sentinel connection asks its pool for the master.
@@ -177,7 +192,7 @@ class Link:
 
     def _run(self) -> None:
         """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
-        reconnection = Reconnection(logger)
+        reconnection = self.reconnection
         lock = self.hub._lock
         while not self.closed:
             try:
