@@ -240,11 +240,10 @@ class Link:
                     missed[channel] = offsets, channels_missed(channel, offsets.values())
                 except redis.exceptions.RedisError as exc:  # what is kept is all there is
                     logger.warning("Cannot read what %r missed: %s", channel, exc)
-        with self.hub._lock:
-            handed = caught_up(self.book.sinks(), missed)
-        for sink, deliveries in handed:
-            for delivery in deliveries:
-                sink.push(delivery)
+        with self.hub._lock:  # see _read_forever: nothing live is pushed meanwhile
+            for sink, deliveries in caught_up(self.book.sinks(), missed):
+                for delivery in deliveries:
+                    sink.push(delivery)
 
     def _read_forever(self) -> None:
         read = self.connection.read_response
@@ -260,12 +259,13 @@ class Link:
             try:
                 kind = reply[0]
                 if kind == message:
-                    with lock:
-                        sinks = list(book.listeners(reply[1]))
                     STATS.messages += 1
-                    STATS.deliveries += len(sinks)
-                    if sinks:
-                        delivery = Delivery(reply[1], reply[2])
+                    delivery = Delivery(reply[1], reply[2])
+                    # under the lock: a catch-up hands over what its websockets missed, and
+                    # stops holding what arrives live, in one step that this must not split
+                    with lock:
+                        sinks = book.listeners(reply[1])
+                        STATS.deliveries += len(sinks)
                         for sink in sinks:
                             sink.push(delivery)
                 else:
