@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from django.contrib.sessions.backends import signed_cookies
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -118,9 +119,9 @@ def known_session_key(request: HttpRequest | None) -> str | None:
         return None
     loaded = bool(session.keys())  # loads it through the store, once per request
     key = session.session_key
-    if not key or (not loaded and session.modified):
-        return None
-    return key
+    if isinstance(session, signed_cookies.SessionStore) and not loaded and session.modified:
+        return None  # a bad signature reset it (a view's new session has no key yet)
+    return key or None
 
 
 def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[str]:
