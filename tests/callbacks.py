@@ -27,3 +27,8 @@ def gated_identity(request):
     for a slow session store or database."""
     if "gated" in request.GET:
         GATE.wait(30)
+
+
+def publish_on_header(request, facility, audience):
+    """A WS4REDIS_PERMISSIONS rule: allowed when the client sends ``Allow-Publish: YES``."""
+    return request.META.get("HTTP_ALLOW_PUBLISH") == "YES"

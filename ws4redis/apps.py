@@ -1,4 +1,5 @@
-"""App configuration: validates the settings and connects the login signal at start-up."""
+"""App configuration: validates the settings, registers the system checks and connects the
+login signal at start-up."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ class Ws4RedisConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in
 
-        from ws4redis import settings
+        from ws4redis import checks, settings  # noqa: F401 (checks registers itself)
         from ws4redis.signals import store_groups_in_session
 
         settings.check_all()

@@ -30,7 +30,7 @@ from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, 
 from ws4redis.core.shards import colocated
 from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
-from ws4redis.redis_store import is_authenticated, key_prefix
+from ws4redis.redis_store import is_authenticated, key_prefix, known_session_key
 from ws4redis.signals import websocket_closed, websocket_opened
 
 logger = logging.getLogger("ws4redis")
@@ -177,8 +177,7 @@ def _user(request: HttpRequest) -> str | None:
 
 
 def _session(request: HttpRequest) -> str | None:
-    session = getattr(request, "session", None)
-    return getattr(session, "session_key", None)
+    return known_session_key(request)  # a made-up cookie is no visitor's session
 
 
 def _send(signal: Any, visitor: Visitor, request: HttpRequest) -> None:

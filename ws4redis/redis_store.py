@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from django.contrib.sessions.backends import signed_cookies
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -101,10 +102,28 @@ def own_names(kind: str, request: HttpRequest | None) -> list[str]:
         session = getattr(request, "session", None)
         return list(session.get(MEMBEROF_SESSION_KEY, ())) if session is not None else []
     if kind == "session":
-        session = getattr(request, "session", None)
-        key = getattr(session, "session_key", None)
-        return [key] if key else []
+        return [key] if (key := known_session_key(request)) else []
     raise ValueError(f"unknown audience kind {kind!r}")
+
+
+def known_session_key(request: HttpRequest | None) -> str | None:
+    """The key of ``request``'s session if the session store knows it, else ``None``.
+
+    A cookie is whatever the client chose to send: as with Django's ``SessionMiddleware``, a
+    key the store does not know is anonymous, so it must not name a session channel (else
+    any made-up cookie of 8+ characters gets a channel, and a history, of its own). Loading
+    the session drops an unknown key (database, cache and file stores set it to ``None``);
+    the signed-cookie store keeps the key of a bad signature but resets the session, which
+    leaves it empty and modified.
+    """
+    session = getattr(request, "session", None)
+    if session is None or not session.session_key:
+        return None
+    loaded = bool(session.keys())  # loads it through the store, once per request
+    key = session.session_key
+    if isinstance(session, signed_cookies.SessionStore) and not loaded and session.modified:
+        return None  # a bad signature reset it (a view's new session has no key yet)
+    return key or None
 
 
 def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[str]:

@@ -54,6 +54,12 @@ def _is_presence(value: Any) -> bool:
     )
 
 
+def _is_permissions(value: Any) -> bool:
+    from ws4redis.core.permissions import is_permissions  # it reads settings itself
+
+    return is_permissions(value)
+
+
 def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -134,6 +140,13 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a dict of facility (or '*') -> {} or {'announce': bool}",
     ),
     "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
+    "WS4REDIS_PERMISSIONS": (
+        None,
+        _is_permissions,
+        "None or a dict of facility (or '*') -> {'subscribe': rule, 'publish': rule}, a rule"
+        " being 'anyone', 'authenticated', 'staff', 'nobody', a callable"
+        " f(request, facility, audience) or its dotted path, or a dict of audience -> rule",
+    ),
 }
 
 

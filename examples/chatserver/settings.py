@@ -80,3 +80,11 @@ WS4REDIS_HEARTBEAT = "--heartbeat--"
 WS4REDIS_HISTORY = {"foobar": {"size": 100, "ttl": 3600}}
 # ... and shows who is online: its pages are told when someone joins or leaves.
 WS4REDIS_PRESENCE = {"foobar": {"announce": True}}
+# Who may do what: browsers listen, Django speaks. The broadcast chat's lines are POSTed to
+# its view, which publishes them; the user and group chats hear only logged-in users'
+# channels. No client publishes anywhere (manage.py check --deploy: ws4redis.W001).
+WS4REDIS_PERMISSIONS = {
+    "userchat": {"subscribe": "authenticated", "publish": "nobody"},
+    "groupchat": {"subscribe": "authenticated", "publish": "nobody"},
+    "*": {"subscribe": "anyone", "publish": "nobody"},
+}

@@ -6,6 +6,7 @@ from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import reverse
 from django.views.generic import TemplateView
 
+from ws4redis import settings as ws4redis_settings
 from ws4redis.presence import present
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import SELF
@@ -38,10 +39,22 @@ class BroadcastChatView(ChatView):
     title = "Broadcast chat"
     lead = "Every page open on /chat/ sees what you send. Open a second window and try."
     facility = "foobar"
-    channels = "subscribe-broadcast&subscribe-session&publish-broadcast&echo&recover"
+    # No publish key: WS4REDIS_PERMISSIONS lets no client publish here. A line is POSTed to
+    # this view (CSRF-checked, where a project can also rate-limit or moderate), and Django
+    # publishes it: what the page shows as the chat comes from the server.
+    channels = "subscribe-broadcast&subscribe-session&recover"
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(online_url=reverse("online"), **kwargs)
+        return super().get_context_data(
+            online_url=reverse("online"), post_url=reverse("broadcast_chat"), **kwargs
+        )
+
+    def post(self, request, *args, **kwargs):
+        message = request.POST.get("message", "")
+        if not message or len(message.encode()) > ws4redis_settings.WS4REDIS_MAX_MESSAGE_SIZE:
+            return HttpResponseBadRequest("write a message of at most WS4REDIS_MAX_MESSAGE_SIZE")
+        publisher = RedisPublisher(facility=self.facility, broadcast=True)
+        return JsonResponse({"receivers": sum(publisher.publish_message(message).values())})
 
     def get(self, request, *args, **kwargs):
         if request.session.session_key is None:

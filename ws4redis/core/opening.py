@@ -1,6 +1,7 @@
 """From an upgrade request to an accepted connection (``docs/reference.md#opening-a-websocket``).
 
-protocol checks -> identify -> parse keys -> ``WS4REDIS_ALLOWED_CHANNELS`` -> handshake.
+protocol checks -> identify -> parse keys -> ``WS4REDIS_ALLOWED_CHANNELS`` ->
+``WS4REDIS_PERMISSIONS`` -> handshake.
 Runtimes call :func:`open_connection` (blocking: session and user lookups may query a
 database, so asyncio runtimes run it in a thread), then subscribe through their hub
 (:mod:`ws4redis.runtimes.opening`) and relay with :meth:`Accepted.relay`.
@@ -24,6 +25,7 @@ from websockets.server import ServerProtocol
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
 from ws4redis.core.history import Position, enveloped_facility, parse_since
+from ws4redis.core.permissions import has_callable_rules, refused
 from ws4redis.core.relay import FramedRelay, Relay
 from ws4redis.core.stats import STATS
 
@@ -61,6 +63,8 @@ def may_block(request: HttpRequest) -> bool:
     may open on its event loop, saving most connections a trip through a thread. (A
     session without a key is empty: Django's session stores load only for a key.)"""
     if settings.WS4REDIS_PROCESS_REQUEST or settings.WS4REDIS_ALLOWED_CHANNELS:
+        return True
+    if has_callable_rules():  # the project's code, like the callbacks above
         return True
     return django_settings.SESSION_COOKIE_NAME in request.COOKIES
 
@@ -162,6 +166,11 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
         channels, echo = requested_keys(request)
         since = requested_positions(request)
         channels = allowed_channels(request, channels)
+        facility = request.path_info[len(settings.WEBSOCKET_URL) :]
+        if refusals := refused(request, facility, channels):
+            raise PermissionDenied(
+                f"WS4REDIS_PERMISSIONS refuses {', '.join(refusals)} on facility {facility!r}"
+            )
         if not framing:
             return Accepted(request, channels, echo, since)
         protocol, response = negotiate(request, settings.WS4REDIS_MAX_MESSAGE_SIZE)

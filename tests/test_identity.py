@@ -1,0 +1,128 @@
+"""Django decides who hears and who speaks: what a client claims to be counts for nothing
+until Django's own stores confirm it (every runtime)."""
+
+from __future__ import annotations
+
+import pytest
+import websocket
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from tests.conftest import connected, login, publish_marker, session_cookie
+from ws4redis import settings as ws_settings
+
+FORGED = "madeup0123456789forgedsessionkey"
+
+
+def test_a_made_up_session_cookie_is_anonymous(server, rdb, users):
+    """An attacker sends a session cookie the store never issued, asks for its session's
+    channels and publishes there: it gets no session channel (nothing stored or published
+    under the made-up key, nothing of it in Redis), while a real session still has its own."""
+    query = "subscribe-session&publish-session&subscribe-broadcast&publish-broadcast&echo"
+    forged = [f"Cookie: sessionid={FORGED}"]
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=10):
+        with connected(server, query, header=forged) as attacker:
+            attacker.send("filling Redis")  # one pipeline: the broadcast and any session
+            assert attacker.recv() == "filling Redis"
+            publish_marker()  # after the whole pipeline, so Redis delivers it last
+            assert attacker.recv() == "--marker--"  # no second copy: no session channel
+        assert not [key for key in rdb.keys("*") if FORGED.encode() in key]
+
+        client = login("john")
+        real = client.session.session_key
+        own = "subscribe-session&publish-session&echo"
+        with connected(server, own, header=[session_cookie(client)]) as owner:
+            owner.send("mine")
+            assert owner.recv() == "mine"  # a session's websocket hears its own session
+    assert rdb.get(f"ws4redis:session:{real}:unittest") == b"mine"
+
+
+PERMISSIONS = {
+    "*": {"subscribe": "anyone", "publish": "authenticated"},
+    "open": {},
+    "staffroom": {"subscribe": {"broadcast": "staff", "user": "authenticated"}},
+    "coded": {"publish": "tests.callbacks.publish_on_header"},
+}
+
+
+def refusal(server, query: str, facility: str = "unittest", **kwargs) -> tuple[int, bytes]:
+    """The HTTP status and body answering a websocket request that must be refused."""
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.connect(query, facility=facility, **kwargs)
+    return refused.value.status_code, refused.value.resp_body or b""
+
+
+def test_permissions_refuse_anonymous_publishers_with_403_naming_the_key(server, rdb, users):
+    """With WS4REDIS_PERMISSIONS, a client with no cookie and no Origin (or a made-up
+    session) that asks to publish where only users may is answered 403 naming the key; it
+    may still subscribe; a logged-in user publishes; a facility configured open stays open."""
+    with override_settings(WS4REDIS_PERMISSIONS=PERMISSIONS):
+        for header in ([], [f"Cookie: sessionid={FORGED}"]):
+            status, body = refusal(
+                server, "subscribe-broadcast&publish-broadcast", header=header, suppress_origin=True
+            )
+            assert status == 403
+            if server.runtime != "asgi":  # uvicorn's 403 may carry its own body
+                assert b"publish-broadcast" in body and b"unittest" in body
+        with connected(server, "subscribe-broadcast", suppress_origin=True) as reader:
+            cookie = [session_cookie(login("john"))]
+            with connected(server, "publish-broadcast", header=cookie) as john:
+                john.send("from john")
+                assert reader.recv() == "from john"
+        with connected(server, "subscribe-broadcast&publish-broadcast&echo", facility="open") as ws:
+            ws.send("open to all")
+            assert ws.recv() == "open to all"
+
+
+def test_permissions_per_audience_and_by_dotted_path(server, rdb, users):
+    """A rule given per audience judges each key on its own; a dotted-path rule is called
+    with the request, the facility and the audience."""
+    with override_settings(WS4REDIS_PERMISSIONS=PERMISSIONS):
+        cookie = [session_cookie(login("john"))]  # authenticated, not staff
+        assert refusal(server, "subscribe-broadcast", "staffroom", header=cookie)[0] == 403
+        assert refusal(server, "subscribe-user", "staffroom")[0] == 403
+        with connected(server, "subscribe-user", facility="staffroom", header=cookie) as ws:
+            assert ws.connected
+        assert refusal(server, "publish-broadcast", "coded", header=cookie)[0] == 403
+        allowed = ["Allow-Publish: YES"]
+        with connected(server, "subscribe-broadcast", facility="coded") as reader:
+            with connected(server, "publish-broadcast", facility="coded", header=allowed) as ws:
+                ws.send("by the rule")
+                assert reader.recv() == "by the rule"
+
+
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        {"chat": {"read": "anyone"}},
+        {"chat": {"publish": "authenticted"}},
+        {"chat": {"subscribe": {"everyone": "anyone"}}},
+        {"chat": "authenticated"},
+    ],
+    ids=["action", "misspelt-rule", "audience", "not-a-dict"],
+)
+def test_a_malformed_permissions_setting_is_named_at_start_up(permissions):
+    with override_settings(WS4REDIS_PERMISSIONS=permissions):
+        with pytest.raises(ImproperlyConfigured, match="WS4REDIS_PERMISSIONS"):
+            ws_settings.check_all()
+
+
+def test_a_forged_signed_cookie_session_is_anonymous(socket_server, rdb):
+    """With the signed-cookie engine the key is the data: a key with a bad signature names
+    no session channel, one Django signed does."""
+    from django.contrib.sessions.backends.signed_cookies import SessionStore
+
+    query = "subscribe-session&publish-session&subscribe-broadcast&publish-broadcast&echo"
+    signed = SessionStore()
+    signed["visits"] = 1
+    signed.save()
+    engine = "django.contrib.sessions.backends.signed_cookies"
+    with override_settings(SESSION_ENGINE=engine, WS4REDIS_CLIENT_EXPIRE=10):
+        for key, copies in ((FORGED + ":forged", 1), (signed.session_key, 2)):
+            with connected(socket_server, query, header=[f"Cookie: sessionid={key}"]) as ws:
+                ws.send("hello")
+                assert ws.recv() == "hello"
+                publish_marker()
+                # Two channels: their copies may come either side of the marker.
+                received = sorted(ws.recv() for _ in range(copies))
+                assert received == ["--marker--", *["hello"] * (copies - 1)]
