@@ -134,6 +134,8 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a dict of facility (or '*') -> {} or {'announce': bool}",
     ),
     "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
+    "WS4REDIS_MAX_FACILITY_LENGTH": (255, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_CHANNELS": (100, _is_positive_int, "a positive int (channels)"),
 }
 
 

@@ -62,6 +62,11 @@ def check_request(request: HttpRequest) -> Rejection | None:
     limit = settings.WS4REDIS_MAX_QUERY_SIZE
     if len(meta.get("QUERY_STRING", "")) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")
+    # The facility is part of every channel and key name the websocket makes in Redis.
+    longest = settings.WS4REDIS_MAX_FACILITY_LENGTH
+    if len(request.path_info[len(settings.WEBSOCKET_URL) :].encode()) > longest:
+        text = f"The facility name is longer than WS4REDIS_MAX_FACILITY_LENGTH ({longest} bytes).\n"
+        return Rejection(414, text)
     return None
 
 

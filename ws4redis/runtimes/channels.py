@@ -19,7 +19,7 @@ from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.history import Position, enveloped, first_messages, label, wire
 from ws4redis.core.history import options as history_options
-from ws4redis.core.opening import Accepted, client_message_expiry
+from ws4redis.core.opening import Accepted, TooManyChannels, client_message_expiry
 from ws4redis.core.relay import Delivery, Start
 from ws4redis.core.stats import STATS
 from ws4redis.live import reporter
@@ -89,6 +89,8 @@ def failed(
     if isinstance(exc, redis.RedisError | TimeoutError):
         logger.error("Cannot subscribe websocket %s: %s", path, exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
+    elif isinstance(exc, TooManyChannels):
+        rejection = Rejection(400, f"{exc}\n")
     else:
         logger.error("Cannot start websocket %s", path, exc_info=exc)
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
