@@ -28,6 +28,7 @@ SCALARS = [
     (CounterMetricFamily, "ws4redis_redis_reconnects", "Redis connections back", "reconnects"),
     (CounterMetricFamily, "ws4redis_redis_outage_seconds", "Redis down (ended)", "outage_seconds"),
     (GaugeMetricFamily, "ws4redis_publish_queue", "Client messages to publish", "publish_waiting"),
+    (GaugeMetricFamily, "ws4redis_publish_queue_bytes", "Their bytes", "publish_waiting_bytes"),
 ]
 """Metric class, name, help text and :class:`~ws4redis.core.stats.Stats` attribute."""
 

@@ -136,6 +136,8 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
     "WS4REDIS_MAX_FACILITY_LENGTH": (255, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_CHANNELS": (100, _is_positive_int, "a positive int (channels)"),
+    "WS4REDIS_MAX_PENDING_BYTES": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_CLIENT_PENDING_BYTES": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
 }
 
 

@@ -145,6 +145,7 @@ class Accepted:
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
+            "max_pending_bytes": settings.WS4REDIS_MAX_CLIENT_PENDING_BYTES,
             "positions": self.since is not None,
         }
         if self.protocol is None or self.response is None:

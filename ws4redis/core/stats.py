@@ -41,6 +41,8 @@ class Stats:
     """Time the subscription connections were down, summed over the ended outages."""
     publish_waiting: int = 0
     """Client messages waiting to be published to Redis now."""
+    publish_waiting_bytes: int = 0
+    """Their bytes."""
     facilities: Counter[str] = field(default_factory=Counter)
     """Websockets open now, per facility."""
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import redis
 from django.http import HttpRequest
+from websockets.frames import CloseCode
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
@@ -180,14 +181,19 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
     return start
 
 
-def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> int | None:
     """Publish what a client sent, in order, stored as long as the core allows for client
-    messages; a Redis failure drops them with a log line."""
+    messages. None when all went out; else the close code that tells the client (see
+    :meth:`~ws4redis.core.relay.Relay.published`): 1013 when Redis failed, 1011 when the
+    subscriber class raised (logged with its traceback), and the rest is not published."""
     expire = client_message_expiry()
     try:
         for message in messages:
             subscriber.publish_message(message, expire=expire)
     except redis.RedisError as exc:
         logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
+        return CloseCode.TRY_AGAIN_LATER
     except Exception:  # a subscriber subclass failed: its traceback, and the loop goes on
         logger.exception("Dropped %d client message(s), publishing failed", len(messages))
+        return CloseCode.INTERNAL_ERROR
+    return None
