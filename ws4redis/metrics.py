@@ -30,6 +30,7 @@ SCALARS = [
     (CounterMetricFamily, "ws4redis_redis_unreadable", "Unreadable messages skipped", "unreadable"),
     (CounterMetricFamily, "ws4redis_reader_errors", "Redis reader errors", "reader_errors"),
     (GaugeMetricFamily, "ws4redis_publish_queue", "Client messages to publish", "publish_waiting"),
+    (GaugeMetricFamily, "ws4redis_publish_queue_bytes", "Their bytes", "publish_waiting_bytes"),
 ]
 """Metric class, name, help text and :class:`~ws4redis.core.stats.Stats` attribute."""
 

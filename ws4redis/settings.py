@@ -147,6 +147,10 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         " being 'anyone', 'authenticated', 'staff', 'nobody', a callable"
         " f(request, facility, audience) or its dotted path, or a dict of audience -> rule",
     ),
+    "WS4REDIS_MAX_FACILITY_LENGTH": (255, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_CHANNELS": (100, _is_positive_int, "a positive int (channels)"),
+    "WS4REDIS_MAX_PENDING_BYTES": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_CLIENT_PENDING_BYTES": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
 }
 
 

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.history import CLIENT
-from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS
+from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS, TooManyChannels
 from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore
 
@@ -125,11 +125,12 @@ class RedisSubscriber(RedisStore):
         publishers = self._get_message_channels(
             request, facility, **self._audience("publish", channels)
         )
-        self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
-        self._subscription = self._new_subscription()
         keys = self._get_message_channels(
             request, facility, **self._audience("subscribe", channels)
         )
+        TooManyChannels.check(len(publishers) + len(keys))
+        self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
+        self._subscription = self._new_subscription()
         if keys:
             self._subscription.subscribe(*keys)
 

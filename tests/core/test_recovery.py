@@ -92,7 +92,20 @@ def test_positions_are_parsed_by_channel_and_bad_ones_named():
         "broadcast": Position("e1", 7),
         "group:a:b": Position("e2", 3),
     }
-    for bad in ("broadcast", "broadcast:e1:x", ":e1:1"):
+    assert parse_since(f"broadcast::0,user:e:{10**13}") == {
+        "broadcast": Position("", 0),
+        "user": Position("e", 10**13),
+    }
+    out_of_range = (f"broadcast:e:{10**13 + 1}", "broadcast:e:100000000000000", "broadcast:e:-1")
+    not_epochs = ("broadcast:e-1:1", "broadcast:é:1", f"broadcast:{'a' * 33}:1")
+    for bad in (
+        "broadcast",
+        "broadcast:e1:x",
+        ":e1:1",
+        "broadcast:e:٣",
+        *out_of_range,
+        *not_epochs,
+    ):
         try:
             parse_since(bad)
         except ValueError as exc:

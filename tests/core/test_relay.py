@@ -11,6 +11,7 @@ from ws4redis.core.relay import (
     HEARTBEAT_INTERVAL,
     SILENT,
     FramedRelay,
+    PendingLimits,
     Relay,
     Start,
     frame_message,
@@ -186,12 +187,28 @@ def test_a_client_that_answers_the_ping_stays():
 
 
 def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
-    unframed = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10, max_pending=2)
+    unframed = Relay(
+        echo=False,
+        heartbeat=None,
+        now=0.0,
+        max_size=10,
+        max_buffer=10,
+        max_pending=2,
+        max_pending_bytes=10,
+    )
     assert unframed.receive_message(b"hello") == b"hello"
     assert unframed.receive_message(b"") is None
     assert unframed.receive_message(b"x" * 11) is None
     assert unframed.failure == (1009, "message too big")
-    slow = Relay(echo=False, heartbeat=None, now=0.0, max_size=10, max_buffer=10, max_pending=2)
+    slow = Relay(
+        echo=False,
+        heartbeat=None,
+        now=0.0,
+        max_size=10,
+        max_buffer=10,
+        max_pending=2,
+        max_pending_bytes=10,
+    )
     slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []
 
@@ -208,6 +225,31 @@ def test_unread_pongs_count_against_the_limit():
 
 def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
     framed = relay(WS4REDIS_MAX_PENDING_PUBLISHES=5)
-    assert not framed.backed_up(5)
-    assert framed.backed_up(6)
+    assert not framed.backed_up(1, 10, PendingLimits(1000, waiting=4))
+    assert framed.backed_up(1, 10, PendingLimits(1000, waiting=5))
     assert close_code(sent_frames(framed)[0]) == 1013
+
+
+@pytest.mark.parametrize(
+    "process", [PendingLimits(100, waiting_bytes=60), PendingLimits(1000)], ids=["process", "own"]
+)
+def test_client_messages_are_bounded_in_bytes_per_process_and_per_client(process):
+    """Bytes count, not only messages: past the process's bound, or past this client's own
+    (40 bytes already pending here), the client is failed with 1013."""
+    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80)
+    assert not framed.backed_up(1, 40, PendingLimits(100))
+    assert framed.pending_bytes == 40
+    assert framed.backed_up(1, 41, process)
+    assert framed.failure == (1013, "Redis is not keeping up")
+
+
+def test_a_message_redis_did_not_take_is_told_with_1013():
+    framed = relay()
+    assert not framed.backed_up(2, 30, PendingLimits(100))
+    framed.published(10, None)
+    assert framed.pending_bytes == 20 and not framed.closing
+    framed.published(20, 1013)
+    assert framed.pending_bytes == 0
+    assert framed.failure == (1013, "Redis is unavailable, message not published")
+    (close,) = sent_frames(framed)
+    assert close_code(close) == 1013 and b"not published" in close

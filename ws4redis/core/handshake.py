@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
-from django.http.request import split_domain_port, validate_host
+from django.http.request import validate_host
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
@@ -56,11 +57,16 @@ def check_request(request: HttpRequest) -> Rejection | None:
         return Rejection(400, "The client does not wish to upgrade to a websocket.\n")
     if "HTTP_SEC_WEBSOCKET_VERSION" not in meta:
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
-    if not origin_allowed(meta.get("HTTP_ORIGIN")):
+    if not origin_allowed(request):
         return Rejection(403, f"Origin {meta['HTTP_ORIGIN']!r} is not allowed.\n")
     limit = settings.WS4REDIS_MAX_QUERY_SIZE
     if len(meta.get("QUERY_STRING", "")) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")
+    # The facility is part of every channel and key name the websocket makes in Redis.
+    longest = settings.WS4REDIS_MAX_FACILITY_LENGTH
+    if len(request.path_info[len(settings.WEBSOCKET_URL) :].encode()) > longest:
+        text = f"The facility name is longer than WS4REDIS_MAX_FACILITY_LENGTH ({longest} bytes).\n"
+        return Rejection(414, text)
     return None
 
 
@@ -73,22 +79,80 @@ def over_capacity(open_connections: int, capacity: int) -> Rejection | None:
     return Rejection(503, text, retry_after=1)
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """Browsers always send Origin; a page of another site must not open our websockets.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
-    Without ``WS4REDIS_ALLOWED_ORIGINS`` the origin's host must pass ``ALLOWED_HOSTS`` the
-    way Django checks the Host header. A request without Origin is not from a browser.
+
+def _origin(value: str) -> tuple[str, str, int | None] | None:
+    """``scheme://host[:port]`` as (scheme, host, port), the port made explicit for http and
+    https; None for anything else (``null``, a path, no scheme, a bad port)."""
+    try:
+        parts = urlsplit(value.strip().lower().rstrip("/"))
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS.get(parts.scheme)
+
+
+def _matches(origin: tuple[str, str, int | None], pattern: str) -> bool:
+    """Whether ``origin`` is the trusted origin ``pattern``, spelled as Django's
+    ``CSRF_TRUSTED_ORIGINS`` (``https://*.example.com`` also admits its subdomains): same
+    scheme, host and port."""
+    wildcard = "://*." in pattern
+    trusted = _origin(pattern.replace("://*.", "://", 1))
+    if trusted is None or trusted[0] != origin[0] or trusted[2] != origin[2]:
+        return False
+    if wildcard:
+        return origin[1] == trusted[1] or origin[1].endswith("." + trusted[1])
+    return origin[1] == trusted[1]
+
+
+def own_origin(request: HttpRequest) -> str | None:
+    """The origin of the site the request reaches: the scheme its pages are served with
+    (https for a wss request or one Django sees as secure, through
+    ``SECURE_PROXY_SSL_HEADER`` too) and its Host header; None for a Host that
+    ``ALLOWED_HOSTS`` refuses."""
+    secure = request.scheme in ("https", "wss")
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return None
+    return f"{'https' if secure else 'http'}://{host}"
+
+
+def origin_allowed(request: HttpRequest) -> bool:
+    """Browsers always send Origin; a page of another site (another scheme, host or port)
+    must not open our websockets with its visitors' cookies
+    (``docs/reference.md#limits-and-safety``).
+
+    ``WS4REDIS_ALLOWED_ORIGINS``, when set, lists the origins allowed (``"*"``: any).
+    Without it, as Django's CSRF check: the request's own origin and
+    ``CSRF_TRUSTED_ORIGINS``; and a host of ``ALLOWED_HOSTS`` on the default port of the
+    request's scheme (a page at ``https://example.com`` opening
+    ``wss://example.com:8001``). A request without Origin is not from a browser.
     """
-    if origin is None:
+    header = request.META.get("HTTP_ORIGIN")
+    if header is None:
         return True
+    origin = _origin(header)
     allowed = settings.WS4REDIS_ALLOWED_ORIGINS
     if allowed is not None:
-        return "*" in allowed or origin.lower() in {a.lower().rstrip("/") for a in allowed}
-    domain, _port = split_domain_port(urlsplit(origin).netloc)
+        return "*" in allowed or (origin is not None and any(_matches(origin, a) for a in allowed))
+    if origin is None:
+        return False
+    own = own_origin(request)
+    trusted = [*([own] if own else []), *django_settings.CSRF_TRUSTED_ORIGINS]
+    if any(_matches(origin, pattern) for pattern in trusted):
+        return True
+    scheme = "https" if request.scheme in ("https", "wss") else "http"
+    if origin[0] != scheme or origin[2] != DEFAULT_PORTS[scheme]:
+        return False
     allowed_hosts = django_settings.ALLOWED_HOSTS
     if django_settings.DEBUG and not allowed_hosts:
         allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed_hosts)
+    host = f"[{origin[1]}]" if ":" in origin[1] else origin[1]
+    return validate_host(host, allowed_hosts)
 
 
 def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None:

@@ -162,14 +162,35 @@ def label(channel: str, facility: str, prefix: str) -> str:
     return kind_and_name if kind == "group" else kind
 
 
+MAX_OFFSET = 10**13
+"""The largest offset a client may name: ten trillion messages on one channel is beyond any
+history, and Redis's Lua prints numbers from 10**14 on as ``1e+14``, which no stream id
+reads back."""
+MAX_EPOCH = 32
+"""The longest epoch a client may name; epochs are short names of letters and digits."""
+
+
 def parse_since(value: str) -> dict[str, Position]:
-    """``label:epoch:offset`` items, comma-separated; ValueError names what is wrong."""
+    """``label:epoch:offset`` items, comma-separated; ValueError names what is wrong.
+
+    What an anonymous client writes here reaches a script in Redis: an offset that is not a
+    plain decimal up to :data:`MAX_OFFSET`, or an epoch that is not a short name of ASCII
+    letters and digits, is refused here (400) rather than failing in Redis (a 503 that says
+    Redis is down when it is not)."""
     positions = {}
     for item in filter(None, value.split(",")):
         parts = item.rsplit(":", 2)
-        if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
+        if len(parts) != 3 or not parts[0] or not (parts[2].isascii() and parts[2].isdigit()):
             raise ValueError(f"since: bad position {item!r}, expected channel:epoch:offset")
-        positions[parts[0]] = Position(parts[1], int(parts[2]))
+        label_, epoch, offset = parts
+        if len(offset) > len(str(MAX_OFFSET)) or int(offset) > MAX_OFFSET:
+            raise ValueError(f"since: offset {offset} of {label_!r} is over {MAX_OFFSET}")
+        if len(epoch) > MAX_EPOCH or not (epoch.isascii() and (epoch.isalnum() or not epoch)):
+            raise ValueError(
+                f"since: epoch {epoch[: MAX_EPOCH + 1]!r} of {label_!r} is not an epoch "
+                f"(at most {MAX_EPOCH} ASCII letters and digits)"
+            )
+        positions[label_] = Position(epoch, int(offset))
     return positions
 
 

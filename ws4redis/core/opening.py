@@ -37,6 +37,25 @@ CHANNEL_KEYS = frozenset(SUBSCRIBE_KEYS + PUBLISH_KEYS)
 """The query keys that choose channels (``docs/reference.md#url-and-channel-keys``)."""
 
 
+class TooManyChannels(ValueError):
+    """A websocket would subscribe and publish to more than ``WS4REDIS_MAX_CHANNELS``
+    channels (a user in very many groups, say): refused with 400 before anything is
+    subscribed, since each channel costs the process a subscription and every message the
+    client sends one publish per channel."""
+
+    def __init__(self, count: int) -> None:
+        limit = settings.WS4REDIS_MAX_CHANNELS
+        super().__init__(
+            f"This websocket would use {count} channels, more than WS4REDIS_MAX_CHANNELS ({limit})."
+        )
+
+    @classmethod
+    def check(cls, count: int) -> None:
+        """Raise for ``count`` channels over the limit."""
+        if count > settings.WS4REDIS_MAX_CHANNELS:
+            raise cls(count)
+
+
 def identify(request: HttpRequest) -> None:
     """Attach ``session`` and ``user`` to ``request`` as Django's middleware would.
 
@@ -130,6 +149,7 @@ class Accepted:
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
+            "max_pending_bytes": settings.WS4REDIS_MAX_CLIENT_PENDING_BYTES,
             "positions": self.since is not None,
             "enveloped": enveloped_facility(self.request.path_info[len(settings.WEBSOCKET_URL) :]),
         }

@@ -38,6 +38,9 @@ HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
 
 TOO_SLOW = "client does not read"
+BACKED_UP = "Redis is not keeping up"
+NOT_PUBLISHED = "Redis is unavailable, message not published"
+"""Reason of the 1013 close of a client whose message Redis refused or could not take."""
 SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
 NO_POSITIONS: dict[bytes, Position] = {}
@@ -117,6 +120,16 @@ def frame_of(message: Message) -> bytes:
 
 
 @dataclass(slots=True)
+class PendingLimits:
+    """What waits for Redis in one process (client messages handed to its publishing
+    thread) and the bound in bytes on it (``WS4REDIS_MAX_PENDING_BYTES``)."""
+
+    max_bytes: int
+    waiting: int = 0
+    waiting_bytes: int = 0
+
+
+@dataclass(slots=True)
 class Start:
     """What a websocket gets first once it is subscribed: its persisted (or, with positions,
     recovered) messages; for a client that asked for positions, the names it knows its
@@ -151,9 +164,11 @@ class Relay:
         "last_sent_at",
         "max_buffer",
         "max_pending",
+        "max_pending_bytes",
         "max_size",
         "outbox",
         "outbox_bytes",
+        "pending_bytes",
         "positions",
         "sending",
     )  # fmt: skip
@@ -167,6 +182,7 @@ class Relay:
         max_size: int,
         max_buffer: int,
         max_pending: int,
+        max_pending_bytes: int,
         positions: bool = False,
         enveloped: bool = False,
     ) -> None:
@@ -178,6 +194,9 @@ class Relay:
         self.max_size = max_size
         self.max_buffer = max_buffer
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        """Bytes of this client's messages handed over for publishing and not yet done."""
         self.last_sent_at = now
         self.last_received: bytes | None = None
         self.outbox: list[bytes] = []
@@ -213,14 +232,33 @@ class Relay:
             return None
         return message if self.accept(message) else None
 
-    def backed_up(self, waiting: int) -> bool:
-        """``waiting`` client messages of the whole process would wait for Redis; True when
-        that is over ``max_pending``: the client is failed with 1013 (try again later) and
-        its messages are not queued, so a stalled Redis cannot grow the process."""
-        if waiting > self.max_pending:
-            self.fail(CloseCode.TRY_AGAIN_LATER, "Redis is not keeping up")
+    def backed_up(self, count: int, size: int, limits: PendingLimits) -> bool:
+        """``count`` messages of ``size`` bytes from this client would join what waits for
+        Redis: the ``waiting`` messages and ``waiting_bytes`` of the whole process, and this
+        client's own ``pending_bytes``. True when that is over a bound (messages or bytes
+        per process, bytes per client): the client is failed with 1013 (try again later)
+        and its messages are not queued, so a stalled Redis cannot grow the process, nor
+        one client take the whole queue. Otherwise they count as this client's until
+        :meth:`published`."""
+        if (
+            limits.waiting + count > self.max_pending
+            or limits.waiting_bytes + size > limits.max_bytes
+            or self.pending_bytes + size > self.max_pending_bytes
+        ):
+            self.fail(CloseCode.TRY_AGAIN_LATER, BACKED_UP)
             return True
+        self.pending_bytes += size
         return False
+
+    def published(self, size: int, failure: int | None) -> None:
+        """Messages of ``size`` bytes handed over by :meth:`backed_up` are done: published,
+        or not (``failure``: the close code, 1013 when Redis refused them or was away). A
+        client whose message could not be published is told so by that close, never left
+        to believe it went out."""
+        self.pending_bytes -= size
+        if failure is not None:
+            reason = NOT_PUBLISHED if failure == CloseCode.TRY_AGAIN_LATER else "server error"
+            self.fail(failure, reason)
 
     # -- to the client -----------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class Stats:
     """Times a Redis reader met an unexpected error; it logged it and carried on."""
     publish_waiting: int = 0
     """Client messages waiting to be published to Redis now."""
+    publish_waiting_bytes: int = 0
+    """Their bytes."""
     facilities: Counter[str] = field(default_factory=Counter)
     """Websockets open now, per facility."""
 

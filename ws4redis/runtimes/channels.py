@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import redis
 from django.http import HttpRequest
+from websockets.frames import CloseCode
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
@@ -28,7 +29,7 @@ from ws4redis.core.history import (
     wire,
 )
 from ws4redis.core.history import options as history_options
-from ws4redis.core.opening import Accepted, client_message_expiry
+from ws4redis.core.opening import Accepted, TooManyChannels, client_message_expiry
 from ws4redis.core.relay import Delivery, Start
 from ws4redis.core.stats import STATS
 from ws4redis.live import reporter
@@ -98,6 +99,8 @@ def failed(
     if isinstance(exc, redis.RedisError | TimeoutError):
         logger.error("Cannot subscribe websocket %s: %s", path, exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
+    elif isinstance(exc, TooManyChannels):
+        rejection = Rejection(400, f"{exc}\n")
     else:
         logger.error("Cannot start websocket %s", path, exc_info=exc)
         rejection = Rejection(500, "The websocket could not be opened; see the server log.\n")
@@ -211,14 +214,19 @@ def restarted() -> None:
     logger.exception("The Redis reader failed; it starts over")
 
 
-def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> None:
+def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> int | None:
     """Publish what a client sent, in order, stored as long as the core allows for client
-    messages; a Redis failure drops them with a log line."""
+    messages. None when all went out; else the close code that tells the client (see
+    :meth:`~ws4redis.core.relay.Relay.published`): 1013 when Redis failed, 1011 when the
+    subscriber class raised (logged with its traceback), and the rest is not published."""
     expire = client_message_expiry()
     try:
         for message in messages:
             subscriber.publish_message(message, expire=expire)
     except redis.RedisError as exc:
         logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
+        return CloseCode.TRY_AGAIN_LATER
     except Exception:  # a subscriber subclass failed: its traceback, and the loop goes on
         logger.exception("Dropped %d client message(s), publishing failed", len(messages))
+        return CloseCode.INTERNAL_ERROR
+    return None

@@ -159,8 +159,8 @@ class ASGIApplication:
                 text = message.get("text")
                 data = text.encode() if text is not None else message.get("bytes") or b""
                 publishing = relay.receive_message(data)
-                if publishing is not None and not relay.backed_up(self._publisher.waiting + 1):
-                    self._publisher.publish(subscriber, [publishing])
+                if publishing is not None:
+                    self._publisher.offer(relay, subscriber, [publishing], sink.flush)
                 if relay.failure is not None:
                     sink.flush()  # sends the close
         finally:

@@ -1,11 +1,15 @@
 """What clients send, published off the event loop: one thread, so messages keep their
-order, and a count of what waits, so that a stalled Redis cannot queue them without bound."""
+order, and a count of what waits (messages and bytes), so that a stalled Redis cannot queue
+them without bound."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ws4redis import settings
+from ws4redis.core.relay import PendingLimits, Relay
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
@@ -16,20 +20,54 @@ class Publisher:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
-        self.waiting = 0
-        """Client messages handed over and not yet published (or dropped)."""
+        self.pending = PendingLimits(settings.WS4REDIS_MAX_PENDING_BYTES)
+        """Client messages (and their bytes) handed over and not yet published or dropped."""
 
-    def publish(self, subscriber: RedisSubscriber, messages: list[bytes]) -> asyncio.Future[None]:
-        """Publish ``messages`` of one client, after everything handed over before."""
-        self.waiting += len(messages)
-        STATS.publish_waiting += len(messages)
-        future = asyncio.wrap_future(self._executor.submit(publish, subscriber, messages))
-        future.add_done_callback(lambda _: self._published(len(messages)))
+    @property
+    def waiting(self) -> int:
+        return self.pending.waiting
+
+    def offer(
+        self,
+        relay: Relay,
+        subscriber: RedisSubscriber,
+        messages: list[bytes],
+        failed: Callable[[], None],
+    ) -> asyncio.Future[int | None] | None:
+        """Publish what one client sent, after everything handed over before, unless that
+        overruns a bound: then ``relay`` is failed with 1013 and None returned. When Redis
+        does not take them, ``relay`` is failed (1013, "message not published") and
+        ``failed`` called on the loop, for the runtime to send the close."""
+        size = sum(map(len, messages))
+        self.pending.max_bytes = settings.WS4REDIS_MAX_PENDING_BYTES
+        if relay.backed_up(len(messages), size, self.pending):
+            return None
+        future = self.publish(subscriber, messages, size)
+
+        def done(future: asyncio.Future[int | None]) -> None:
+            failure = None if future.cancelled() else future.result()
+            relay.published(size, failure)
+            if failure is not None:
+                failed()
+
+        future.add_done_callback(done)
         return future
 
-    def _published(self, count: int) -> None:
-        self.waiting -= count
-        STATS.publish_waiting -= count
+    def publish(
+        self, subscriber: RedisSubscriber, messages: list[bytes], size: int
+    ) -> asyncio.Future[int | None]:
+        """Publish ``messages`` (``size`` bytes) of one client, after everything handed
+        over before; the result is :func:`~ws4redis.runtimes.channels.publish`'s."""
+        self._count(len(messages), size)
+        future = asyncio.wrap_future(self._executor.submit(publish, subscriber, messages))
+        future.add_done_callback(lambda _: self._count(-len(messages), -size))
+        return future
+
+    def _count(self, count: int, size: int) -> None:
+        self.pending.waiting += count
+        self.pending.waiting_bytes += size
+        STATS.publish_waiting += count
+        STATS.publish_waiting_bytes += size
 
     async def drain(self, deadline: float) -> bool:
         """Wait until what was handed over is published, at the latest until ``deadline``

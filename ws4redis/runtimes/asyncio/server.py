@@ -310,9 +310,9 @@ class Connection(asyncio.Protocol):
             assert self.relay is not None
             relay, publisher, subscriber = self.relay, self.server.publisher, self.subscriber
             messages = relay.receive_data(data)
-            waiting = publisher.waiting + len(messages)
-            if messages and subscriber is not None and not relay.backed_up(waiting):
-                self.last_publish = publisher.publish(subscriber, messages)
+            if messages and subscriber is not None:
+                publishing = publisher.offer(relay, subscriber, messages, self._not_published)
+                self.last_publish = publishing or self.last_publish
             self._write_protocol_output()
         elif self.handshake is not None:
             self._receive_handshake(data)
@@ -320,6 +320,11 @@ class Connection(asyncio.Protocol):
             self.early += data
             if len(self.early) > settings.WS4REDIS_MAX_BUFFER_SIZE:
                 self.abort()
+
+    def _not_published(self) -> None:
+        """Redis did not take what the client sent: its relay is failed, send the close."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._write_protocol_output()
 
     def eof_received(self) -> bool | None:
         if self.open:

@@ -83,8 +83,12 @@ class Connection:
                     self.publishing = bool(messages)
                     self.changed.notify()
                 if messages:
-                    publish(subscriber, messages)
+                    # In this thread: while Redis is slow this client is not read, so what
+                    # waits for Redis is at most one read's messages.
+                    failure = publish(subscriber, messages)
                     with self.changed:
+                        if failure is not None:
+                            relay.published(0, failure)  # the client is told: closed
                         self.publishing = False
                         self.changed.notify()
             try:
