@@ -8,7 +8,8 @@ import json
 import pytest
 from django.test import override_settings
 
-from tests.conftest import connected, publish_marker
+from tests.conftest import connected, publish_marker, recv_close
+from tests.servers import free_port, private_redis
 from ws4redis.core.history import ENVELOPE
 from ws4redis.core.stats import STATS
 from ws4redis.history import history_keys
@@ -92,3 +93,20 @@ def test_client_entries_keep_a_history_alive_no_longer_than_client_messages_live
         window = publisher.history()[channel]
         assert window.messages == [(1, b"kept briefly"), (2, b"from Django")]
         assert window.clients == frozenset({1})
+
+
+def test_a_client_whose_message_could_not_be_published_is_told(server, tmp_path):
+    """Redis goes away under an open websocket; what its client sends then cannot be
+    published: the client is closed with 1013 instead of its message vanishing."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as redis_process:
+            ws = server.connect("publish-broadcast", facility="told", timeout=30)
+            try:
+                redis_process.kill()
+                redis_process.wait()
+                ws.send("lost with Redis")
+                assert recv_close(ws) == 1013
+            finally:
+                ws.close()
