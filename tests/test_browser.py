@@ -65,9 +65,13 @@ def site(request, live_server, rdb) -> Iterator[str]:
     if request.param == "runserver":
         yield live_server.url
     else:
-        # The same host name as the pages, so that the browser sends their session cookie.
+        # The same host name as the pages, so that the browser sends their session cookie;
+        # another port is another origin, which the site lists as its own.
         port = request.getfixturevalue("asyncio_server").port
-        with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+        with override_settings(
+            WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}",
+            WS4REDIS_ALLOWED_ORIGINS=[live_server.url],
+        ):
             yield live_server.url
 
 
@@ -206,7 +210,9 @@ def test_close_stops_reconnecting(browser_context, site):
 def test_page_reconnects_after_the_server_restarts(browser_context, live_server, rdb):
     live_server.thread.httpd.set_app(StaticFilesHandler(application))
     port = free_port()
-    with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+    with override_settings(
+        WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}", WS4REDIS_ALLOWED_ORIGINS=[live_server.url]
+    ):
         with in_process_server(port):
             page = open_page(browser_context, f"{live_server.url}/chat/")
         # the server is gone: the page says so, and keeps trying
@@ -227,7 +233,9 @@ def test_page_gets_what_was_published_while_it_was_away_once(browser_context, li
     live_server.thread.httpd.set_app(StaticFilesHandler(application))
     port = free_port()
     publisher = RedisPublisher(facility="foobar", broadcast=True)
-    with override_settings(WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}"):
+    with override_settings(
+        WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}", WS4REDIS_ALLOWED_ORIGINS=[live_server.url]
+    ):
         with in_process_server(port):
             page = open_page(browser_context, f"{live_server.url}/chat/")
             publisher.publish_message("seen live")
