@@ -124,6 +124,22 @@ def known_session_key(request: HttpRequest | None) -> str | None:
     return key or None
 
 
+CONTROL = "control"
+"""Kind of the channels Django closes websockets through (``<prefix>:control:<name>:session``
+or ``:user``): no channel key names it, so no client can publish there."""
+
+
+def control_channels(request: HttpRequest | None) -> list[str]:
+    """The control channels of a websocket of ``request``: its known session's and its
+    user's. None for an anonymous client without a session (no extra subscription)."""
+    channels = []
+    if key := known_session_key(request):
+        channels.append(channel_name(CONTROL, "session", key))
+    if is_authenticated(request):
+        channels.append(channel_name(CONTROL, "user", request.user.get_username()))  # type: ignore[union-attr]
+    return channels
+
+
 def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[str]:
     """Resolve one audience argument (list with names and/or SELF) to a list of names."""
     if value is True or isinstance(value, str):
