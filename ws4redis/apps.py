@@ -26,3 +26,22 @@ class Ws4RedisConfig(AppConfig):
             from django.contrib.sessions.models import Session
 
             post_delete.connect(session_deleted, Session, dispatch_uid="ws4redis.session")
+        self._follow_membership()
+
+    @staticmethod
+    def _follow_membership() -> None:
+        """Connect what closes websockets when a user's groups or the user change."""
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+        from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+
+        from ws4redis import control
+
+        user = get_user_model()
+        if hasattr(user, "groups"):
+            through = user.groups.through
+            m2m_changed.connect(control.membership_changed, through, dispatch_uid="ws4redis.m2m")
+            pre_delete.connect(control.group_deleting, Group, dispatch_uid="ws4redis.group")
+            post_delete.connect(control.group_deleted, Group, dispatch_uid="ws4redis.group")
+        post_save.connect(control.user_changed, user, dispatch_uid="ws4redis.user")
+        post_delete.connect(control.user_changed, user, dispatch_uid="ws4redis.user")

@@ -11,6 +11,9 @@ import logging
 from typing import Any
 
 import redis
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models.signals import post_delete
 
 from ws4redis.core.relay import SESSION_ENDED
 from ws4redis.redis_pool import get_redis, is_cluster
@@ -61,3 +64,57 @@ def session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     """``post_delete`` receiver of the database session model: a deleted session (by the
     store, the admin, ``clearsessions`` or a queryset) closes its websockets."""
     disconnect(session=instance.session_key)
+
+
+GROUPS_CHANGED = 4002
+"""Close code when a user's groups changed: the client reconnects with the groups it has now."""
+
+
+def _close_users(names: list[str], code: int, reason: str) -> None:
+    """Close the websockets of users ``names`` once the change is committed, so that the
+    reconnecting clients read the groups as they are after it."""
+    for name in names:
+        transaction.on_commit(lambda name=name: disconnect(user=name, code=code, reason=reason))
+
+
+def _member_names(group: Any) -> list[str]:
+    model = get_user_model()
+    return list(group.user_set.values_list(model.USERNAME_FIELD, flat=True))
+
+
+def membership_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
+    """``m2m_changed`` receiver of ``User.groups``: whatever side changed it (a user's groups,
+    a group's users, a clear), the users concerned have their group websockets closed."""
+    if action == "pre_clear" and reverse:  # the group's members are gone after the clear
+        instance._ws4redis_members = _member_names(instance)
+        return
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if not reverse:
+        names = [instance.get_username()]
+    elif action == "post_clear":
+        names = getattr(instance, "_ws4redis_members", [])
+    else:
+        model = get_user_model()
+        field = model.USERNAME_FIELD
+        names = list(model.objects.filter(pk__in=pk_set).values_list(field, flat=True))
+    _close_users(names, GROUPS_CHANGED, "groups changed")
+
+
+def group_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``pre_delete`` of a group: its members, read while they still are."""
+    instance._ws4redis_members = _member_names(instance)
+
+
+def group_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_delete`` of a group: its former members' websockets close."""
+    _close_users(getattr(instance, "_ws4redis_members", []), GROUPS_CHANGED, "groups changed")
+
+
+def user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_save`` and ``post_delete`` of the user model: a deactivated or deleted user's
+    websockets close, as if the user had logged out everywhere."""
+    if kwargs.get("signal") is post_delete or not getattr(instance, "is_active", True):
+        _close_users([instance.get_username()], SESSION_ENDED, "user ended")

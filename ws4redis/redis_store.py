@@ -97,7 +97,10 @@ def own_names(kind: str, request: HttpRequest | None) -> list[str]:
     if kind == "group":
         if not is_authenticated(request):
             return []
-        session = getattr(request, "session", None)
+        user = request.user  # type: ignore[union-attr]
+        if hasattr(user, "groups"):  # the groups as they are now (run off the event loop)
+            return list(user.groups.values_list("name", flat=True))
+        session = getattr(request, "session", None)  # a user model without groups
         return list(session.get(MEMBEROF_SESSION_KEY, ())) if session is not None else []
     if kind == "session":
         return [key] if (key := known_session_key(request)) else []
