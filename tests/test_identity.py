@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import websocket
+from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from tests.conftest import connected, login, publish_marker, session_cookie
+from tests.conftest import connected, login, publish_marker, recv_close, session_cookie
 from ws4redis import settings as ws_settings
 
 FORGED = "madeup0123456789forgedsessionkey"
@@ -117,7 +118,7 @@ def test_a_forged_signed_cookie_session_is_anonymous(socket_server, rdb):
     signed["visits"] = 1
     signed.save()
     engine = "django.contrib.sessions.backends.signed_cookies"
-    with override_settings(SESSION_ENGINE=engine, WS4REDIS_CLIENT_EXPIRE=10):
+    with override_settings(SESSION_ENGINE=engine):
         for key, copies in ((FORGED + ":forged", 1), (signed.session_key, 2)):
             with connected(socket_server, query, header=[f"Cookie: sessionid={key}"]) as ws:
                 ws.send("hello")
@@ -126,3 +127,100 @@ def test_a_forged_signed_cookie_session_is_anonymous(socket_server, rdb):
                 # Two channels: their copies may come either side of the marker.
                 received = sorted(ws.recv() for _ in range(copies))
                 assert received == ["--marker--", *["hello"] * (copies - 1)]
+
+
+def control_subscriptions(rdb) -> list[bytes]:
+    """The control channels some websocket process subscribes to (Redis's own count)."""
+    return rdb.execute_command("PUBSUB", "CHANNELS", "ws4redis:control:*")
+
+
+def test_logout_closes_that_sessions_websockets_in_the_websocket_process(server, rdb, users):
+    """john logs out through Django (the user_logged_out signal, in this process); his
+    websocket, in the server's process, is closed with 4001 "session ended". mary's stays
+    open; an anonymous websocket subscribes to no control channel at all."""
+    with connected(server, "subscribe-broadcast") as anonymous:
+        publish_marker()
+        assert anonymous.recv() == "--marker--"
+        assert control_subscriptions(rdb) == []
+        john, mary = login("john"), login("mary")
+        with connected(server, "subscribe-broadcast", header=[session_cookie(john)]) as his:
+            with connected(server, "subscribe-broadcast", header=[session_cookie(mary)]) as hers:
+                assert control_subscriptions(rdb)
+                john.logout()
+                assert recv_close(his) == 4001
+                publish_marker()
+                assert hers.recv() == "--marker--"
+                assert anonymous.recv() == "--marker--"
+
+
+def test_a_deleted_session_closes_its_websockets(server, rdb, users):
+    from django.contrib.sessions.models import Session
+
+    john = login("john")
+    with connected(server, "subscribe-session", header=[session_cookie(john)]) as ws:
+        Session.objects.filter(session_key=john.session.session_key).delete()
+        assert recv_close(ws) == 4001
+
+
+def test_disconnect_while_redis_is_unreachable_logs_and_does_not_raise(caplog):
+    import ws4redis
+
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": 1}):
+        assert ws4redis.disconnect(session="abcdefgh12345678") is None
+    assert "Cannot close the websockets" in caplog.text
+
+
+def test_a_user_removed_from_a_group_opens_without_it(server, rdb, users):
+    """mary logged in while in chatters (the session's ws4redis:memberof says so), then was
+    removed: a websocket she opens afterwards neither hears nor publishes the group."""
+    mary = login("mary")
+    cookie = [session_cookie(mary)]
+    users["mary"].groups.remove(Group.objects.get(name="chatters"))
+    query = "subscribe-group&publish-group&subscribe-broadcast&publish-broadcast&echo"
+    with override_settings(WS4REDIS_CLIENT_EXPIRE=10):
+        with connected(server, query, header=cookie) as ws:
+            ws.send("into the group")
+            assert ws.recv() == "into the group"  # the broadcast copy
+            publish_marker()
+            assert ws.recv() == "--marker--"  # no group copy: not a member any more
+        assert rdb.get("ws4redis:group:chatters:unittest") is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["user.groups.remove", "group.user_set.remove", "user.groups.clear", "group.delete",
+     "user.deactivate", "user.delete"],
+)  # fmt: skip
+def test_a_change_of_membership_closes_the_open_websockets_concerned(server, rdb, users, change):
+    """john is in chatters with a group websocket open; his membership changes in Django
+    (either side of the relation, a clear, the group deleted, john deactivated or deleted):
+    that websocket is closed with 4002 so it reconnects with the groups he has now; mary's,
+    whose membership did not change, stays open (except when the whole group goes)."""
+    john, mary = login("john"), login("mary")
+    group = Group.objects.get(name="chatters")
+    user = users["john"]
+    with connected(server, "subscribe-group", header=[session_cookie(john)]) as his:
+        with connected(
+            server, "subscribe-group&subscribe-broadcast", header=[session_cookie(mary)]
+        ) as hers:
+            if change == "user.groups.remove":
+                user.groups.remove(group)
+            elif change == "group.user_set.remove":
+                group.user_set.remove(user)
+            elif change == "user.groups.clear":
+                user.groups.clear()
+            elif change == "group.delete":
+                group.delete()
+            elif change == "user.deactivate":
+                user.is_active = False
+                user.save()
+            else:
+                user.delete()
+            assert recv_close(his) == (
+                4002 if change.startswith(("user.groups", "group")) else 4001
+            )
+            if change == "group.delete":
+                assert recv_close(hers) == 4002
+            else:
+                publish_marker()
+                assert hers.recv() == "--marker--"

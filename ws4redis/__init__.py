@@ -1,3 +1,16 @@
 """Websockets for Django, with Redis pub/sub as the only link between Django and the browser."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "1.0.0.dev0"
+
+
+def disconnect(**kwargs: Any) -> int | None:
+    """Close websockets of a session or user in every process: see
+    :func:`ws4redis.control.disconnect` (imported on use: this package loads before Django
+    is configured)."""
+    from ws4redis.control import disconnect
+
+    return disconnect(**kwargs)

@@ -99,7 +99,10 @@ def own_names(kind: str, request: HttpRequest | None) -> list[str]:
     if kind == "group":
         if not is_authenticated(request):
             return []
-        session = getattr(request, "session", None)
+        user = request.user  # type: ignore[union-attr]
+        if hasattr(user, "groups"):  # the groups as they are now (run off the event loop)
+            return list(user.groups.values_list("name", flat=True))
+        session = getattr(request, "session", None)  # a user model without groups
         return list(session.get(MEMBEROF_SESSION_KEY, ())) if session is not None else []
     if kind == "session":
         return [key] if (key := known_session_key(request)) else []
@@ -124,6 +127,22 @@ def known_session_key(request: HttpRequest | None) -> str | None:
     if isinstance(session, signed_cookies.SessionStore) and not loaded and session.modified:
         return None  # a bad signature reset it (a view's new session has no key yet)
     return key or None
+
+
+CONTROL = "control"
+"""Kind of the channels Django closes websockets through (``<prefix>:control:<name>:session``
+or ``:user``): no channel key names it, so no client can publish there."""
+
+
+def control_channels(request: HttpRequest | None) -> list[str]:
+    """The control channels of a websocket of ``request``: its known session's and its
+    user's. None for an anonymous client without a session (no extra subscription)."""
+    channels = []
+    if key := known_session_key(request):
+        channels.append(channel_name(CONTROL, "session", key))
+    if is_authenticated(request):
+        channels.append(channel_name(CONTROL, "user", request.user.get_username()))  # type: ignore[union-attr]
+    return channels
 
 
 def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[str]:

@@ -20,7 +20,7 @@ from ws4redis import settings
 from ws4redis.core.history import CLIENT
 from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS, TooManyChannels
 from ws4redis.redis_pool import get_many
-from ws4redis.redis_store import SELF, RedisStore
+from ws4redis.redis_store import SELF, RedisStore, control_channels
 
 
 class Subscription(Protocol):
@@ -90,7 +90,7 @@ class RedisSubscriber(RedisStore):
     publish_channels: ClassVar[list[str]] = list(PUBLISH_KEYS)
 
     # One per websocket: no instance dict (a subclass of a project's may still have one).
-    __slots__ = ("_subscription", "opened", "presence_id", "pubsub_factory")
+    __slots__ = ("_subscription", "control", "opened", "presence_id", "pubsub_factory")
 
     def __init__(self, connection: redis.Redis | None = None) -> None:
         super().__init__(connection)
@@ -101,6 +101,8 @@ class RedisSubscriber(RedisStore):
         """Whether its websocket opened (counted among the open ones until released)."""
         self.presence_id: str | None = None
         """Its entry in presence, while it is told there."""
+        self.control: tuple[str, ...] = ()
+        """Its control channels (:func:`ws4redis.disconnect` closes it through them)."""
 
     @staticmethod
     def _audience(kind: str, channels: list[str]) -> dict[str, Any]:
@@ -131,15 +133,18 @@ class RedisSubscriber(RedisStore):
         TooManyChannels.check(len(publishers) + len(keys))
         self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
-        if keys:
-            self._subscription.subscribe(*keys)
+        self.control = tuple(control_channels(request))
+        if keys or self.control:
+            self._subscription.subscribe(*keys, *self.control)
 
     @property
     def subscribed_channels(self) -> list[str]:
-        """Names of the channels this websocket listens to."""
+        """Names of the channels this websocket listens to (not its control channels,
+        which carry no messages for it)."""
         if self._subscription is None:
             return []
-        return [c.decode() if isinstance(c, bytes) else c for c in self._subscription.channels]
+        names = [c.decode() if isinstance(c, bytes) else c for c in self._subscription.channels]
+        return [name for name in names if name not in self.control] if self.control else names
 
     def send_persisted_messages(self, websocket: Any) -> None:
         """Send the persisted message of every subscribed channel right after connecting.

@@ -41,6 +41,26 @@ TOO_SLOW = "client does not read"
 BACKED_UP = "Redis is not keeping up"
 NOT_PUBLISHED = "Redis is unavailable, message not published"
 """Reason of the 1013 close of a client whose message Redis refused or could not take."""
+SESSION_ENDED = 4001
+"""Close code when Django ended the websocket's session or user (logout, a deleted session):
+see :func:`ws4redis.disconnect`."""
+NO_CONTROL: frozenset[bytes] = frozenset()
+"""The control channels of every websocket without a session or user: none."""
+
+
+def control_close(data: bytes) -> tuple[int, str]:
+    """The close code and reason a control message asks for (``b"4001 session ended"``);
+    what cannot be read, or a code outside 4000-4999, closes with :data:`SESSION_ENDED`."""
+    code, _, reason = data.partition(b" ")
+    try:
+        number = int(code)
+    except ValueError:
+        number = 0
+    if not 4000 <= number <= 4999:
+        return SESSION_ENDED, "session ended"
+    return number, reason.decode("utf-8", "replace")[:120]  # a close reason has 123 bytes
+
+
 SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
 NO_POSITIONS: dict[bytes, Position] = {}
@@ -138,6 +158,8 @@ class Start:
     messages: list[bytes]
     labels: dict[bytes, str] | None = None
     positions: dict[bytes, Position] = field(default_factory=dict)
+    control: frozenset[bytes] = NO_CONTROL
+    """Its control channels: a message there closes it (:func:`control_close`)."""
 
 
 class Relay:
@@ -153,6 +175,7 @@ class Relay:
     """Whether the outbox holds frames (the runtime owns the socket) or messages (ASGI)."""
 
     __slots__ = (
+        "control",
         "early",
         "echo",
         "enveloped",
@@ -212,6 +235,8 @@ class Relay:
         # While its process subscribes again after losing Redis: what arrives waits here, so
         # that what the history gives back goes out first (see hold()).
         self.held: list[Delivery] | None = None
+        # Channels only Django publishes on; set once subscribed (see opened()).
+        self.control = NO_CONTROL
 
     # -- from the client ---------------------------------------------------------------------
 
@@ -287,6 +312,9 @@ class Relay:
         which frames itself, the message. Presence announcements go only to clients that
         get JSON messages, where they are told apart by their channel name: in a plain
         stream they could not be told from a client's message of the same text."""
+        if delivery.channel in self.control:  # Django ended its session or user
+            self.fail(*control_close(delivery.data))
+            return True
         if self.labels is not None:
             return self._deliver_positioned(delivery)
         message = self._read(delivery)
@@ -367,6 +395,7 @@ class Relay:
 
     def _started(self, start: Start) -> None:
         """Deliver, past the seam, what Redis delivered while the connection subscribed."""
+        self.control = start.control
         if self.early is None:
             return
         early, self.early = self.early, None

@@ -68,6 +68,7 @@ def subscribe(
             persisted = _Collected()
             subscriber.send_persisted_messages(persisted)
             start = Start(persisted)
+        start.control = frozenset(name.encode() for name in subscriber.control)
         opened(subscriber, accepted.request)
         return subscriber, start
     except Exception as exc:

@@ -1,0 +1,120 @@
+"""Closing websockets from Django, in every websocket process: :func:`disconnect`.
+
+Django and the websocket processes share nothing but Redis, so the command travels there,
+on channels no client can publish to (see :data:`ws4redis.redis_store.CONTROL`). Only
+websockets with a session or a user subscribe to theirs; anonymous ones pay nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models.signals import post_delete
+
+from ws4redis.core.relay import SESSION_ENDED
+from ws4redis.redis_pool import get_redis, is_cluster
+from ws4redis.redis_store import CONTROL, channel_name
+
+logger = logging.getLogger("ws4redis")
+
+
+def disconnect(
+    *,
+    session: str | None = None,
+    user: str | None = None,
+    code: int = SESSION_ENDED,
+    reason: str = "session ended",
+) -> int | None:
+    """Close the websockets of session key ``session`` and/or of user name ``user``, in
+    every process, with ``code`` (4000-4999) and ``reason``.
+
+    Returns how many websocket processes heard it, or None when Redis could not be reached:
+    that is logged, not raised, since callers are logout views and deletions that must not
+    fail for it (their websockets then stay open until they close or reconnect).
+    """
+    if not 4000 <= code <= 4999:
+        raise ValueError(f"a close code for disconnect() is 4000-4999, got {code}")
+    channels = [channel_name(CONTROL, "session", session)] if session else []
+    if user:
+        channels.append(channel_name(CONTROL, "user", user))
+    if not channels:
+        return 0
+    payload = f"{code} {reason}".encode()
+    try:
+        connection = get_redis()
+        verb = "SPUBLISH" if is_cluster(connection) else "PUBLISH"
+        return sum(connection.execute_command(verb, channel, payload) for channel in channels)
+    except redis.RedisError as exc:
+        logger.warning("Cannot close the websockets of %s: Redis: %s", channels, exc)
+        return None
+
+
+def session_ended(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``user_logged_out`` receiver: the session that logged out closes its websockets."""
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if key:
+        disconnect(session=key)
+
+
+def session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_delete`` receiver of the database session model: a deleted session (by the
+    store, the admin, ``clearsessions`` or a queryset) closes its websockets."""
+    disconnect(session=instance.session_key)
+
+
+GROUPS_CHANGED = 4002
+"""Close code when a user's groups changed: the client reconnects with the groups it has now."""
+
+
+def _close_users(names: list[str], code: int, reason: str) -> None:
+    """Close the websockets of users ``names`` once the change is committed, so that the
+    reconnecting clients read the groups as they are after it."""
+    for name in names:
+        transaction.on_commit(lambda name=name: disconnect(user=name, code=code, reason=reason))
+
+
+def _member_names(group: Any) -> list[str]:
+    model = get_user_model()
+    return list(group.user_set.values_list(model.USERNAME_FIELD, flat=True))
+
+
+def membership_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
+    """``m2m_changed`` receiver of ``User.groups``: whatever side changed it (a user's groups,
+    a group's users, a clear), the users concerned have their group websockets closed."""
+    if action == "pre_clear" and reverse:  # the group's members are gone after the clear
+        instance._ws4redis_members = _member_names(instance)
+        return
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if not reverse:
+        names = [instance.get_username()]
+    elif action == "post_clear":
+        names = getattr(instance, "_ws4redis_members", [])
+    else:
+        model = get_user_model()
+        field = model.USERNAME_FIELD
+        names = list(model.objects.filter(pk__in=pk_set).values_list(field, flat=True))
+    _close_users(names, GROUPS_CHANGED, "groups changed")
+
+
+def group_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``pre_delete`` of a group: its members, read while they still are."""
+    instance._ws4redis_members = _member_names(instance)
+
+
+def group_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_delete`` of a group: its former members' websockets close."""
+    _close_users(getattr(instance, "_ws4redis_members", []), GROUPS_CHANGED, "groups changed")
+
+
+def user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_save`` and ``post_delete`` of the user model: a deactivated or deleted user's
+    websockets close, as if the user had logged out everywhere."""
+    if kwargs.get("signal") is post_delete or not getattr(instance, "is_active", True):
+        _close_users([instance.get_username()], SESSION_ENDED, "user ended")
