@@ -187,28 +187,23 @@ def test_a_client_that_answers_the_ping_stays():
 
 
 def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
-    unframed = Relay(
-        echo=False,
-        heartbeat=None,
-        now=0.0,
-        max_size=10,
-        max_buffer=10,
-        max_pending=2,
-        max_pending_bytes=10,
-    )
+    def unframed_relay() -> Relay:
+        return Relay(
+            echo=False,
+            heartbeat=None,
+            now=0.0,
+            max_size=10,
+            max_buffer=10,
+            max_pending=2,
+            max_pending_bytes=10,
+        )
+
+    unframed = unframed_relay()
     assert unframed.receive_message(b"hello") == b"hello"
     assert unframed.receive_message(b"") is None
     assert unframed.receive_message(b"x" * 11) is None
     assert unframed.failure == (1009, "message too big")
-    slow = Relay(
-        echo=False,
-        heartbeat=None,
-        now=0.0,
-        max_size=10,
-        max_buffer=10,
-        max_pending=2,
-        max_pending_bytes=10,
-    )
+    slow = unframed_relay()
     slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []
 
