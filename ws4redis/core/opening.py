@@ -149,7 +149,10 @@ class Accepted:
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
-            "max_pending_bytes": settings.WS4REDIS_MAX_CLIENT_PENDING_BYTES,
+            # at least one message of the largest size a client may send
+            "max_pending_bytes": max(
+                settings.WS4REDIS_MAX_CLIENT_PENDING_BYTES, settings.WS4REDIS_MAX_MESSAGE_SIZE
+            ),
             "positions": self.since is not None,
             "enveloped": enveloped_facility(self.request.path_info[len(settings.WEBSOCKET_URL) :]),
         }

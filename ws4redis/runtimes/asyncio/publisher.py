@@ -20,7 +20,7 @@ class Publisher:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ws4redis-publish")
-        self.pending = PendingLimits(settings.WS4REDIS_MAX_PENDING_BYTES)
+        self.pending = PendingLimits(pending_bound())
         """Client messages (and their bytes) handed over and not yet published or dropped."""
 
     @property
@@ -39,7 +39,7 @@ class Publisher:
         does not take them, ``relay`` is failed (1013, "message not published") and
         ``failed`` called on the loop, for the runtime to send the close."""
         size = sum(map(len, messages))
-        self.pending.max_bytes = settings.WS4REDIS_MAX_PENDING_BYTES
+        self.pending.max_bytes = pending_bound()
         if relay.backed_up(len(messages), size, self.pending):
             return None
         future = self.publish(subscriber, messages, size)
@@ -80,3 +80,9 @@ class Publisher:
             return False
         self._executor.shutdown(wait=True)  # idle: returns at once
         return True
+
+
+def pending_bound() -> int:
+    """``WS4REDIS_MAX_PENDING_BYTES``, but at least one message of the largest size a client
+    may send (``WS4REDIS_MAX_MESSAGE_SIZE``), which must always be able to go out."""
+    return max(settings.WS4REDIS_MAX_PENDING_BYTES, settings.WS4REDIS_MAX_MESSAGE_SIZE)
