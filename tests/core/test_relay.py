@@ -231,7 +231,7 @@ def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
 def test_client_messages_are_bounded_in_bytes_per_process_and_per_client(process):
     """Bytes count, not only messages: past the process's bound, or past this client's own
     (40 bytes already pending here), the client is failed with 1013."""
-    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80)
+    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80, WS4REDIS_MAX_MESSAGE_SIZE=50)
     assert not framed.backed_up(1, 40, PendingLimits(100))
     assert framed.pending_bytes == 40
     assert framed.backed_up(1, 41, process)
@@ -248,3 +248,9 @@ def test_a_message_redis_did_not_take_is_told_with_1013():
     assert framed.failure == (1013, "Redis is unavailable, message not published")
     (close,) = sent_frames(framed)
     assert close_code(close) == 1013 and b"not published" in close
+
+
+def test_one_message_of_the_largest_size_always_fits_the_client_bound():
+    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80, WS4REDIS_MAX_MESSAGE_SIZE=1000)
+    assert not framed.backed_up(1, 1000, PendingLimits(10_000))
+    assert framed.backed_up(1, 1, PendingLimits(10_000))  # but nothing more meanwhile
