@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -105,6 +106,14 @@ def runtime_server(request, tmp_path) -> Iterator[Running]:
 
 
 def run_cases(url: str, cases: list[str] = CASES) -> list:
+    """Run the cases on a loop of their own, in a thread: in one pytest process the browser
+    tests' Playwright keeps an event loop running in the main thread, and asyncio.run()
+    refuses to start another there."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_run_cases, url, cases).result()
+
+
+def _run_cases(url: str, cases: list[str]) -> list:
     try:
         return asyncio.run(kosoku.run_fuzzingclient(url, cases=cases, exclude_cases=list(EXCLUDED)))
     except kosoku.FailureError as failure:

@@ -312,7 +312,7 @@ class Relay:
         which frames itself, the message. Presence announcements go only to clients that
         get JSON messages, where they are told apart by their channel name: in a plain
         stream they could not be told from a client's message of the same text."""
-        if delivery.channel in self.control:  # Django ended its session or user
+        if self.control and delivery.channel in self.control:  # Django ended its session
             self.fail(*control_close(delivery.data))
             return True
         if self.labels is not None:
