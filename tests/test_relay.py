@@ -408,3 +408,20 @@ def test_client_that_does_not_read_is_cut_off_and_others_get_everything(server, 
             ending = "cut off"
     assert ending in (1008, "cut off")
     assert received < count
+
+
+@override_settings(WS4REDIS_MAX_BUFFER_SIZE=256 * 1024)
+def test_client_that_reads_everything_is_not_cut_for_the_servers_own_backlog(server, rdb):
+    """The slow-client rule judges what the client has not read: bursts of 50 x 10 KB, each
+    more than ``WS4REDIS_MAX_BUFFER_SIZE`` and arriving from Redis faster than one write,
+    never cut a client that has read everything before each burst."""
+    burst, payload = 50, "x" * 10_000
+    with connected(server, "subscribe-broadcast") as reader:
+        for first in range(0, 1000, burst):
+            with rdb.pipeline(transaction=False) as pipeline:
+                for number in range(first, first + burst):
+                    pipeline.publish(f"ws4redis:broadcast:{FACILITY}", f"{number:06d}{payload}")
+                pipeline.execute()
+            for number in range(first, first + burst):
+                opcode, frame = reader.recv_data_frame(control_frame=True)
+                assert (opcode, frame.data[:6]) == (websocket.ABNF.OPCODE_TEXT, b"%06d" % number)

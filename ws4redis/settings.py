@@ -119,6 +119,7 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     ),
     "WS4REDIS_MAX_MESSAGE_SIZE": (64 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_BUFFER_SIZE": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_MAX_BACKLOG_SIZE": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_QUERY_SIZE": (4096, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_CONNECTIONS": (50_000, _is_positive_int, "a positive int (per process)"),
     "WS4REDIS_MAX_PENDING_PUBLISHES": (10_000, _is_positive_int, "a positive int (messages)"),

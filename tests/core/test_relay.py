@@ -130,6 +130,7 @@ def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_on
 
 def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped():
     framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
+    assert not framed.stall()  # its socket takes nothing more
     assert framed.push(b"a" * 60, frame_message(b"a" * 60))  # first message: the runtime must write
     assert not framed.push(b"b" * 30, frame_message(b"b" * 30))  # already waiting for that write
     assert framed.push(
@@ -206,6 +207,35 @@ def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
     slow = unframed_relay()
     slow.push(b"x" * 11, b"x" * 11)
     assert slow.failure == (1008, "client does not read") and slow.outbox == []
+
+
+def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing():
+    """Past ``max_buffer`` a client is failed only once the runtime says its hand-over is
+    blocked (stall); the server's own backlog in a burst may reach ``max_backlog``."""
+
+    def reading(stalled: bool) -> Relay:
+        relay = Relay(echo=True, heartbeat=None, now=0.0, max_size=100, max_buffer=100,
+                      max_pending=2, max_pending_bytes=100, max_backlog=300)  # fmt: skip
+        if stalled:
+            assert not relay.stall()  # nothing waits yet
+        return relay
+
+    burst = reading(stalled=False)
+    for _ in range(3):
+        burst.push(b"x" * 100, b"x" * 100)
+    assert burst.failure is None and burst.outbox_bytes == 300
+    assert burst.stall()  # now its socket is full: what waits is the client's
+    assert burst.failure == (1008, "client does not read") and burst.outbox == []
+    caught_up = reading(stalled=True)
+    caught_up.written(1.0)
+    caught_up.push(b"x" * 150, b"x" * 150)
+    assert caught_up.failure is None
+    behind = reading(stalled=True)
+    behind.push(b"x" * 150, b"x" * 150)
+    assert behind.failure == (1008, "client does not read")
+    over = reading(stalled=False)
+    over.push(b"x" * 301, b"x" * 301)
+    assert over.failure == (1008, "client does not read")
 
 
 def test_unread_pongs_count_against_the_limit():

@@ -148,6 +148,7 @@ class Accepted:
             "now": now,
             "max_size": settings.WS4REDIS_MAX_MESSAGE_SIZE,
             "max_buffer": settings.WS4REDIS_MAX_BUFFER_SIZE,
+            "max_backlog": settings.WS4REDIS_MAX_BACKLOG_SIZE,
             "max_pending": settings.WS4REDIS_MAX_PENDING_PUBLISHES,
             # at least one message of the largest size a client may send
             "max_pending_bytes": max(

@@ -185,6 +185,7 @@ class Relay:
         "labels",
         "last_received",
         "last_sent_at",
+        "max_backlog",
         "max_buffer",
         "max_pending",
         "max_pending_bytes",
@@ -194,6 +195,7 @@ class Relay:
         "pending_bytes",
         "positions",
         "sending",
+        "stalled",
     )  # fmt: skip
 
     def __init__(
@@ -206,6 +208,7 @@ class Relay:
         max_buffer: int,
         max_pending: int,
         max_pending_bytes: int,
+        max_backlog: int | None = None,
         positions: bool = False,
         enveloped: bool = False,
     ) -> None:
@@ -216,6 +219,10 @@ class Relay:
         self.heartbeat = heartbeat.encode() if heartbeat else None
         self.max_size = max_size
         self.max_buffer = max_buffer
+        # What may wait while the client takes everything it is handed: the server's own
+        # backlog in a burst, not the client's (see stall()).
+        self.max_backlog = max(max_backlog or max_buffer, max_buffer)
+        self.stalled = False
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
@@ -293,7 +300,8 @@ class Relay:
         runtime must schedule a write.
 
         The echo rule applies: without ``echo`` the author's own last message is not sent
-        back. The outbox is bounded by ``max_buffer``: past it the client is failed with 1008
+        back. The outbox is bounded: past ``max_buffer`` while the client takes nothing
+        (:meth:`stall`), or past ``max_backlog`` in any case, the client is failed with 1008
         and what it had not read is dropped, so one stalled reader never holds the others'
         data. The delivery hot path: one call per message and websocket.
         """
@@ -302,10 +310,26 @@ class Relay:
         outbox = self.outbox
         outbox.append(item)
         self.outbox_bytes += len(item)
-        if self.outbox_bytes > self.max_buffer:
-            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+        if self.outbox_bytes > self.max_buffer and self._over_bound():
             return True
         return len(outbox) == 1
+
+    def _over_bound(self) -> bool:
+        """With more than ``max_buffer`` waiting: whether that fails the client (it is
+        stalled, or even a reading client may not have that much wait)."""
+        if self.stalled or self.outbox_bytes > self.max_backlog:
+            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            return True
+        return False
+
+    def stall(self) -> bool:
+        """The runtime's hand-over is blocked: the client's socket (or the ASGI server's
+        flow control) takes nothing more for now. Until :meth:`written`, what waits is the
+        client's backlog, bounded by ``max_buffer``; before, it was the server's own (a
+        burst faster than one hand-over), which may reach ``max_backlog``: a client that
+        reads at full speed is never blamed for it. True when this fails the client."""
+        self.stalled = True
+        return self.outbox_bytes > self.max_buffer and self._over_bound()
 
     def deliver(self, delivery: Delivery) -> bool:
         """Queue what Redis delivered (see :meth:`push`): its frame, or for an ASGI server,
@@ -338,9 +362,8 @@ class Relay:
         if waiting is not None:
             waiting.append(delivery)
             self.outbox_bytes += len(delivery.data)
-            if self.outbox_bytes > self.max_buffer:
+            if self.outbox_bytes > self.max_buffer and self._over_bound():
                 waiting.clear()
-                self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
             return False
         message = self._read(delivery)
         if message is None:
@@ -415,8 +438,10 @@ class Relay:
         return messages
 
     def written(self, now: float) -> None:
-        """Something went out to the client at ``now``: the heartbeat waits again."""
+        """What the runtime took went out to the client at ``now``: the heartbeat waits
+        again, and the hand-over is no longer stalled."""
         self.last_sent_at = now
+        self.stalled = False
 
     def backlogged(self, unsent: int) -> bool:
         """``unsent`` bytes wait in the runtime's own buffers; True when that is over

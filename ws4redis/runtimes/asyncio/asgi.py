@@ -39,7 +39,8 @@ class ASGISink:
     """A websocket as the hub sees it: messages wait in the relay's outbox until sent.
 
     ASGI offers no transport to write to, so a small task sends while there is something
-    queued; what the server has not taken yet counts against ``WS4REDIS_MAX_BUFFER_SIZE``.
+    queued; what queues while a send waits for the server's flow control counts against
+    ``WS4REDIS_MAX_BUFFER_SIZE`` (see :meth:`~ws4redis.core.relay.Relay.stall`).
     """
 
     def __init__(self, send: Send, relay: Relay) -> None:
@@ -60,6 +61,9 @@ class ASGISink:
         relay = self.relay
         try:
             while messages := relay.take_outbox():  # the hub may queue more while we send
+                # The server's send returns at once unless its flow control holds it: the
+                # hub runs (and queues) only while a send waits for the client.
+                relay.stall()
                 for message in messages:
                     if is_text(message):
                         await self.send({"type": "websocket.send", "text": message.decode()})

@@ -153,8 +153,14 @@ class Connection:
         view = memoryview(chunk)
         while view:
             try:
-                view = view[self.sock.send(view) :]
+                sent = self.sock.send(view)
+                if sent < len(view):  # the client's socket is full: it is behind
+                    with self.changed:
+                        self.relay.stall()
+                view = view[sent:]
             except TimeoutError:
+                with self.changed:
+                    self.relay.stall()
                 failure = self.relay.failure
                 if failure is not None and failure[1] == TOO_SLOW:
                     logger.warning("Closing a websocket that does not read")
