@@ -154,13 +154,25 @@ INLINE = "publishes in the client's own thread: a stalled Redis stops reading th
 
 
 @pytest.mark.not_under("runserver", "uwsgi", reason=INLINE)
-def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(server, tmp_path):
-    """While Redis is paused, what clients send waits in a bounded queue: the client that
-    overruns it is closed with 1013, and what was queued still reaches everybody, in order."""
+@pytest.mark.parametrize(
+    ("limit", "size", "most"),
+    [
+        ({"WS4REDIS_MAX_PENDING_PUBLISHES": 20}, 10, 21),
+        ({"WS4REDIS_MAX_CLIENT_PENDING_BYTES": 256 * 1024}, 60_000, 5),
+        ({"WS4REDIS_MAX_PENDING_BYTES": 256 * 1024}, 60_000, 5),
+    ],
+    ids=["messages", "client-bytes", "process-bytes"],
+)
+def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(
+    server, tmp_path, limit, size, most
+):
+    """While Redis is paused, what clients send waits in a queue bounded in messages, in
+    bytes per client and in bytes per process: the client that overruns it is closed with
+    1013, and what was queued still reaches everybody, in order."""
     port = free_port()
     args = ("--port", str(port), "--bind", "127.0.0.1")
     settings = {"WS4REDIS_CONNECTION": {"host": "127.0.0.1", "port": port}}
-    with override_settings(**settings, WS4REDIS_MAX_PENDING_PUBLISHES=20):
+    with override_settings(**settings, **limit):
         with private_redis(tmp_path, *args, port=port):
             admin = redis.Redis(port=port)
             with connected(server, "subscribe-broadcast") as reader:
@@ -169,7 +181,7 @@ def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(server, tm
                 sent = 0
                 with contextlib.suppress(OSError, websocket.WebSocketException):
                     for sent in range(1, 201):
-                        writer.send(f"m{sent}")
+                        writer.send(f"m{sent}:".ljust(size, "x"))
                 try:
                     while (frame := writer.recv_frame()).opcode != websocket.ABNF.OPCODE_CLOSE:
                         pass
@@ -180,8 +192,8 @@ def test_client_publishes_backed_up_behind_a_paused_redis_are_bounded(server, tm
                 received = []
                 while (message := reader.recv()) != "end":
                     received.append(message)
-    assert 0 < len(received) <= 21
-    assert received == [f"m{n}" for n in range(1, len(received) + 1)]
+    assert 0 < len(received) <= most
+    assert received == [f"m{n}:".ljust(size, "x") for n in range(1, len(received) + 1)]
 
 
 @pytest.mark.not_under("asgi", reason="the ASGI server pings (uvicorn --ws-ping-interval)")
