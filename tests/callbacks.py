@@ -32,3 +32,24 @@ def gated_identity(request):
 def publish_on_header(request, facility, audience):
     """A WS4REDIS_PERMISSIONS rule: allowed when the client sends ``Allow-Publish: YES``."""
     return request.META.get("HTTP_ALLOW_PUBLISH") == "YES"
+
+
+def _subscriber_base():
+    from ws4redis.subscriber import RedisSubscriber
+
+    return RedisSubscriber
+
+
+class DisconnectedWhileOpening(_subscriber_base()):
+    """A WS4REDIS_SUBSCRIBER for which Django ends the session at the worst moment: its
+    channels subscribed, its handshake not yet answered."""
+
+    def set_pubsub_channels(self, request, channels):
+        super().set_pubsub_channels(request, channels)
+        self.session_key = request.session.session_key
+
+    def send_persisted_messages(self, websocket):
+        import ws4redis
+
+        assert ws4redis.disconnect(session=self.session_key)  # some process heard it
+        super().send_persisted_messages(websocket)

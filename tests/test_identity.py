@@ -153,6 +153,16 @@ def test_logout_closes_that_sessions_websockets_in_the_websocket_process(server,
                 assert anonymous.recv() == "--marker--"
 
 
+@override_settings(WS4REDIS_SUBSCRIBER="tests.callbacks.DisconnectedWhileOpening")
+def test_a_session_ended_while_its_websocket_opens_closes_it(server, rdb, users):
+    """Django ends the session after the websocket subscribed, before it opened: the
+    command reaches it while opening and closes it once open (4001), never as a message."""
+    john = login("john")
+    with connected(server, "subscribe-broadcast", header=[session_cookie(john)]) as ws:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, int.from_bytes(frame.data[:2], "big")) == (websocket.ABNF.OPCODE_CLOSE, 4001)
+
+
 def test_a_deleted_session_closes_its_websockets(server, rdb, users):
     from django.contrib.sessions.models import Session
 

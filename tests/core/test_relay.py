@@ -10,6 +10,7 @@ from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import (
     HEARTBEAT_INTERVAL,
     SILENT,
+    Delivery,
     FramedRelay,
     PendingLimits,
     Relay,
@@ -236,6 +237,17 @@ def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing()
     over = reading(stalled=False)
     over.push(b"x" * 301, b"x" * 301)
     assert over.failure == (1008, "client does not read")
+
+
+def test_a_command_that_arrives_while_subscribing_closes_once_open():
+    """What Redis delivers before the relay knows its control channels waits: a command
+    among it closes the websocket right after its 101, and nothing else goes out."""
+    framed = relay(opened=False)
+    assert not framed.deliver(Delivery(b"ws4redis:broadcast:chat", b"before"))
+    assert not framed.deliver(Delivery(b"ws4redis:control:k:session", b"4001 session ended"))
+    framed.opened(Start([b"persisted"], control=frozenset({b"ws4redis:control:k:session"})))
+    response, close = sent_frames(framed)
+    assert response.startswith(b"HTTP/1.1 101") and close_code(close) == 4001
 
 
 def test_unread_pongs_count_against_the_limit():

@@ -233,12 +233,14 @@ class Relay:
         self.outbox_bytes = 0
         self.failure: tuple[int, str] | None = None
         self.sending = True
-        # With positions, what Redis delivers while subscribing waits in ``early`` until the
-        # recovered messages are known, so the seam between the two has no duplicate.
         self.labels: dict[bytes, str] | None = {} if positions else None
         # Without positions nothing is ever stored in it: all such relays share one.
         self.positions: dict[bytes, Position] = {} if positions else NO_POSITIONS
-        self.early: list[Delivery] | None = [] if positions else None
+        # What Redis delivers while subscribing waits in ``early`` until the connection is
+        # subscribed: with positions, until the recovered messages are known, so the seam
+        # between the two has no duplicate; and for every relay until its control channels
+        # are known, so that a command Django sent meanwhile closes it.
+        self.early: list[Delivery] | None = []
         # While its process subscribes again after losing Redis: what arrives waits here, so
         # that what the history gives back goes out first (see hold()).
         self.held: list[Delivery] | None = None
@@ -339,8 +341,8 @@ class Relay:
         if self.control and delivery.channel in self.control:  # Django ended its session
             self.fail(*control_close(delivery.data))
             return True
-        if self.labels is not None:
-            return self._deliver_positioned(delivery)
+        if self.labels is not None or self.early is not None:
+            return self._deliver_positioned(delivery)  # with positions, or still subscribing
         message = self._read(delivery)
         if message is None or message.origin == PRESENCE:
             return False
@@ -417,15 +419,17 @@ class Relay:
         return self.positions.get(channel)
 
     def _started(self, start: Start) -> None:
-        """Deliver, past the seam, what Redis delivered while the connection subscribed."""
+        """Deliver what Redis delivered while the connection subscribed: past the seam with
+        positions, and a command on its control channels closes it."""
         self.control = start.control
         if self.early is None:
             return
         early, self.early = self.early, None
         self.outbox_bytes -= sum(len(delivery.data) for delivery in early)
-        self.labels, self.positions = start.labels or {}, dict(start.positions)
+        if self.labels is not None:
+            self.labels, self.positions = start.labels or {}, dict(start.positions)
         for delivery in early:
-            self._deliver_positioned(delivery)
+            self.deliver(delivery)
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
@@ -657,6 +661,8 @@ class FramedRelay(Relay):
         self.outbox[:0] = response + frames
         self.outbox_bytes += sum(map(len, frames))
         self._started(start)
+        if self.failure is not None:  # Django ended it while it subscribed: 101, then close
+            self._control = [*response, *self._control]
 
     def frames_to_write(self, now: float) -> bytes | None:
         """The queued frames as one chunk, written at ``now``; None once the connection is
