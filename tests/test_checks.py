@@ -11,6 +11,7 @@ from django.core import checks
 from django.test import override_settings
 
 from tests.servers import ROOT
+from ws4redis.testing import free_port
 
 OPEN_DEFAULTS = {
     "DEBUG": False,
@@ -61,3 +62,26 @@ def test_check_deploy_on_the_example_says_nothing_of_ours():
     assert "Traceback" not in result.stderr, result.stderr
     assert "System check identified" in result.stdout + result.stderr  # Django's own W0xx
     assert "ws4redis." not in result.stdout + result.stderr
+
+
+def ours(**settings) -> dict[str, str]:
+    """What the checks of every command (tag ``ws4redis``) say under ``settings``."""
+    with override_settings(**settings):
+        found = checks.run_checks(tags=["ws4redis"])
+    return {m.id: m.msg for m in found if m.id and m.id.startswith("ws4redis.")}
+
+
+def test_a_redis_that_does_not_answer_is_a_warning_naming_where(rdb):
+    assert ours() == {}  # the tests' own Redis answers
+    port = free_port()  # nothing listens there
+    found = ours(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port})
+    assert set(found) == {"ws4redis.W004"}
+    assert f"127.0.0.1:{port}" in found["ws4redis.W004"]
+
+
+def test_a_wrong_setting_is_an_error_naming_it_not_an_exception():
+    with override_settings(WS4REDIS_EXPIRE="an hour", WS4REDIS_MAX_BUFFER_SIZE=0):
+        found = checks.run_checks(tags=["ws4redis"])
+    errors = [m.msg for m in found if m.id == "ws4redis.E001"]
+    assert len(errors) == 2 and "WS4REDIS_EXPIRE" in errors[0] + errors[1]
+    assert "WS4REDIS_MAX_BUFFER_SIZE" in errors[0] + errors[1]

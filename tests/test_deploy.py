@@ -197,7 +197,10 @@ NO_PCRE = (
 
 def test_uwsgi_emperor_with_internal_routing(stack):
     flags = subprocess.run([uwsgi_binary(), "--cflags"], capture_output=True, text=True).stdout
-    assert "-DUWSGI_PCRE" in flags, NO_PCRE
+    if "-DUWSGI_PCRE" not in flags:
+        if os.environ.get("WS4REDIS_REQUIRE_PCRE"):  # CI installs it: there it must not skip
+            pytest.fail(NO_PCRE)
+        pytest.skip(NO_PCRE)
     port = free_port()
     stack.uwsgi("emperor", "emperor.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
     wait_for_stack(stack.run / "django.socket", stack, "the Django vassal")

@@ -179,20 +179,24 @@ def test_groups_are_stored_in_session_at_login(users):
     ],
 )
 def test_wrong_type_names_the_setting(name, value):
-    with override_settings(**{name: value}), pytest.raises(ImproperlyConfigured, match=name):
-        ws_settings.check_all()
+    with override_settings(**{name: value}):
+        ((named, message),) = ws_settings.problems()
+        assert named == name and name in message
+        with pytest.raises(ImproperlyConfigured, match=name):
+            ws_settings.get(name)
 
 
-def test_wrong_type_stops_django_at_start_up():
+def test_wrong_type_stops_manage_py_with_a_system_check_error():
     script = (
         "import django; from django.conf import settings;"
         "settings.configure(INSTALLED_APPS=['django.contrib.auth',"
         "'django.contrib.contenttypes', 'ws4redis'], WS4REDIS_EXPIRE='soon');"
-        "django.setup()"
+        "django.setup(); from django.core.management import execute_from_command_line;"
+        "execute_from_command_line(['manage.py', 'check'])"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode != 0
-    assert "WS4REDIS_EXPIRE must be" in result.stderr
+    assert "ws4redis.E001" in result.stderr and "WS4REDIS_EXPIRE must be" in result.stderr
 
 
 def test_unknown_connection_argument_is_reported(rdb):

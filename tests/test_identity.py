@@ -102,10 +102,11 @@ def test_permissions_per_audience_and_by_dotted_path(server, rdb, users):
     ],
     ids=["action", "misspelt-rule", "audience", "not-a-dict"],
 )
-def test_a_malformed_permissions_setting_is_named_at_start_up(permissions):
+def test_a_malformed_permissions_setting_is_named_by_the_system_check(permissions):
     with override_settings(WS4REDIS_PERMISSIONS=permissions):
+        assert [name for name, _ in ws_settings.problems()] == ["WS4REDIS_PERMISSIONS"]
         with pytest.raises(ImproperlyConfigured, match="WS4REDIS_PERMISSIONS"):
-            ws_settings.check_all()
+            ws_settings.get("WS4REDIS_PERMISSIONS")  # and when it is read
 
 
 def test_a_forged_signed_cookie_session_is_anonymous(socket_server, rdb):

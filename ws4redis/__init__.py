@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "1.0.0.dev0"
+__version__ = "1.0.0"  # the one source: pyproject.toml reads it
 
 
 def disconnect(**kwargs: Any) -> int | None:

@@ -1,5 +1,5 @@
-"""App configuration: validates the settings, registers the system checks and connects the
-login signal at start-up."""
+"""App configuration: registers the system checks (settings, Redis, deployment) and
+connects the signals that close websockets when Django ends a session or changes groups."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ class Ws4RedisConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.db.models.signals import post_delete
 
-        from ws4redis import checks, settings  # noqa: F401 (checks registers itself)
+        from ws4redis import checks  # noqa: F401 (checks registers itself)
         from ws4redis.control import session_deleted, session_ended
         from ws4redis.signals import store_groups_in_session
 
-        settings.check_all()
         user_logged_in.connect(store_groups_in_session, dispatch_uid="ws4redis.memberof")
         user_logged_out.connect(session_ended, dispatch_uid="ws4redis.logout")
         if apps.is_installed("django.contrib.sessions"):

@@ -1,8 +1,10 @@
-"""Django system checks of ws4redis: what ``manage.py check --deploy`` warns about.
+"""Django system checks of ws4redis.
 
-Each names a risk of the original's open defaults that a public site must not keep: that
-anonymous clients may publish, that nothing restricts channels at all, and that the
-development entry point serves a site.
+For every command: a setting with a wrong value (``ws4redis.E001``, instead of an exception
+at start-up) and a Redis that does not answer (``ws4redis.W004``). With ``--deploy``, the
+risks of the original's open defaults that a public site must not keep: that anonymous
+clients may publish, that nothing restricts channels at all, and that the development
+entry point serves a site.
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
 from ws4redis.core.permissions import AUDIENCE_KINDS
+from ws4redis.redis_pool import connection_kwargs, make_client
+
+REDIS_CHECK_TIMEOUT = 1.0
+"""Seconds the Redis check waits for an answer: a command must not hang on an absent one."""
 
 DEVELOPMENT_WSGI = "ws4redis.django_runserver.application"
 
@@ -29,6 +37,46 @@ def _anonymous_may_publish(entry: Mapping[str, Any]) -> bool:
         else [rule]
     )
     return "anyone" in rules
+
+
+@checks.register("ws4redis")
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    return [
+        checks.Error(message, hint=f"See {name} in docs/reference.md.", id="ws4redis.E001")
+        for name, message in settings.problems()
+    ]
+
+
+@checks.register("ws4redis")
+def check_redis_answers(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when the configured Redis does not answer a PING within a second: publishing
+    would raise, and websockets would be refused with 503."""
+    try:
+        options = connection_kwargs()
+        options.update(socket_timeout=REDIS_CHECK_TIMEOUT,
+                       socket_connect_timeout=REDIS_CHECK_TIMEOUT)  # fmt: skip
+        client = make_client(options)  # a cluster client asks its seeds at once
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (ImproperlyConfigured, TypeError):
+        return []  # a wrong WS4REDIS_CONNECTION is ws4redis.E001's to report
+    except (redis.RedisError, OSError) as exc:
+        where = (
+            options.get("unix_socket_path")
+            or options.get("cluster_nodes")
+            or (f"{options.get('host', 'localhost')}:{options.get('port', 6379)}")
+        )
+        return [
+            checks.Warning(
+                f"Redis does not answer at {where} ({exc.__class__.__name__}: {exc}).",
+                hint="Start Redis, or point WS4REDIS_CONNECTION at one; until then "
+                "publishing raises and websockets are refused with 503.",
+                id="ws4redis.W004",
+            )
+        ]
+    return []
 
 
 @checks.register(checks.Tags.security, deploy=True)

@@ -3,8 +3,8 @@
 Reading lazily (module ``__getattr__``) instead of copying values at import time keeps
 ``override_settings`` working in tests, and keeps the old spelling
 ``from ws4redis import settings; settings.WS4REDIS_EXPIRE`` of the original project.
-Every value is checked when read; :func:`check_all` runs the same checks at start-up so a
-wrong type stops ``manage.py`` with a message that names the setting.
+Every value is checked when read; the system check ``ws4redis.E001`` (see
+:mod:`ws4redis.checks`) runs the same checks for every command, naming each wrong setting.
 """
 
 from __future__ import annotations
@@ -185,7 +185,13 @@ def load_callable(name: str) -> Callable[..., Any] | None:
     return value
 
 
-def check_all() -> None:
-    """Validate every setting; called from ``AppConfig.ready`` so errors show at start-up."""
+def problems() -> list[tuple[str, str]]:
+    """Every setting whose value is wrong, with what is wrong: the system check
+    ``ws4redis.E001`` reports them (a value is checked again whenever it is read)."""
+    found = []
     for name in _SPECS:
-        get(name)
+        try:
+            get(name)
+        except ImproperlyConfigured as exc:
+            found.append((name, str(exc)))
+    return found

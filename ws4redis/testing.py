@@ -40,6 +40,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
+from ws4redis import settings as ws4redis_settings
 from ws4redis.core.history import open_envelope
 
 NO_SERVER = (
@@ -76,7 +77,8 @@ def websocket_url(live_server_url: str, facility: str, *keys: str) -> str:
     """``ws://host:port/ws/<facility>?<keys>`` for a live server's ``http://`` URL."""
     parts = urlsplit(live_server_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{settings.WEBSOCKET_URL}{facility}?{'&'.join(keys)}"
+    path = ws4redis_settings.WEBSOCKET_URL  # with its default: a project need not set it
+    return f"{scheme}://{parts.netloc}{path}{facility}?{'&'.join(keys)}"
 
 
 def _headers(client: Client | None) -> dict[str, str]:

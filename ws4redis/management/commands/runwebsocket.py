@@ -35,10 +35,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
-            "addrport", nargs="?", default=str(DEFAULT_PORT), help="[addr:]port to listen on"
+            "addrport",
+            nargs="?",
+            default=str(DEFAULT_PORT),
+            help=f"[addr:]port to listen on (default: {DEFAULT_ADDRESS}:{DEFAULT_PORT})",
         )
         parser.add_argument(
-            "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+            "--workers",
+            type=int,
+            default=1,
+            help="processes sharing the port (SO_REUSEPORT; default: 1)",
         )
         parser.add_argument(
             "--metrics",
