@@ -72,15 +72,23 @@ wait_for_redis() {
     return 1
 }
 
-# find_redis: export REDIS_HOST/REDIS_PORT of a Redis that answers. The configured one if it
-# does, else a private redis-server started here (stopped on exit). Returns 1 if neither.
+# find_redis [shared]: export REDIS_HOST/REDIS_PORT of the Redis to use, saying which and why.
+# One named by REDIS_HOST or REDIS_PORT, if it answers; else, with "shared", the one at
+# localhost:6379 if it answers; otherwise a private server started here (stopped on exit), so
+# that nothing is written into somebody else's Redis. Returns 1 if none can be had.
 find_redis() {
+    local named=${REDIS_HOST:-}${REDIS_PORT:-}
     REDIS_HOST=${REDIS_HOST:-localhost}
     REDIS_PORT=${REDIS_PORT:-6379}
     export REDIS_HOST REDIS_PORT
-    if redis_answers "$REDIS_HOST" "$REDIS_PORT"; then
-        say "Using the Redis at $REDIS_HOST:$REDIS_PORT"
-        return 0
+    if [ -n "$named" ] || [ "${1:-}" = shared ]; then
+        if redis_answers "$REDIS_HOST" "$REDIS_PORT"; then
+            say "Using the Redis at $REDIS_HOST:$REDIS_PORT${named:+ (as REDIS_HOST/REDIS_PORT say)}"
+            return 0
+        fi
+        say "Nothing answered at $REDIS_HOST:$REDIS_PORT, so a private server is started instead"
+    else
+        say "A private Redis keeps this to itself (REDIS_PORT=6379 $0 uses the one there)"
     fi
     start_private_redis
 }
