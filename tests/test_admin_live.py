@@ -51,3 +51,10 @@ def test_the_live_page_is_for_staff_only(transactional_db):
     response = Client().get("/admin/ws4redis/live/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_admin_index_links_to_the_live_page(rdb, transactional_db):
+    staff = Client()
+    staff.force_login(User.objects.create_user("staff", is_staff=True, is_superuser=True))
+    index = staff.get("/admin/").content.decode()
+    assert 'href="/admin/ws4redis/live/"' in index and "Live websockets" in index

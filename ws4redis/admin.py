@@ -10,7 +10,7 @@ import redis
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 
 from ws4redis.core.presence import tracked
 from ws4redis.live import facilities
@@ -49,4 +49,22 @@ def _with_live_page(get_urls: Any) -> Any:
     return urls
 
 
+def _with_live_entry(get_app_list: Any) -> Any:
+    """The admin index lists the live page, as an app with one view-only entry: ws4redis has
+    no models of its own, so nothing else would lead there."""
+
+    def app_list(request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = get_app_list(request, app_label)
+        if app_label in (None, "ws4redis") and getattr(request.user, "is_staff", False):
+            url = reverse("admin:ws4redis_live")
+            entry = {"name": "Live websockets", "object_name": "Live", "admin_url": url,
+                     "add_url": None, "view_only": True, "perms": {"view": True}}  # fmt: skip
+            apps.append({"name": "Websockets for Redis", "app_label": "ws4redis",
+                         "app_url": url, "has_module_perms": True, "models": [entry]})  # fmt: skip
+        return apps
+
+    return app_list
+
+
 admin.site.get_urls = _with_live_page(admin.site.get_urls)  # type: ignore[method-assign]
+admin.site.get_app_list = _with_live_entry(admin.site.get_app_list)  # type: ignore[method-assign]
