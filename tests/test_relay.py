@@ -241,13 +241,21 @@ def test_process_request_setting_replaces_cookie_session(server, rdb, users):
 
 
 def test_heartbeat_sent_when_idle_and_swallowed_when_received(server, rdb):
-    with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--", WS4REDIS_CLIENT_EXPIRE=60):
-        with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
-            ws.send("--heartbeat--")  # must not be published
-            assert ws.recv() == "--heartbeat--"  # the server's own, after ~4 s idle
-            ws.send("real")
-            assert ws.recv() == "real"
-    assert rdb.get(f"ws4redis:broadcast:{FACILITY}") == b"real"
+    """The client's heartbeat is never published: what Redis carries on the channel, read by
+    a subscriber of its own, begins with the message sent after it."""
+    channel = f"ws4redis:broadcast:{FACILITY}"
+    with contextlib.closing(rdb.pubsub(ignore_subscribe_messages=True)) as watcher:
+        watcher.subscribe(channel)
+        with override_settings(WS4REDIS_HEARTBEAT="--heartbeat--", WS4REDIS_CLIENT_EXPIRE=60):
+            with connected(server, "subscribe-broadcast&publish-broadcast&echo") as ws:
+                ws.send("--heartbeat--")  # must not be published
+                assert ws.recv() == "--heartbeat--"  # the server's own, after ~4 s idle
+                ws.send("real")
+                assert ws.recv() == "real"
+        while (seen := watcher.get_message(timeout=10)) is None:
+            pass
+    assert seen["data"] == b"real"
+    assert rdb.get(channel) == b"real"
 
 
 def test_protocol_ping_is_answered(server, rdb):
