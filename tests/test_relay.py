@@ -98,12 +98,19 @@ def test_echo_returns_own_message(server, rdb):
 
 
 def test_without_echo_own_message_is_not_returned_but_others_are(server, rdb):
-    with connected(server, "subscribe-broadcast&publish-broadcast") as ws:
-        ws.send(MESSAGE)
-        marker = publish_marker()
-        assert ws.recv() == marker.decode()
-        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("from django")
-        assert ws.recv() == "from django"
+    """The marker is published once Redis has carried the client's message (a subscriber of
+    the test's own sees it), so the message would reach the client first were it echoed."""
+    with contextlib.closing(rdb.pubsub(ignore_subscribe_messages=True)) as watcher:
+        watcher.subscribe(f"ws4redis:broadcast:{FACILITY}")
+        with connected(server, "subscribe-broadcast&publish-broadcast") as ws:
+            ws.send(MESSAGE)
+            while (seen := watcher.get_message(timeout=10)) is None:
+                pass
+            assert seen["data"] == MESSAGE.encode()
+            marker = publish_marker()
+            assert ws.recv() == marker.decode()
+            RedisPublisher(facility=FACILITY, broadcast=True).publish_message("from django")
+            assert ws.recv() == "from django"
 
 
 def test_empty_messages_are_dropped(server, rdb):
