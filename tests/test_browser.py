@@ -117,6 +117,8 @@ def test_two_pages_on_the_broadcast_chat_see_each_other(browser_context, site, t
     first = open_page(browser_context, f"{site}/chat/")
     second = open_page(browser_context, f"{site}/chat/")
     say(first, "Hello from the first page")
+    # the chat POSTs each line to a view: the second waits until the first was published
+    expect(billboard(second)).to_have_text([WELCOME, "Hello from the first page"])
     say(second, "And hello from the second")
     for page in (first, second):
         # each browser is welcomed once, on its own session channel: the second page's
