@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from tests.conftest import connected, login, publish_marker, recv_close, session_cookie
+from tests.conftest import FACILITY, connected, login, publish_marker, recv_close, session_cookie
 from ws4redis import settings as ws_settings
 
 FORGED = "madeup0123456789forgedsessionkey"
@@ -235,3 +235,39 @@ def test_a_change_of_membership_closes_the_open_websockets_concerned(server, rdb
             else:
                 publish_marker()
                 assert hers.recv() == "--marker--"
+
+
+@pytest.mark.parametrize(
+    ("audience", "hears"),
+    [
+        ("users", {"john"}),  # users=["john"]
+        ("groups", {"john", "mary"}),  # groups=["chatters"]: eve is in no group
+        ("sessions", {"john"}),  # sessions=[john's key]
+    ],
+)
+def test_each_audience_reaches_its_people_and_nobody_else(server, rdb, users, audience, hears):
+    """john, mary (both in chatters) and eve each listen on every audience; a message to
+    one audience reaches exactly its people: the others' next message is the marker."""
+    from ws4redis.publisher import RedisPublisher
+
+    clients = {name: login(name) for name in ("john", "mary", "eve")}
+    query = "subscribe-broadcast&subscribe-user&subscribe-group&subscribe-session"
+    sockets = {
+        name: server.connect(query, header=[session_cookie(client)])
+        for name, client in clients.items()
+    }
+    try:
+        target = {
+            "users": ["john"],
+            "groups": ["chatters"],
+            "sessions": [clients["john"].session.session_key],
+        }[audience]
+        RedisPublisher(facility=FACILITY, **{audience: target}).publish_message("for you")
+        marker = publish_marker().decode()
+        heard = {name for name, ws in sockets.items() if ws.recv() == "for you"}
+        assert heard == hears
+        for name in hears:
+            assert sockets[name].recv() == marker
+    finally:
+        for ws in sockets.values():
+            ws.close()
