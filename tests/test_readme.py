@@ -1,6 +1,7 @@
-"""The README, run as a newcomer would: a new ``django-admin startproject`` site, its install
-snippet applied as written, then its "Testing your project" example run by ``manage.py test``
-(every other setting at its default). A README change that breaks them fails here."""
+"""The README, run as a newcomer would: a new ``django-admin startproject`` site with its
+install snippet applied as written (every other setting at its default), then its
+"Testing your project" example under ``manage.py test``, and ``runserver`` answering a
+websocket that its publishing snippet reaches. A README change that breaks them fails here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import ROOT
+import websocket
+
+from tests.servers import ROOT, free_port, wait_for
 
 README = (ROOT / "README.md").read_text()
 
@@ -22,21 +25,57 @@ def snippet(section: str, contains: str) -> str:
     return next(block for block in blocks if contains in block)
 
 
-def test_the_readme_install_and_testing_snippets_work_in_a_new_project(tmp_path: Path, rdb):
+def new_project(where: Path, rdb) -> dict[str, str]:
+    """A ``startproject`` site in ``where`` with the README's install snippet applied as
+    written and the tests' Redis configured; the environment to run its manage.py in."""
     django_admin = [sys.executable, "-m", "django"]
-    subprocess.run([*django_admin, "startproject", "mysite", str(tmp_path)], check=True)
+    subprocess.run([*django_admin, "startproject", "mysite", str(where)], check=True)
     install = snippet("Install", "INSTALLED_APPS")
     # "[..., x]" in the README stands for the list the project has: keep it, add x
     install = install.replace("[...,", "[*INSTALLED_APPS,")
     redis_at = rdb.connection_pool.connection_kwargs
-    where = f'WS4REDIS_CONNECTION = {{"host": "{redis_at["host"]}", "port": {redis_at["port"]}}}'
-    with (tmp_path / "mysite" / "settings.py").open("a") as settings:
-        settings.write(f"\n{install}\n{where}\n")
+    redis = f'WS4REDIS_CONNECTION = {{"host": "{redis_at["host"]}", "port": {redis_at["port"]}}}'
+    with (where / "mysite" / "settings.py").open("a") as settings:
+        settings.write(f"\n{install}\n{redis}\n")
+    return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+
+def test_the_readme_install_and_testing_snippets_work_in_a_new_project(tmp_path: Path, rdb):
+    env = new_project(tmp_path, rdb)
     (tmp_path / "test_readme_example.py").write_text(snippet("Testing your project", "class "))
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "manage.py", "test", "-v", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test_john_gets_his_note" in result.stderr and "OK" in result.stderr
+
+
+def test_runserver_of_the_new_project_answers_websockets_and_the_publishing_snippet(
+    tmp_path: Path, rdb
+):
+    """``./manage.py runserver`` of that project answers websockets under /ws/, and the
+    README's first publishing line reaches a websocket on its facility."""
+    env = new_project(tmp_path, rdb)
+    port = free_port()
+    command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    log = tmp_path / "runserver.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=output)
+    try:
+        ended = lambda: None if server.poll() is None else log.read_text()  # noqa: E731
+        wait_for(("127.0.0.1", port), "the new project's runserver", ended)
+        url = f"ws://127.0.0.1:{port}/ws/foobar?subscribe-broadcast"
+        ws = websocket.create_connection(url, timeout=10)
+        try:
+            publishing = snippet("Use it", "broadcast=True")
+            line = next(line for line in publishing.splitlines() if "broadcast=True" in line)
+            code = f"from ws4redis.publisher import RedisPublisher\n{line}"  # as written
+            shell = [sys.executable, "manage.py", "shell", "-c", code]
+            subprocess.run(shell, cwd=tmp_path, env=env, check=True, timeout=60)
+            assert ws.recv() == "Hello all"
+        finally:
+            ws.close()
+    finally:
+        server.terminate()
+        server.wait(30)
