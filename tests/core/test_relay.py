@@ -217,6 +217,7 @@ def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing()
     def reading(stalled: bool) -> Relay:
         relay = Relay(echo=True, heartbeat=None, now=0.0, max_size=100, max_buffer=100,
                       max_pending=2, max_pending_bytes=100, max_backlog=300)  # fmt: skip
+        relay.opened(Start([]))
         if stalled:
             assert not relay.stall()  # nothing waits yet
         return relay
@@ -237,6 +238,10 @@ def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing()
     over = reading(stalled=False)
     over.push(b"x" * 301, b"x" * 301)
     assert over.failure == (1008, "client does not read")
+    opening = Relay(echo=True, heartbeat=None, now=0.0, max_size=100, max_buffer=100,
+                    max_pending=2, max_pending_bytes=100, max_backlog=300)  # fmt: skip
+    opening.deliver(Delivery(b"ws4redis:broadcast:chat", b"x" * 150))  # before it opened
+    assert opening.failure == (1008, "client does not read")
 
 
 def test_a_command_that_arrives_while_subscribing_closes_once_open():

@@ -208,7 +208,7 @@ class Relay:
         max_buffer: int,
         max_pending: int,
         max_pending_bytes: int,
-        max_backlog: int | None = None,
+        max_backlog: int = 0,
         positions: bool = False,
         enveloped: bool = False,
     ) -> None:
@@ -221,8 +221,9 @@ class Relay:
         self.max_buffer = max_buffer
         # What may wait while the client takes everything it is handed: the server's own
         # backlog in a burst, not the client's (see stall()).
-        self.max_backlog = max(max_backlog or max_buffer, max_buffer)
-        self.stalled = False
+        self.max_backlog = max(max_backlog, max_buffer)
+        # Until it opens nothing is handed to the client: what waits is bounded by max_buffer.
+        self.stalled = True
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
@@ -422,6 +423,7 @@ class Relay:
         """Deliver what Redis delivered while the connection subscribed: past the seam with
         positions, and a command on its control channels closes it."""
         self.control = start.control
+        self.stalled = False  # from now on the runtime says when its hand-over is blocked
         if self.early is None:
             return
         early, self.early = self.early, None
