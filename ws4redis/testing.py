@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import shutil
 import socket
 import subprocess
@@ -203,11 +204,34 @@ def redis_binary() -> str:
     return str(get_binary_path())
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel hands to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default, and the start of what other systems use
+
+
+def free_port(low: int | None = None, high: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    It is drawn from below the kernel's ephemeral range: a port the kernel picked itself
+    (``bind(0)``) can be handed to an outgoing connection between this call and the
+    server's own bind, and the server then fails with "Address already in use". ``low``
+    and ``high`` narrow the draw (:func:`cluster_port` keeps to a range of its own).
+    """
+    top = min(high or 65536, _ephemeral_low())
+    bottom = low or max(1024, top - 8000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(bottom, top) if bottom < top else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port between {bottom} and {top}")
 
 
 @dataclass
@@ -325,16 +349,17 @@ class RedisClusterServers:
 
 
 def cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher) is free too."""
+    """A free port whose cluster bus port (10,000 higher) is free too, both below where
+    :func:`free_port` draws, so no other private server can be given a node's bus port."""
+    bottom = max(1024, _ephemeral_low() - 8000) - 10000
     while True:
-        port = free_port()
-        if port <= 55535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-                return port
+        port = free_port(max(1024, bottom - 8000), bottom)
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
 
 
 @contextlib.contextmanager
