@@ -17,13 +17,9 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.broadcast import (
+from bench.harness import (
     CLIENT_CORE,
     Server,
     Tally,

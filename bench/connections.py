@@ -17,11 +17,8 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.broadcast import (
+from bench.harness import (
     CLIENT_CORE,
     Server,
     Tally,

@@ -17,15 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.broadcast import stop_process, ws4redis_server
+from bench.harness import stop_process, ws4redis_server
 
 FACILITIES = [f"failover-{n}" for n in range(12)]
 PERIOD = 0.02

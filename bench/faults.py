@@ -28,12 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.broadcast import (  # noqa: E402
+from bench.harness import (
     LeanClient,
     Tally,
     connect_clients,

@@ -20,12 +20,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.broadcast import (  # noqa: E402
+from bench.harness import (
     CLIENT_CORE,
     LeanClient,
     Tally,

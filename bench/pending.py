@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.broadcast import rss_bytes, stop_process, ws4redis_server
+from bench.harness import rss_bytes, stop_process, ws4redis_server
 
 MIB = 1024 * 1024
 

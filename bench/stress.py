@@ -11,10 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from bench.broadcast import (
+from bench.harness import (
     CLIENT_CORE,
     Tally,
     connect_clients,

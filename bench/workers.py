@@ -23,13 +23,10 @@ import os
 import select
 import signal
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.broadcast import (
+from bench.harness import (
     CLIENT_CORE,
     Server,
     Tally,

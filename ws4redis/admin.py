@@ -4,6 +4,7 @@ staff, and reloads itself every few seconds."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import redis
@@ -25,7 +26,7 @@ def live_view(request: HttpRequest) -> HttpResponse:
         counts, processes = facilities()
         error = None
     except redis.RedisError as exc:
-        counts, processes, error = {}, 0, f"Redis does not answer: {exc}"
+        counts, processes, error = Counter(), 0, f"Redis does not answer: {exc}"
     rows = []
     for facility, count in sorted(counts.items()):
         here = present(facility) if error is None and tracked(facility) is not None else None

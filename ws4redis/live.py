@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from typing import Any, cast
 
 import redis
 
@@ -76,7 +77,7 @@ class Reporter:
         with get_redis().pipeline(transaction=False) as pipe:
             pipe.delete(key)
             if counts:
-                pipe.hset(key, mapping=counts)
+                pipe.hset(key, mapping=dict[Any, int](counts))  # its keys' type is narrower
                 pipe.expire(key, int(EXPIRES))
             pipe.zadd(f"{prefix}live:processes", {self.name: time.time() + EXPIRES})
             pipe.execute()
@@ -89,11 +90,12 @@ def facilities(connection: redis.Redis | None = None) -> tuple[Counter[str], int
     registry = f"{prefix}live:processes"
     now = time.time()
     client.zremrangebyscore(registry, "-inf", now)
-    names = [name.decode() for name in client.zrangebyscore(registry, now, "+inf")]
+    # the client answers bytes (decode_responses is off); redis-py's annotations allow str too
+    names = [cast(bytes, name).decode() for name in client.zrangebyscore(registry, now, "+inf")]
     total: Counter[str] = Counter()
     for name in names:
         for facility, count in client.hgetall(f"{prefix}live:process:{name}").items():
-            total[facility.decode()] += int(count)
+            total[cast(bytes, facility).decode()] += int(count)
     return total, len(names)
 
 

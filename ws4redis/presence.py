@@ -193,7 +193,7 @@ def _send(signal: Any, visitor: Visitor, request: HttpRequest) -> None:
             logger.error("%s receiver %r failed", signal, receiver, exc_info=result)
 
 
-def _write(changes: Changes, ttl: int) -> None:
+def _write(changes: Changes, ttl: float) -> None:
     """One round trip for every facility that changed; then the announcements."""
     adds: dict[str, dict[str, Visitor]] = defaultdict(dict)
     removes: dict[str, list[str]] = defaultdict(list)

@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from django.contrib.sessions.backends import signed_cookies
@@ -69,7 +69,7 @@ class RedisMessage(bytes):
         return super().__new__(cls, value)
 
 
-def is_authenticated(request: HttpRequest | None) -> bool:
+def is_authenticated(request: HttpRequest | None) -> TypeGuard[HttpRequest]:
     """True when ``request`` carries a logged-in user (``None`` users are anonymous)."""
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated)

@@ -392,7 +392,8 @@ def redis_cluster(
         for port in ports:
             node_dir = workdir / f"node-{port}"
             node_dir.mkdir()
-            args = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes"))
+            args: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file")
+            args += (str(node_dir / "nodes"),)
             args += ("--cluster-node-timeout", str(node_timeout_ms), *auth)
             args += ("--cluster-replica-validity-factor", "0")
             if tls:

@@ -126,8 +126,8 @@ def supervise(
             pid, status = os.wait()
         except ChildProcessError:
             break
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
+        ended = children.pop(pid, None)
+        if ended is not None and not stopping:
             logger.error("Worker %d ended (status %d); starting another", pid, status)
             time.sleep(1)
-            spawn(slot)
+            spawn(ended)

@@ -1,0 +1,322 @@
+"""What every benchmark shares: lean websocket clients, the servers under test started
+pinned to their core, CPU and memory read from ``/proc``, and the burst and steady
+workloads. Run the benchmarks through ``bench/run``, which runs them as modules of the
+``bench`` package from the repository's root, so they import this one plainly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What all clients received: per message number, and publish-to-receive latencies."""
+
+    opened: int = 0
+    failed: int = 0
+    received: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    clients: list[LeanClient] = field(default_factory=list)
+    stash: bool = False
+
+    def total(self, numbers: range) -> int:
+        return sum(self.received.get(n, 0) for n in numbers)
+
+
+class LeanClient(asyncio.Protocol):
+    """One websocket client: ``websockets``' sans-I/O client protocol over a transport.
+
+    With ``tally.stash`` set, arriving bytes are only timestamped and kept, and parsed later
+    (:meth:`parse_stash`): then the time one client spends parsing does not show up as
+    latency of the next.
+    """
+
+    def __init__(self, uri: str, tally: Tally) -> None:
+        self.tally = tally
+        self.protocol = ClientProtocol(parse_uri(uri))
+        self.protocol.send_request(self.protocol.connect())
+        self.transport: asyncio.Transport | None = None
+        self.stash: list[tuple[float, bytes]] = []
+        tally.clients.append(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.writelines(self.protocol.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.tally.stash:
+            self.stash.append((time.monotonic(), data))
+        else:
+            self.parse(time.monotonic(), data)
+
+    def parse_stash(self) -> None:
+        stash, self.stash = self.stash, []
+        for now, data in stash:
+            self.parse(now, data)
+
+    def parse(self, now: float, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        tally = self.tally
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                if event.status_code == 101:
+                    tally.opened += 1
+                else:
+                    tally.failed += 1
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                number, sent = event.data.split(b" ", 2)[:2]
+                n = int(number)
+                tally.received[n] = tally.received.get(n, 0) + 1
+                tally.latencies.append(now - float(sent))
+        pending = self.protocol.data_to_send()
+        if pending and self.transport is not None:
+            self.transport.writelines(pending)
+        tally.changed.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tally.changed.set()
+
+
+async def connect_clients(host: str, port: int, path: str, count: int, tally: Tally) -> list:
+    """Open ``count`` more websockets to ``path`` (in batches); return once every one of
+    them has its handshake answer (the tally may count earlier clients too)."""
+    loop = asyncio.get_running_loop()
+    uri = f"ws://{host}:{port}{path}"
+    answered_before = tally.opened + tally.failed
+    transports = []
+    batch = 200
+    for start in range(0, count, batch):
+        made = await asyncio.gather(
+            *(
+                loop.create_connection(lambda: LeanClient(uri, tally), host, port)
+                for _ in range(min(batch, count - start))
+            )
+        )
+        transports.extend(t for t, _ in made)
+        await wait_for(
+            lambda: tally.opened + tally.failed - answered_before >= len(transports), tally, 120
+        )
+    if tally.failed:
+        raise SystemExit(f"{tally.failed} websocket handshakes failed")
+    return transports
+
+
+async def wait_for(done: Callable[[], bool], tally: Tally, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while not done():
+        tally.changed.clear()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tally.changed.wait(), min(remaining, 0.5))
+    return True
+
+
+# -- servers -----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    port: int
+    path: str
+    publish: Callable[[str], Awaitable[None]]
+    # Whose CPU counts as the server's: the worker processes of ``runwebsocket --workers N``
+    # (bench/workers.py fills it in); empty for a server that is one process.
+    pids: list[int] = field(default_factory=list)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, over all its processes."""
+        return sum(cpu_seconds(pid) for pid in self.pids or [self.process.pid])
+
+
+def start_process(
+    command: list[str], ready_text: str, *, cores: str = str(SERVER_CORE), ready_lines: int = 1
+) -> subprocess.Popen:
+    """Start ``command`` on ``cores`` (a taskset list) and return once ``ready_text`` has
+    appeared in ``ready_lines`` lines of its stderr (one per worker process, say)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="bench.settings", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen(
+        ["taskset", "-c", cores, *command],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    for line in process.stderr:  # type: ignore[union-attr]
+        if ready_text in line:
+            ready_lines -= 1
+        if ready_lines == 0:
+            # Keep reading its log, or the server blocks once the pipe is full.
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+            return process
+    raise SystemExit(f"{command[0]} did not start: exit {process.wait()}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
+    """``runwebsocket`` with ``workers`` processes on ``cores``; ready once each listens."""
+    from ws4redis.publisher import RedisPublisher
+
+    port = free_port()
+    command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}"]
+    # e.g. WS4REDIS_BENCH_SERVER_ARGS="--metrics 127.0.0.1:9100" to watch the server's metrics
+    command += os.environ.get("WS4REDIS_BENCH_SERVER_ARGS", "").split()
+    if workers != 1:
+        command += ["--workers", str(workers)]
+    process = start_process(command, "listening on", cores=cores, ready_lines=workers)
+    publisher = RedisPublisher(facility="bench", broadcast=True)
+
+    async def publish(text: str) -> None:
+        publisher.publish_message(text)
+
+    return Server("ws4redis", process, port, "/ws/bench?subscribe-broadcast", publish)
+
+
+def channels_server() -> Server:
+    from channels.layers import get_channel_layer
+
+    port = free_port()
+    process = start_process(
+        [
+            sys.executable, "-m", "uvicorn", "bench.channels_asgi:application",
+            "--port", str(port), "--log-level", "info", "--ws", "websockets",
+        ],
+        "Uvicorn running",
+    )  # fmt: skip
+    layer = get_channel_layer()
+
+    async def publish(text: str) -> None:
+        await layer.group_send("bench", {"type": "bench.message", "text": text})
+
+    return Server("channels", process, port, "/ws/bench", publish)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# -- workloads ---------------------------------------------------------------------------
+
+
+class Numbers:
+    """Hands out message numbers, so that every published message is told apart."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, count: int) -> range:
+        taken = range(self.next, self.next + count)
+        self.next += count
+        return taken
+
+
+NUMBERS = Numbers()
+
+
+async def burst(server: Server, tally: Tally, clients: int, messages: int) -> dict:
+    """Publish ``messages`` at once; measure server CPU until every client has them all."""
+    numbers = NUMBERS.take(messages)
+    before = server.cpu_seconds()
+    for n in numbers:
+        await server.publish(f"{n} {time.monotonic()} burst")
+    await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, 600)
+    used = server.cpu_seconds() - before
+    received = tally.total(numbers)
+    return {"reach": received / (clients * messages), "us": used * 1e6 / max(received, 1)}
+
+
+async def steady(server: Server, tally: Tally, clients: int, rate: float, seconds: float) -> dict:
+    """Publish ``rate`` messages per second; collect publish-to-receive latencies."""
+    tally.latencies.clear()
+    count = int(rate * seconds)
+    numbers = NUMBERS.take(count)
+    before = server.cpu_seconds()
+    began = time.monotonic()
+    tally.stash = True
+    gc.disable()  # a collection in this process would be counted as latency
+    for i, n in enumerate(numbers):
+        await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
+        await server.publish(f"{n} {time.monotonic()} steady")
+    await asyncio.sleep(2)  # stragglers; whatever is still missing counts against reach
+    used = server.cpu_seconds() - before
+    tally.stash = False
+    gc.enable()
+    for client in tally.clients:
+        client.parse_stash()
+    latencies = sorted(tally.latencies)
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
+    return {
+        "reach": tally.total(numbers) / (clients * count),
+        "p50": pick(0.50),
+        "p99": pick(0.99),
+        "max": latencies[-1] * 1e3,
+        "us": used * 1e6 / max(len(latencies), 1),
+    }
+
+
+def prepare_clients(core: int) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Make this process the client side: on ``core``, with descriptors for every websocket
+    (the hard limit; servers started afterwards inherit it), Django set up to publish.
+    Returns uvloop's loop factory when installed: the clients must not be the bottleneck."""
+    os.sched_setaffinity(0, {core})
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
