@@ -15,4 +15,6 @@ django.setup(set_prefix=False)
 
 from ws4redis.runtimes.asyncio.asgi import ASGIApplication  # noqa: E402
 
+__all__ = ["application"]
+
 application = ASGIApplication()

@@ -9,6 +9,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from ws4redis import settings
 
+__all__ = ["default"]
+
 
 def default(request: HttpRequest) -> dict[str, str | SafeString]:
     """``WEBSOCKET_URI`` (scheme, host and prefix of this site's websockets: the page's own

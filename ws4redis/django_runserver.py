@@ -7,4 +7,6 @@ Set ``WSGI_APPLICATION = 'ws4redis.django_runserver.application'``, or install i
 from ws4redis.runtimes.sync.runserver import websocket_app
 from ws4redis.runtimes.sync.wsgi import Dispatcher
 
+__all__ = ["application"]
+
 application = Dispatcher(websocket_app)

@@ -9,6 +9,8 @@ from django.http import HttpRequest
 
 from ws4redis.redis_store import AUDIENCES, RedisMessage, RedisStore, channel_name, own_names
 
+__all__ = ["RedisPublisher"]
+
 
 class RedisPublisher(RedisStore):
     """Publishes to the union of the audiences given on construction.

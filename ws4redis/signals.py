@@ -13,6 +13,8 @@ from django.http import HttpRequest
 
 from ws4redis.redis_store import MEMBEROF_SESSION_KEY
 
+__all__ = ["store_groups_in_session", "websocket_closed", "websocket_opened"]
+
 websocket_opened = Signal()
 """A websocket opened: ``request``, ``user`` (a user name or None), ``session`` (the session
 key or None), ``facility``. Sent from a worker thread of the websocket process, in order with

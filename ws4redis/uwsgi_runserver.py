@@ -26,6 +26,8 @@ if not monkey.is_module_patched("socket"):
 from collections.abc import Callable, Iterable
 from typing import Any
 
+__all__ = ["uWSGIWebSocketServer", "uWSGIWebsocketServer"]
+
 
 class uWSGIWebsocketServer:
     """WSGI application serving websocket requests under uWSGI + gevent.
