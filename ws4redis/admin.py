@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from ws4redis import settings
 from ws4redis.core.presence import tracked
 from ws4redis.live import facilities
 from ws4redis.presence import present
@@ -29,7 +30,11 @@ def live_view(request: HttpRequest) -> HttpResponse:
         counts, processes, error = Counter(), 0, f"Redis does not answer: {exc}"
     rows = []
     for facility, count in sorted(counts.items()):
-        here = present(facility) if error is None and tracked(facility) is not None else None
+        here = (
+            present(facility)
+            if error is None and tracked(settings.WS4REDIS_PRESENCE, facility) is not None
+            else None
+        )
         rows.append({"facility": facility, "open": count, "presence": here})
     context: dict[str, Any] = {
         **admin.site.each_context(request),

@@ -1,6 +1,6 @@
 """How many websockets each facility has open, over every websocket process.
 
-Each process counts its open websockets per facility (:data:`~ws4redis.core.stats.STATS`)
+Each process counts its open websockets per facility (:meth:`~ws4redis.core.stats.Stats.change`)
 and a thread of its own writes the counts to Redis when they change (at most once a
 second) and every ``REPORT_EVERY`` seconds: the hash ``P:live:process:<name>`` (expiring
 when the process stops writing) and its name in the sorted set ``P:live:processes``, scored
@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from ws4redis.core.stats import STATS
+from ws4redis.core.stats import STATS, Stats
 from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import key_prefix
@@ -34,7 +34,8 @@ EXPIRES = 3 * REPORT_EVERY
 class Reporter:
     """Writes this process's counts to Redis from a thread, started by the first change."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Stats = STATS) -> None:
+        self.stats = stats
         self.name = process_name()
         self.changed = threading.Event()
         self.thread: threading.Thread | None = None
@@ -44,14 +45,7 @@ class Reporter:
         """A websocket on ``facility`` opened (+1, also counted as a 101) or closed (-1).
         Under the lock: websockets open in opener threads and close on the loop."""
         with self.lock:
-            STATS.connections += delta
-            if delta > 0:
-                STATS.handshakes[101] += 1
-            count = STATS.facilities[facility] + delta
-            if count > 0:
-                STATS.facilities[facility] = count
-            else:
-                STATS.facilities.pop(facility, None)
+            self.stats.change(facility, delta)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._work, name="ws4redis-live", daemon=True)
                 self.thread.start()
@@ -63,7 +57,7 @@ class Reporter:
             self.changed.wait(REPORT_EVERY)
             self.changed.clear()
             try:
-                self._write(dict(STATS.facilities))
+                self._write(dict(self.stats.facilities))
                 failing = False
             except redis.RedisError as exc:
                 if not failing:

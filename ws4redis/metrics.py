@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ws4redis.core.stats import STATS
+from ws4redis.core.stats import STATS, Stats
 
 SCALARS = [
     (GaugeMetricFamily, "ws4redis_connections", "Websockets open", "connections"),
@@ -41,13 +41,18 @@ LABELLED = [
 
 
 class StatsCollector(Collector):
-    """Reads :data:`~ws4redis.core.stats.STATS` at each scrape."""
+    """Reads its :class:`~ws4redis.core.stats.Stats` (the process's, by default) at each
+    scrape: the same counts the admin's live page reports."""
+
+    def __init__(self, stats: Stats = STATS) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
+        stats = self.stats
         for family, name, text, attribute in SCALARS:
-            yield family(name, text, getattr(STATS, attribute))
+            yield family(name, text, getattr(stats, attribute))
         for (name, text, label), counts in zip(
-            LABELLED, (STATS.handshakes, STATS.closes), strict=True
+            LABELLED, (stats.handshakes, stats.closes), strict=True
         ):
             metric = CounterMetricFamily(name, text, labels=[label])
             for key, count in sorted(counts.items()):

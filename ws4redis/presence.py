@@ -118,7 +118,7 @@ class Tracker:
         facility and without signal receivers there is nothing to do: its user and session
         are not even looked up."""
         listened = websocket_opened.has_listeners() or websocket_closed.has_listeners()
-        if not listened and tracked(subscriber.facility or "") is None:
+        if not listened and tracked(settings.WS4REDIS_PRESENCE, subscriber.facility or "") is None:
             return
         subscriber.presence_id = visitor_id = f"{self.name}:{next(self.ids)}"
         self._post(("opened", visitor_id, (request, subscriber.facility or "")))
@@ -154,7 +154,7 @@ class Tracker:
                     visitor = Visitor(visitor_id, facility, _user(request), _session(request))
                     open_now[visitor_id] = (visitor, request)
                     _send(websocket_opened, visitor, request)
-                    if tracked(facility) is not None:
+                    if tracked(settings.WS4REDIS_PRESENCE, facility) is not None:
                         book.join(visitor)
                 elif visitor_id in open_now:
                     visitor, request = open_now.pop(visitor_id)
@@ -224,7 +224,7 @@ def _announce(changes: Changes) -> None:
 
     for event, visitors in (("join", changes.joined), ("leave", changes.left)):
         for visitor in visitors:
-            if (tracked(visitor.facility) or {}).get("announce"):
+            if (tracked(settings.WS4REDIS_PRESENCE, visitor.facility) or {}).get("announce"):
                 publisher = RedisPublisher(facility=visitor.facility, broadcast=True)
                 # enveloped as the presence's own: no client can send one, and clients that
                 # get JSON messages can tell it from any chat line

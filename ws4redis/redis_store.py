@@ -249,8 +249,11 @@ class RedisStore:
         from ws4redis import history
 
         facility = self.facility
-        kept = history_options(facility) if facility is not None else None
-        wrapped = facility is not None and enveloped_facility(facility)
+        kept_by = settings.WS4REDIS_HISTORY
+        kept = history_options(kept_by, facility) if facility is not None else None
+        wrapped = facility is not None and enveloped_facility(
+            facility, kept_by, settings.WS4REDIS_PRESENCE
+        )
         client_ttl = 0
         if origin == PRESENCE or (origin == CLIENT and not expire):
             kept = None

@@ -16,6 +16,8 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from ws4redis.core.permissions import is_permissions
+
 REDIS_DEFAULTS: dict[str, Any] = {"host": "localhost", "port": 6379, "db": 0, "password": None}
 
 
@@ -52,12 +54,6 @@ def _is_presence(value: Any) -> bool:
         and isinstance(entry.get("announce", False), bool)
         for facility, entry in value.items()
     )
-
-
-def _is_permissions(value: Any) -> bool:
-    from ws4redis.core.permissions import is_permissions  # it reads settings itself
-
-    return is_permissions(value)
 
 
 def _is_positive_number(value: Any) -> bool:
@@ -143,7 +139,7 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
     "WS4REDIS_PERMISSIONS": (
         None,
-        _is_permissions,
+        is_permissions,
         "None or a dict of facility (or '*') -> {'subscribe': rule, 'publish': rule}, a rule"
         " being 'anyone', 'authenticated', 'staff', 'nobody', a callable"
         " f(request, facility, audience) or its dotted path, or a dict of audience -> rule",

@@ -130,7 +130,7 @@ class RedisSubscriber(RedisStore):
         keys = self._get_message_channels(
             request, facility, **self._audience("subscribe", channels)
         )
-        TooManyChannels.check(len(publishers) + len(keys))
+        TooManyChannels.check(len(publishers) + len(keys), settings.WS4REDIS_MAX_CHANNELS)
         self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
         self.control = tuple(control_channels(request))

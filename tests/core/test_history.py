@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from django.test import override_settings
-
 from tests.core.test_relay import relay, sent_frames
 from ws4redis.core.history import (
     CLIENT,
@@ -21,19 +19,18 @@ from ws4redis.core.history import (
     options,
 )
 from ws4redis.core.relay import Delivery, Start, frame_message
-from ws4redis.core.stats import STATS
+from ws4redis.core.stats import Stats
 
 CHANNEL = b"ws4redis:broadcast:chat"
 HISTORY = {"chat": {"size": 10, "ttl": 60}}
 
 
 def test_facilities_keep_history_by_name_or_by_the_wildcard():
-    with override_settings(WS4REDIS_HISTORY={"chat": {"size": 5, "ttl": 60}}):
-        assert options("chat") == HistoryOptions(5, 60)
-        assert options("other") is None
-    with override_settings(WS4REDIS_HISTORY={"*": {"size": 1, "ttl": 2}}):
-        assert options("other") == HistoryOptions(1, 2)
-    assert options("chat") is None  # off by default
+    configured = {"chat": {"size": 5, "ttl": 60}}
+    assert options(configured, "chat") == HistoryOptions(5, 60)
+    assert options(configured, "other") is None
+    assert options({"*": {"size": 1, "ttl": 2}}, "other") == HistoryOptions(1, 2)
+    assert options({}, "chat") is None  # off by default
 
 
 def test_an_envelope_says_who_made_a_message_and_where_it_sits():
@@ -71,13 +68,13 @@ def test_a_damaged_envelope_is_unreadable_never_an_exception():
 
 
 def test_a_delivery_reads_its_envelope_once_and_counts_what_cannot_be_read():
-    before = STATS.unreadable
+    stats = Stats()
     delivery = Delivery(CHANNEL, ENVELOPE + b"sbroken")
-    assert delivery.opened() is None and delivery.opened() is None
-    assert STATS.unreadable == before + 1
+    assert delivery.opened(stats) is None and delivery.opened(stats) is None
+    assert stats.unreadable == 1
     good = Delivery(CHANNEL, envelope(SERVER, Position("e1", 3), b"hi"))
     assert good.data == envelope(SERVER, Position("e1", 3), b"hi")  # as Redis delivered it
-    assert good.opened().data == b"hi"  # type: ignore[union-attr]
+    assert good.opened(stats).data == b"hi"  # type: ignore[union-attr]
 
 
 def test_what_a_client_sends_on_a_plain_facility_is_data_whatever_it_looks_like():
@@ -98,14 +95,14 @@ def test_what_a_client_sends_on_a_plain_facility_is_data_whatever_it_looks_like(
 
 def test_on_an_enveloped_facility_the_client_frames_carry_what_the_client_sent():
     sent = ENVELOPE + b"se1:99:forged"  # a client's bytes, as the subscriber wraps them
-    framed = relay("subscribe-broadcast", WS4REDIS_HISTORY=HISTORY)
+    framed = relay("subscribe-broadcast", history=HISTORY)
     wrapped = envelope(CLIENT, Position("ab", 1), sent)
     assert framed.deliver(Delivery(CHANNEL, wrapped))
     assert sent_frames(framed) == [frame_message(sent)]
 
 
 def test_json_clients_learn_who_sent_a_message_and_get_announcements_apart():
-    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_PRESENCE={"chat": {}})
+    framed = relay("subscribe-broadcast&recover", opened=False, presence={"chat": {}})
     framed.opened(start_with(CHANNEL))
     framed.data_to_send()
     lines = [
@@ -126,7 +123,7 @@ def test_json_clients_learn_who_sent_a_message_and_get_announcements_apart():
 
 def test_plain_clients_get_no_announcements():
     """In a plain stream an announcement could not be told from a client's line."""
-    framed = relay("subscribe-broadcast", WS4REDIS_PRESENCE={"chat": {}})
+    framed = relay("subscribe-broadcast", presence={"chat": {}})
     assert not framed.deliver(Delivery(CHANNEL, envelope(PRESENCE, None, b'{"presence": 1}')))
     assert framed.deliver(Delivery(CHANNEL, envelope(SERVER, None, b"hello")))
     assert sent_frames(framed) == [frame_message(b"hello")]

@@ -1,5 +1,6 @@
-"""The core stays sans-I/O: none of its modules imports a network, event loop or thread
-library, nor the parts of ws4redis that talk to Redis."""
+"""The core stays sans-I/O and framework-free: none of its modules imports a network, event
+loop or thread library, Django, nor the parts of ws4redis above the core (the settings,
+what talks to Redis, the runtimes)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import pytest
 
 import ws4redis.core
 
+CORE = sorted(Path(ws4redis.core.__file__).parent.glob("*.py"))
+ABOVE = sorted(
+    f"ws4redis.{path.stem}"
+    for path in Path(ws4redis.__file__).parent.glob("*.py")
+    if path.stem != "__init__"
+)
+"""Every module of ws4redis outside the core (settings, publisher, live, metrics...)."""
 FORBIDDEN = {
     "redis", "socket", "selectors", "select", "asyncio", "gevent", "uwsgi", "threading",
-    "concurrent", "ws4redis.subscriber", "ws4redis.redis_pool", "ws4redis.redis_store",
-    "ws4redis.runtimes",
+    "concurrent", "django", "ws4redis.settings", "ws4redis.runtimes", "ws4redis.management",
+    *ABOVE,
 }  # fmt: skip
-CORE = sorted(Path(ws4redis.core.__file__).parent.glob("*.py"))
 
 
 def imported(path: Path) -> set[str]:
@@ -25,6 +32,7 @@ def imported(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 

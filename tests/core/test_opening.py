@@ -1,145 +1,138 @@
-"""Deciding whether a request becomes a websocket: statuses, channels, subprotocols."""
+"""Deciding whether an upgrade becomes a websocket, from plain values: statuses, channel
+keys, hosts and origins, subprotocols (the Django side: ``tests/test_opening.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from django.core.exceptions import PermissionDenied
-from django.test import RequestFactory, override_settings
 from websockets.client import ClientProtocol
 from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
-from tests.core.test_relay import HANDSHAKE
-from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import Accepted, client_message_expiry, may_block, open_connection
+from tests.core.test_relay import OPTIONS, opening, upgrade
+from ws4redis.core.handshake import (
+    Rejection,
+    check_request,
+    host_allowed,
+    origin_allowed,
+    over_capacity,
+)
+from ws4redis.core.opening import Accepted, TooManyChannels, accept, requested_keys
 from ws4redis.core.relay import Start
-
-ANONYMOUS = {"WS4REDIS_PROCESS_REQUEST": lambda request: None}
-NO_HOOKS = {"WS4REDIS_PROCESS_REQUEST": None, "WS4REDIS_ALLOWED_CHANNELS": None}
+from ws4redis.core.stats import Stats
 
 
-def opening(path: str = "/ws/chat", method: str = "get", **headers) -> Accepted | Rejection:
-    request = getattr(RequestFactory(), method)(path, **{**HANDSHAKE, **headers})
-    with override_settings(**ANONYMOUS):
-        return open_connection(request)
+def decided(request) -> Accepted | Rejection:
+    """The core's checks, then the handshake, of an anonymous request for no channels."""
+    rejection = check_request(request, OPTIONS.handshake)
+    if rejection is not None:
+        return rejection
+    return accept(request, Accepted(None, "chat", [], False, OPTIONS))
 
 
 @pytest.mark.parametrize(
-    "path, method, headers, status",
+    "target, method, headers, status",
     [
-        ("/elsewhere", "get", {}, 404),
-        ("/ws/chat", "post", {}, 400),
-        ("/ws/chat", "get", {"HTTP_UPGRADE": "h2c"}, 400),
-        ("/ws/chat", "get", {"HTTP_SEC_WEBSOCKET_VERSION": None}, 426),
-        ("/ws/chat", "get", {"HTTP_SEC_WEBSOCKET_VERSION": "8"}, 400),
-        ("/ws/chat", "get", {"HTTP_SEC_WEBSOCKET_KEY": "short"}, 400),
-        ("/ws/chat", "get", {"HTTP_ORIGIN": "https://evil.example"}, 403),
+        ("/elsewhere", "GET", {}, 404),
+        ("/ws/chat", "POST", {}, 400),
+        ("/ws/chat", "GET", {"Upgrade": "h2c"}, 400),
+        ("/ws/chat", "GET", {"Sec_WebSocket_Version": None}, 426),
+        ("/ws/chat", "GET", {"Sec_WebSocket_Version": "8"}, 400),
+        ("/ws/chat", "GET", {"Sec_WebSocket_Key": "short"}, 400),
+        ("/ws/chat", "GET", {"Origin": "https://evil.example"}, 403),
+        ("/ws/" + "f" * 256, "GET", {}, 414),
     ],
 )
-def test_refusals_and_their_statuses(path, method, headers, status):
-    missing = [name for name, value in headers.items() if value is None]
-    request = getattr(RequestFactory(), method)(path, **{**HANDSHAKE, **headers})
-    for name in missing:
-        del request.META[name]
-    with override_settings(**ANONYMOUS):
-        outcome = open_connection(request)
+def test_refusals_and_their_statuses(target, method, headers, status):
+    outcome = decided(upgrade(target, method, **headers))
     assert isinstance(outcome, Rejection)
     assert outcome.status == status
     assert outcome.body  # says what is wrong
 
 
 def test_channel_keys_are_case_insensitive_and_unknown_ones_ignored():
+    keys = ["Subscribe-Broadcast", "PUBLISH-user", "nonsense", "Echo"]
+    assert requested_keys(keys) == (["publish-user", "subscribe-broadcast"], True)
     outcome = opening("/ws/chat?Subscribe-Broadcast&PUBLISH-user&nonsense&Echo")
     assert isinstance(outcome, Accepted)
-    assert outcome.channels == ["publish-user", "subscribe-broadcast"]
-    assert outcome.echo
-
-
-def test_allowed_channels_narrows_or_refuses():
-    request = RequestFactory().get("/ws/chat?subscribe-broadcast&publish-broadcast", **HANDSHAKE)
-    with override_settings(
-        **ANONYMOUS, WS4REDIS_ALLOWED_CHANNELS=lambda r, c: [k for k in c if "publish" not in k]
-    ):
-        outcome = open_connection(request)
-    assert isinstance(outcome, Accepted) and outcome.channels == ["subscribe-broadcast"]
-
-    def refuse(request, channels):
-        raise PermissionDenied("not you")
-
-    with override_settings(**ANONYMOUS, WS4REDIS_ALLOWED_CHANNELS=refuse):
-        outcome = open_connection(request)
-    assert isinstance(outcome, Rejection) and outcome.status == 403 and b"not you" in outcome.body
-
-
-def test_failing_callback_is_a_500_not_an_exception():
-    def broken(request):
-        raise RuntimeError("boom")
-
-    request = RequestFactory().get("/ws/chat", **HANDSHAKE)
-    with override_settings(WS4REDIS_PROCESS_REQUEST=broken):
-        outcome = open_connection(request)
-    assert isinstance(outcome, Rejection) and outcome.status == 500
+    assert outcome.channels == ["publish-user", "subscribe-broadcast"] and outcome.echo
 
 
 def test_requested_subprotocol_is_answered_with_the_first_offered():
-    outcome = opening(HTTP_SEC_WEBSOCKET_PROTOCOL="chat, superchat")
+    outcome = decided(upgrade(Sec_WebSocket_Protocol="chat, superchat"))
     assert isinstance(outcome, Accepted) and outcome.response is not None
     assert outcome.response.headers["Sec-WebSocket-Protocol"] == "chat"
-    plain = opening()
+    plain = decided(upgrade())
     assert isinstance(plain, Accepted) and plain.response is not None
     assert "Sec-WebSocket-Protocol" not in plain.response.headers
 
 
 def test_unframed_opening_has_no_handshake_for_asgi_servers():
-    request = RequestFactory().get("/ws/chat?subscribe-broadcast", **HANDSHAKE)
-    with override_settings(**ANONYMOUS):
-        outcome = open_connection(request, framing=False)
+    outcome = opening("/ws/chat?subscribe-broadcast", framing=False)
     assert isinstance(outcome, Accepted) and outcome.protocol is None
 
 
-def test_long_query_is_refused_with_414_and_many_fields_with_400():
-    with override_settings(WS4REDIS_MAX_QUERY_SIZE=64):
-        outcome = opening("/ws/chat?subscribe-broadcast&" + "x" * 100)
+def test_long_query_is_refused_with_414():
+    short = dataclasses.replace(OPTIONS.handshake, max_query_size=64)
+    outcome = check_request(upgrade("/ws/chat?subscribe-broadcast&" + "x" * 100), short)
     assert isinstance(outcome, Rejection) and outcome.status == 414
-    crowded = "&".join(f"k{n}" for n in range(1100))  # more than Django's 1000 fields
-    outcome = opening(f"/ws/chat?{crowded}")
-    assert isinstance(outcome, Rejection) and outcome.status == 414  # by default
-    with override_settings(WS4REDIS_MAX_QUERY_SIZE=100_000):
-        outcome = opening(f"/ws/chat?{crowded}")
-    assert isinstance(outcome, Rejection) and outcome.status == 400
-    assert b"DATA_UPLOAD_MAX_NUMBER_FIELDS" in outcome.body
 
 
-def test_client_messages_are_not_stored_unless_allowed_and_then_for_the_shorter_expiry():
-    with override_settings(WS4REDIS_EXPIRE=3600):
-        assert client_message_expiry() == 0  # by default nothing a client sends is stored
-    with override_settings(WS4REDIS_CLIENT_EXPIRE=60):
-        assert client_message_expiry() == 10  # the test settings' WS4REDIS_EXPIRE, under 60
-        with override_settings(WS4REDIS_EXPIRE=3600):
-            assert client_message_expiry() == 60
-        with override_settings(WS4REDIS_EXPIRE=None):
-            assert client_message_expiry() == 0
+def test_too_many_channels_says_the_limit_and_a_full_process_says_when_to_retry():
+    TooManyChannels.check(100, 100)
+    with pytest.raises(TooManyChannels, match=r"101 channels.*\(100\)"):
+        TooManyChannels.check(101, 100)
+    assert over_capacity(10, 10) is None
+    full = over_capacity(11, 10)
+    assert full is not None and full.status == 503 and full.headers == [("Retry-After", "1")]
 
 
 @pytest.mark.parametrize(
-    "cookies, overrides, blocks",
+    "host, allowed",
     [
-        ({}, {}, False),
-        ({"sessionid": "abc"}, {}, True),
-        ({"csrftoken": "x"}, {}, False),
-        ({}, ANONYMOUS, True),
-        ({}, {"WS4REDIS_ALLOWED_CHANNELS": lambda request, channels: channels}, True),
+        ("testserver", True),
+        ("TestServer:8000", True),
+        ("testserver.", True),
+        ("evil.example", False),
+        ("testserver@evil", False),
+        ("", False),
     ],
-    ids=["no cookie", "session cookie", "other cookie", "process request", "allowed channels"],
 )
-def test_only_a_session_or_project_hooks_may_block_an_opening(cookies, overrides, blocks):
-    """A runtime may open on its event loop what cannot wait for I/O (runwebsocket does)."""
-    factory = RequestFactory()
-    for name, value in cookies.items():
-        factory.cookies[name] = value
-    request = factory.get("/ws/chat", **HANDSHAKE)
-    with override_settings(**{**NO_HOOKS, **overrides}):
-        assert may_block(request) is blocks
+def test_hosts_are_matched_as_django_matches_allowed_hosts(host, allowed):
+    assert host_allowed(host, ("testserver",)) is allowed
+
+
+def test_host_patterns_admit_subdomains_and_any_host():
+    assert host_allowed("chat.example.com", (".example.com",))
+    assert host_allowed("example.com", (".example.com",))
+    assert not host_allowed("badexample.com", (".example.com",))
+    assert host_allowed("anything", ("*",))
+    assert host_allowed("[::1]:8000", ("[::1]",))
+
+
+@pytest.mark.parametrize(
+    "origin, allowed",
+    [
+        ("http://testserver", True),  # the request's own origin
+        ("https://testserver", False),  # another scheme
+        ("http://testserver:8001", False),  # another port
+        ("http://trusted.example", True),  # CSRF_TRUSTED_ORIGINS
+        ("http://sub.wild.example", True),
+        ("http://otherhost", True),  # in ALLOWED_HOSTS, on the scheme's default port
+        ("null", False),
+    ],
+)
+def test_origins_are_allowed_as_django_s_csrf_check_allows_them(origin, allowed):
+    options = dataclasses.replace(
+        OPTIONS.handshake,
+        trusted_origins=("http://trusted.example", "http://*.wild.example"),
+        allowed_hosts=("testserver", "otherhost"),
+    )
+    assert origin_allowed(upgrade(Origin=origin), options) is allowed
+    listed = dataclasses.replace(options, allowed_origins=("https://app.example",))
+    assert origin_allowed(upgrade(Origin="https://app.example"), listed)
+    assert not origin_allowed(upgrade(Origin="http://testserver"), listed)
 
 
 def test_the_handshake_response_is_written_by_the_relay_and_frames_parse_right_after():
@@ -147,7 +140,7 @@ def test_the_handshake_response_is_written_by_the_relay_and_frames_parse_right_a
     relay's first output, and a frame the client sends next is a message."""
     outcome = opening("/ws/chat?publish-broadcast")
     assert isinstance(outcome, Accepted)
-    relay = outcome.relay(0.0)
+    relay = outcome.relay(0.0, Stats())
     relay.opened(Start([b"persisted"]))
     first, persisted = relay.data_to_send()[:2]
     assert first.startswith(b"HTTP/1.1 101 ") and persisted == b"\x81\x09persisted"

@@ -34,7 +34,7 @@ def sent(framed) -> list[dict]:
 
 
 def test_live_messages_during_the_opening_wait_and_duplicates_of_the_recovered_are_dropped():
-    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
+    framed = relay("subscribe-broadcast&recover", opened=False, history=HISTORY)
     for offset in (4, 5, 6):  # delivered while the history was read: 4 and 5 are in it
         assert not framed.deliver(live("e", offset, f"m{offset}"))
     recovered = [b'{"channel":"broadcast","epoch":"e","offset":4,"data":"m4"}',
@@ -55,7 +55,7 @@ def test_live_messages_during_the_opening_wait_and_duplicates_of_the_recovered_a
 def test_a_client_is_told_when_a_new_epoch_or_a_trimmed_history_skips_messages():
     """Positions must run on without a hole: a message of another epoch that is not its first,
     or one that skips offsets, comes after a ``recovered: false`` for the position before."""
-    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
+    framed = relay("subscribe-broadcast&recover", opened=False, history=HISTORY)
     framed.opened(Start([], {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 5)}))
     framed.data_to_send()
     for delivery in (live("f", 3, "third of a new epoch"), live("f", 4, "next")):
@@ -117,7 +117,7 @@ def test_positions_are_parsed_by_channel_and_bad_ones_named():
 def test_held_through_a_resubscription_the_history_goes_out_before_what_arrived_meanwhile():
     """Redis was lost at offset 2; offset 5 arrives live before the history read after the
     resubscription returns 3..5: the client gets 3, 4, 5 once, in order."""
-    framed = relay("subscribe-broadcast&recover", opened=False, WS4REDIS_HISTORY=HISTORY)
+    framed = relay("subscribe-broadcast&recover", opened=False, history=HISTORY)
     framed.opened(Start([], {CHANNEL: "broadcast"}, {CHANNEL: Position("e", 2)}))
     framed.data_to_send()  # the 101
     framed.hold()

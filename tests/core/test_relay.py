@@ -2,36 +2,91 @@
 
 from __future__ import annotations
 
+import dataclasses
+from urllib.parse import parse_qsl
+
 import pytest
-from django.test import RequestFactory, override_settings
+from websockets.datastructures import Headers
 from websockets.frames import Close, Frame, Opcode
 
-from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade
+from ws4redis.core.opening import (
+    Accepted,
+    Options,
+    accept,
+    requested_keys,
+    requested_positions,
+)
 from ws4redis.core.relay import (
     HEARTBEAT_INTERVAL,
-    SILENT,
     Delivery,
+    Failure,
     FramedRelay,
     PendingLimits,
     Relay,
     Start,
     frame_message,
 )
+from ws4redis.core.stats import Stats
 
 HANDSHAKE = {
-    "HTTP_UPGRADE": "websocket",
-    "HTTP_CONNECTION": "Upgrade",
-    "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-    "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    "Host": "testserver",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
 }
+OPTIONS = Options(
+    handshake=HandshakeOptions(
+        websocket_url="/ws/",
+        max_query_size=4096,
+        max_facility_length=255,
+        allowed_origins=None,
+        trusted_origins=(),
+        allowed_hosts=("testserver",),
+    ),
+    heartbeat=None,
+    max_message_size=64 * 1024,
+    max_buffer=1024 * 1024,
+    max_backlog=16 * 1024 * 1024,
+    max_pending=10_000,
+    max_client_pending_bytes=1024 * 1024,
+    ping_interval=20,
+    ping_timeout=20,
+)
+"""The default settings, as plain values."""
 
 
-def relay(query: str = "publish-broadcast", opened: bool = True, **settings) -> FramedRelay:
+def upgrade(target: str = "/ws/chat", method: str = "GET", **headers: str | None) -> Upgrade:
+    """An upgrade request for ``target``; ``headers`` (underscores for dashes) replace the
+    handshake's, None removes one."""
+    path, _, query = target.partition("?")
+    fields = dict(HANDSHAKE)
+    for name, value in headers.items():
+        name = name.replace("_", "-")
+        fields.pop(next((k for k in fields if k.lower() == name.lower()), name), None)
+        if value is not None:
+            fields[name] = value
+    return Upgrade(method, path, query, Headers(fields), fields.get("Host"), secure=False)
+
+
+def opening(target: str = "/ws/chat", *, framing: bool = True, **options) -> Accepted | Rejection:
+    """What the core makes of an anonymous upgrade to ``target`` with ``options`` (fields
+    of :class:`Options`)."""
+    request = upgrade(target)
+    fields = dict(parse_qsl(request.query, keep_blank_values=True))
+    channels, echo = requested_keys(fields)
+    chosen = dataclasses.replace(OPTIONS, **options)
+    facility = chosen.handshake.facility(request)
+    accepted = Accepted(None, facility, channels, echo, chosen, requested_positions(fields))
+    return accept(request, accepted, framing=framing)
+
+
+def relay(query: str = "publish-broadcast", opened: bool = True, **options) -> FramedRelay:
     """A relay past its handshake, its 101 response already taken (unless not ``opened``)."""
-    with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None, **settings):
-        accepted = open_connection(RequestFactory().get(f"/ws/chat?{query}", **HANDSHAKE))
-        assert isinstance(accepted, Accepted)
-        framed = accepted.relay(now=0.0)
+    accepted = opening(f"/ws/chat?{query}", **options)
+    assert isinstance(accepted, Accepted)
+    framed = accepted.relay(0.0, Stats())
     assert isinstance(framed, FramedRelay)
     if not opened:
         return framed
@@ -68,7 +123,7 @@ def test_message_split_across_reads_and_fragments_is_assembled():
 
 
 def test_empty_messages_and_the_heartbeat_are_not_published():
-    framed = relay(WS4REDIS_HEARTBEAT="--hb--")
+    framed = relay(heartbeat="--hb--")
     data = client(Opcode.TEXT) + client(Opcode.TEXT, b"--hb--") + client(Opcode.TEXT, b"x")
     assert framed.receive_data(data) == [b"x"]
 
@@ -93,7 +148,7 @@ def test_ping_is_answered_with_its_payload():
     ids=["stray-cont", "bad-utf8", "too-big", "too-big-fragmented", "unmasked", "long-ping"],
 )
 def test_bad_input_fails_the_connection_with_its_close_code(data, code):
-    framed = relay(WS4REDIS_MAX_MESSAGE_SIZE=1024)
+    framed = relay(max_message_size=1024)
     assert framed.receive_data(data) == []
     assert framed.closing
     chunks = framed.data_to_send()
@@ -119,9 +174,7 @@ def test_echo_rule_keeps_the_author_s_own_message_from_it():
 
 
 def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_ones():
-    with override_settings(WS4REDIS_PROCESS_REQUEST=lambda request: None):
-        accepted = open_connection(RequestFactory().get("/ws/chat", **HANDSHAKE))
-        framed = accepted.relay(now=0.0)
+    framed = relay("", opened=False)
     framed.push(b"live", frame_message(b"live"))
     framed.opened(Start([b"persisted"]))
     response, persisted, live = framed.data_to_send()
@@ -130,7 +183,7 @@ def test_messages_queued_while_subscribing_follow_the_handshake_and_persisted_on
 
 
 def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped():
-    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
+    framed = relay(max_buffer=100)
     assert not framed.stall()  # its socket takes nothing more
     assert framed.push(b"a" * 60, frame_message(b"a" * 60))  # first message: the runtime must write
     assert not framed.push(b"b" * 30, frame_message(b"b" * 30))  # already waiting for that write
@@ -144,25 +197,25 @@ def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped()
 
 
 def test_unsent_bytes_in_the_runtime_count_against_the_limit():
-    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=100)
+    framed = relay(max_buffer=100)
     assert not framed.backlogged(100)
     assert framed.backlogged(101)
     assert close_code(sent_frames(framed)[0]) == 1008
 
 
 def test_heartbeat_goes_out_only_after_an_idle_interval():
-    framed = relay(WS4REDIS_HEARTBEAT="--hb--", WS4REDIS_PING_INTERVAL=None)
+    framed = relay(heartbeat="--hb--", ping_interval=None)
     assert framed.next_tick() == HEARTBEAT_INTERVAL
     assert not framed.tick(HEARTBEAT_INTERVAL - 0.1)
     framed.written(now=3.0)  # something went out: the heartbeat waits again
     assert not framed.tick(HEARTBEAT_INTERVAL + 0.1)
     assert framed.tick(3.0 + HEARTBEAT_INTERVAL)
     assert sent_frames(framed) == [Frame(Opcode.TEXT, b"--hb--").serialize(mask=False)]
-    assert relay(WS4REDIS_PING_INTERVAL=None).next_tick() is None
+    assert relay(ping_interval=None).next_tick() is None
 
 
 def test_silent_client_is_pinged_then_failed_with_1011():
-    framed = relay(WS4REDIS_PING_INTERVAL=10, WS4REDIS_PING_TIMEOUT=5)
+    framed = relay(ping_interval=10, ping_timeout=5)
     assert framed.next_tick() == 10
     assert not framed.tick(9.9)
     assert framed.tick(10.0)  # silent for the interval: a ping
@@ -171,13 +224,13 @@ def test_silent_client_is_pinged_then_failed_with_1011():
     assert framed.next_tick() == 15.0
     assert not framed.tick(14.9)
     assert framed.tick(15.0)  # no answer within the timeout
-    assert framed.closing and framed.failure == (1011, SILENT)
+    assert framed.closing and framed.failure is Failure.SILENT
     (close,) = sent_frames(framed)[:1]
     assert close_code(close) == 1011
 
 
 def test_a_client_that_answers_the_ping_stays():
-    framed = relay(WS4REDIS_PING_INTERVAL=10, WS4REDIS_PING_TIMEOUT=5)
+    framed = relay(ping_interval=10, ping_timeout=5)
     assert framed.tick(10.0)
     sent_frames(framed)
     assert framed.receive_data(client(Opcode.PONG)) == []
@@ -198,25 +251,27 @@ def test_unframed_relay_limits_size_and_backlog_for_asgi_servers():
             max_buffer=10,
             max_pending=2,
             max_pending_bytes=10,
+            stats=Stats(),
         )
 
     unframed = unframed_relay()
     assert unframed.receive_message(b"hello") == b"hello"
     assert unframed.receive_message(b"") is None
     assert unframed.receive_message(b"x" * 11) is None
-    assert unframed.failure == (1009, "message too big")
+    assert unframed.failure is Failure.TOO_BIG
     slow = unframed_relay()
     slow.push(b"x" * 11, b"x" * 11)
-    assert slow.failure == (1008, "client does not read") and slow.outbox == []
+    assert slow.failure is Failure.TOO_SLOW and slow.outbox == []
 
 
 def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing():
     """Past ``max_buffer`` a client is failed only once the runtime says its hand-over is
     blocked (stall); the server's own backlog in a burst may reach ``max_backlog``."""
+    LIMITS = {"echo": True, "heartbeat": None, "now": 0.0, "max_size": 100, "max_buffer": 100,
+              "max_pending": 2, "max_pending_bytes": 100, "max_backlog": 300}  # fmt: skip
 
     def reading(stalled: bool) -> Relay:
-        relay = Relay(echo=True, heartbeat=None, now=0.0, max_size=100, max_buffer=100,
-                      max_pending=2, max_pending_bytes=100, max_backlog=300)  # fmt: skip
+        relay = Relay(**LIMITS, stats=Stats())
         relay.opened(Start([]))
         if stalled:
             assert not relay.stall()  # nothing waits yet
@@ -227,21 +282,20 @@ def test_backlog_counts_against_the_client_only_while_its_socket_takes_nothing()
         burst.push(b"x" * 100, b"x" * 100)
     assert burst.failure is None and burst.outbox_bytes == 300
     assert burst.stall()  # now its socket is full: what waits is the client's
-    assert burst.failure == (1008, "client does not read") and burst.outbox == []
+    assert burst.failure is Failure.TOO_SLOW and burst.outbox == []
     caught_up = reading(stalled=True)
     caught_up.written(1.0)
     caught_up.push(b"x" * 150, b"x" * 150)
     assert caught_up.failure is None
     behind = reading(stalled=True)
     behind.push(b"x" * 150, b"x" * 150)
-    assert behind.failure == (1008, "client does not read")
+    assert behind.failure is Failure.TOO_SLOW
     over = reading(stalled=False)
     over.push(b"x" * 301, b"x" * 301)
-    assert over.failure == (1008, "client does not read")
-    opening = Relay(echo=True, heartbeat=None, now=0.0, max_size=100, max_buffer=100,
-                    max_pending=2, max_pending_bytes=100, max_backlog=300)  # fmt: skip
+    assert over.failure is Failure.TOO_SLOW
+    opening = Relay(**LIMITS, stats=Stats())
     opening.deliver(Delivery(b"ws4redis:broadcast:chat", b"x" * 150))  # before it opened
-    assert opening.failure == (1008, "client does not read")
+    assert opening.failure is Failure.TOO_SLOW
 
 
 def test_a_command_that_arrives_while_subscribing_closes_once_open():
@@ -256,17 +310,17 @@ def test_a_command_that_arrives_while_subscribing_closes_once_open():
 
 
 def test_unread_pongs_count_against_the_limit():
-    framed = relay(WS4REDIS_MAX_BUFFER_SIZE=1000)
+    framed = relay(max_buffer=1000)
     framed.receive_data(client(Opcode.PING, b"p" * 100) * 5)  # 510 bytes of pongs: kept
     assert not framed.closing
     framed.receive_data(client(Opcode.PING, b"p" * 100) * 5)  # past 1000: failed
-    assert framed.failure == (1008, "client does not read")
+    assert framed.failure is Failure.TOO_SLOW
     (close,) = sent_frames(framed)  # the pongs are dropped, the close frame goes out
     assert close_code(close) == 1008
 
 
 def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
-    framed = relay(WS4REDIS_MAX_PENDING_PUBLISHES=5)
+    framed = relay(max_pending=5)
     assert not framed.backed_up(1, 10, PendingLimits(1000, waiting=4))
     assert framed.backed_up(1, 10, PendingLimits(1000, waiting=5))
     assert close_code(sent_frames(framed)[0]) == 1013
@@ -278,11 +332,11 @@ def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
 def test_client_messages_are_bounded_in_bytes_per_process_and_per_client(process):
     """Bytes count, not only messages: past the process's bound, or past this client's own
     (40 bytes already pending here), the client is failed with 1013."""
-    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80, WS4REDIS_MAX_MESSAGE_SIZE=50)
+    framed = relay(max_client_pending_bytes=80, max_message_size=50)
     assert not framed.backed_up(1, 40, PendingLimits(100))
     assert framed.pending_bytes == 40
     assert framed.backed_up(1, 41, process)
-    assert framed.failure == (1013, "Redis is not keeping up")
+    assert framed.failure is Failure.BACKED_UP
 
 
 def test_a_message_redis_did_not_take_is_told_with_1013():
@@ -292,12 +346,12 @@ def test_a_message_redis_did_not_take_is_told_with_1013():
     assert framed.pending_bytes == 20 and not framed.closing
     framed.published(20, 1013)
     assert framed.pending_bytes == 0
-    assert framed.failure == (1013, "Redis is unavailable, message not published")
+    assert framed.failure is Failure.NOT_PUBLISHED
     (close,) = sent_frames(framed)
     assert close_code(close) == 1013 and b"not published" in close
 
 
 def test_one_message_of_the_largest_size_always_fits_the_client_bound():
-    framed = relay(WS4REDIS_MAX_CLIENT_PENDING_BYTES=80, WS4REDIS_MAX_MESSAGE_SIZE=1000)
+    framed = relay(max_client_pending_bytes=80, max_message_size=1000)
     assert not framed.backed_up(1, 1000, PendingLimits(10_000))
     assert framed.backed_up(1, 1, PendingLimits(10_000))  # but nothing more meanwhile

@@ -3,24 +3,63 @@
 The ``websockets`` sans-I/O ``ServerProtocol`` computes the accept key, validates the key and
 version and frames everything afterwards. The few checks before it exist because the
 original project answered them with specific statuses that clients and tests rely on.
+
+The request arrives as an :class:`Upgrade` of plain values and the settings as
+:class:`HandshakeOptions` (:mod:`ws4redis.runtimes.opening` makes both from Django's).
 """
 
 from __future__ import annotations
 
 import http
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from django.conf import settings as django_settings
-from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest
-from django.http.request import validate_host
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from ws4redis import settings
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What the checks and the handshake read of an upgrade request."""
+
+    method: str
+    path: str
+    """The path below the script (Django's ``path_info``), decoded."""
+    query: str
+    """The query string as sent."""
+    headers: Headers
+    host: str | None
+    """The Host the request names (``X-Forwarded-Host`` where Django trusts it), unchecked."""
+    secure: bool
+    """Whether the site's pages are served with https (wss, or what Django sees as secure,
+    through ``SECURE_PROXY_SSL_HEADER`` too)."""
+
+    @property
+    def target(self) -> str:
+        """The request target: path and query."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeOptions:
+    """The settings the checks before the upgrade apply."""
+
+    websocket_url: str
+    max_query_size: int
+    max_facility_length: int
+    allowed_origins: tuple[str, ...] | None
+    """``WS4REDIS_ALLOWED_ORIGINS``; None: as Django's CSRF check (see :func:`origin_allowed`)."""
+    trusted_origins: tuple[str, ...]
+    """``CSRF_TRUSTED_ORIGINS``."""
+    allowed_hosts: tuple[str, ...]
+    """``ALLOWED_HOSTS`` as Django applies them (with ``DEBUG``'s local hosts when empty)."""
+
+    def facility(self, upgrade: Upgrade) -> str:
+        """The facility ``upgrade`` asks for: its path below ``WEBSOCKET_URL``."""
+        return upgrade.path[len(self.websocket_url) :]
 
 
 @dataclass(frozen=True)
@@ -46,25 +85,25 @@ class Rejection:
         return self.text.encode()
 
 
-def check_request(request: HttpRequest) -> Rejection | None:
+def check_request(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | None:
     """The checks made before anything else (``docs/reference.md#http-statuses``)."""
-    meta = request.META
-    if not request.path_info.startswith(settings.WEBSOCKET_URL):
-        return Rejection(404, f"{request.path_info} is not under WEBSOCKET_URL.\n")
-    if request.method != "GET":
+    headers = upgrade.headers
+    if not upgrade.path.startswith(options.websocket_url):
+        return Rejection(404, f"{upgrade.path} is not under WEBSOCKET_URL.\n")
+    if upgrade.method != "GET":
         return Rejection(400, "A websocket must be opened with a GET request.\n")
-    if meta.get("HTTP_UPGRADE", "").lower() != "websocket":
+    if headers.get("Upgrade", "").lower() != "websocket":
         return Rejection(400, "The client does not wish to upgrade to a websocket.\n")
-    if "HTTP_SEC_WEBSOCKET_VERSION" not in meta:
+    if "Sec-WebSocket-Version" not in headers:
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
-    if not origin_allowed(request):
-        return Rejection(403, f"Origin {meta['HTTP_ORIGIN']!r} is not allowed.\n")
-    limit = settings.WS4REDIS_MAX_QUERY_SIZE
-    if len(meta.get("QUERY_STRING", "")) > limit:
+    if not origin_allowed(upgrade, options):
+        return Rejection(403, f"Origin {headers['Origin']!r} is not allowed.\n")
+    limit = options.max_query_size
+    if len(upgrade.query) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")
     # The facility is part of every channel and key name the websocket makes in Redis.
-    longest = settings.WS4REDIS_MAX_FACILITY_LENGTH
-    if len(request.path_info[len(settings.WEBSOCKET_URL) :].encode()) > longest:
+    longest = options.max_facility_length
+    if len(options.facility(upgrade).encode()) > longest:
         text = f"The facility name is longer than WS4REDIS_MAX_FACILITY_LENGTH ({longest} bytes).\n"
         return Rejection(414, text)
     return None
@@ -108,20 +147,40 @@ def _matches(origin: tuple[str, str, int | None], pattern: str) -> bool:
     return origin[1] == trusted[1]
 
 
-def own_origin(request: HttpRequest) -> str | None:
+HOST = re.compile(r"([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(?::([0-9]+))?")
+"""A Host value as Django accepts it: a domain or a bracketed IPv6 address, and a port."""
+
+
+def host_matches(domain: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether ``domain`` (lowercased, without port) is one of ``allowed_hosts``, matched as
+    Django's ``validate_host`` does: ``"*"`` is any host, ``".example.com"`` is
+    example.com and its subdomains, anything else the host itself."""
+    for pattern in allowed_hosts:
+        pattern = pattern.lower()
+        if pattern == "*" or pattern == domain:
+            return True
+        if pattern.startswith(".") and (domain.endswith(pattern) or domain == pattern[1:]):
+            return True
+    return False
+
+
+def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether a Host value passes ``ALLOWED_HOSTS`` (where Django's ``get_host`` would
+    raise ``DisallowedHost``, False)."""
+    match = HOST.fullmatch(host.lower())
+    domain = match[1].removesuffix(".") if match else ""
+    return bool(domain) and host_matches(domain, allowed_hosts)
+
+
+def own_origin(upgrade: Upgrade, allowed_hosts: tuple[str, ...]) -> str | None:
     """The origin of the site the request reaches: the scheme its pages are served with
-    (https for a wss request or one Django sees as secure, through
-    ``SECURE_PROXY_SSL_HEADER`` too) and its Host header; None for a Host that
-    ``ALLOWED_HOSTS`` refuses."""
-    secure = request.scheme in ("https", "wss")
-    try:
-        host = request.get_host()
-    except DisallowedHost:
+    and its Host; None for a Host that ``allowed_hosts`` refuses."""
+    if upgrade.host is None or not host_allowed(upgrade.host, allowed_hosts):
         return None
-    return f"{'https' if secure else 'http'}://{host}"
+    return f"{'https' if upgrade.secure else 'http'}://{upgrade.host}"
 
 
-def origin_allowed(request: HttpRequest) -> bool:
+def origin_allowed(upgrade: Upgrade, options: HandshakeOptions) -> bool:
     """Browsers always send Origin; a page of another site (another scheme, host or port)
     must not open our websockets with its visitors' cookies
     (``docs/reference.md#limits-and-safety``).
@@ -132,27 +191,24 @@ def origin_allowed(request: HttpRequest) -> bool:
     request's scheme (a page at ``https://example.com`` opening
     ``wss://example.com:8001``). A request without Origin is not from a browser.
     """
-    header = request.META.get("HTTP_ORIGIN")
+    header = upgrade.headers.get("Origin")
     if header is None:
         return True
     origin = _origin(header)
-    allowed = settings.WS4REDIS_ALLOWED_ORIGINS
+    allowed = options.allowed_origins
     if allowed is not None:
         return "*" in allowed or (origin is not None and any(_matches(origin, a) for a in allowed))
     if origin is None:
         return False
-    own = own_origin(request)
-    trusted = [*([own] if own else []), *django_settings.CSRF_TRUSTED_ORIGINS]
+    own = own_origin(upgrade, options.allowed_hosts)
+    trusted = [*([own] if own else []), *options.trusted_origins]
     if any(_matches(origin, pattern) for pattern in trusted):
         return True
-    scheme = "https" if request.scheme in ("https", "wss") else "http"
+    scheme = "https" if upgrade.secure else "http"
     if origin[0] != scheme or origin[2] != DEFAULT_PORTS[scheme]:
         return False
-    allowed_hosts = django_settings.ALLOWED_HOSTS
-    if django_settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
     host = f"[{origin[1]}]" if ":" in origin[1] else origin[1]
-    return validate_host(host, allowed_hosts)
+    return host_matches(host, options.allowed_hosts)
 
 
 def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None:
@@ -161,8 +217,8 @@ def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None
     return offered[0] if offered else None
 
 
-def negotiate(request: HttpRequest, max_size: int) -> tuple[ServerProtocol, Response]:
-    """Run the websocket handshake of ``request``; the response may be a 4xx rejection.
+def negotiate(upgrade: Upgrade, max_size: int) -> tuple[ServerProtocol, Response]:
+    """Run the websocket handshake of ``upgrade``; the response may be a 4xx rejection.
 
     The protocol is made in the OPEN state: the server already parsed the request, so the
     protocol's parser starts at frames, and the response goes out as bytes of its own
@@ -170,11 +226,7 @@ def negotiate(request: HttpRequest, max_size: int) -> tuple[ServerProtocol, Resp
     would cost every handshake that parse, and its headers would stay referenced by the
     parser's suspended generator for as long as the websocket is open.
     """
-    headers = Headers()
-    for key, value in request.META.items():
-        if key.startswith("HTTP_"):
-            headers[key[5:].replace("_", "-")] = value
     # Only a client that offers subprotocols needs the choice (and its bound method kept).
-    choose = _first_offered if "HTTP_SEC_WEBSOCKET_PROTOCOL" in request.META else None
+    choose = _first_offered if "Sec-WebSocket-Protocol" in upgrade.headers else None
     protocol = ServerProtocol(select_subprotocol=choose, max_size=max_size, state=OPEN)
-    return protocol, protocol.accept(Request(request.get_full_path(), headers))
+    return protocol, protocol.accept(Request(upgrade.target, upgrade.headers))

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ws4redis import settings
 from ws4redis.core.presence import tracked
 
 ENVELOPE = b"\x00ws4redis\x01"
@@ -56,19 +56,23 @@ class Position:
     offset: int
 
 
-def options(facility: str) -> HistoryOptions | None:
-    """The history a facility keeps (its own entry in ``WS4REDIS_HISTORY``, else ``"*"``),
-    or None without history."""
-    configured = settings.WS4REDIS_HISTORY
+def options(configured: Mapping[str, Mapping[str, int]], facility: str) -> HistoryOptions | None:
+    """The history a facility keeps (its own entry in ``configured``, the value of
+    ``WS4REDIS_HISTORY``, else ``"*"``'s), or None without history."""
     entry = configured.get(facility, configured.get("*"))
     return None if entry is None else HistoryOptions(entry["size"], entry["ttl"])
 
 
-def enveloped_facility(facility: str) -> bool:
+def enveloped_facility(
+    facility: str,
+    history: Mapping[str, Mapping[str, int]],
+    presence: Mapping[str, Mapping[str, bool]],
+) -> bool:
     """Whether ws4redis wraps every message of ``facility`` in the envelope: where it keeps
     history (positions) or presence (announcements travel with the other messages), so
-    that what a client sent can be told from what the server made."""
-    return options(facility) is not None or tracked(facility) is not None
+    that what a client sent can be told from what the server made. ``history`` and
+    ``presence`` are the values of ``WS4REDIS_HISTORY`` and ``WS4REDIS_PRESENCE``."""
+    return options(history, facility) is not None or tracked(presence, facility) is not None
 
 
 def envelope(origin: bytes, position: Position | None, data: bytes) -> bytes:

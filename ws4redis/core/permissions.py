@@ -1,28 +1,41 @@
 """Who may subscribe and who may publish, per facility and audience (``WS4REDIS_PERMISSIONS``).
 
-The channel keys a client asks for are claims; this module answers them with what Django
-knows of the request (its user, as :func:`ws4redis.core.opening.identify` loaded it), so an
-anonymous client cannot publish where the project did not allow it. Unset, anyone may do
-anything, as in the original project (drop-in projects keep working).
+The channel keys a client asks for are claims; the rules answer them with what is known of
+the request's user, so an anonymous client cannot publish where the project did not allow
+it. Unset, anyone may do anything, as in the original project (drop-in projects keep
+working). Here: the shape of the setting, which rule applies, and what a named rule
+answers for a :class:`Who`. A rule that is the project's callable needs the Django request:
+:mod:`ws4redis.runtimes.opening` calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-from django.http import HttpRequest
-from django.utils.module_loading import import_string
-
-from ws4redis import settings
 
 NAMED_RULES = ("anyone", "authenticated", "staff", "nobody")
 """The rules a permission may name instead of giving a callable."""
+USER_RULES = ("authenticated", "staff")
+"""The named rules whose answer depends on the user (only they need it loaded)."""
 
 ACTIONS = ("subscribe", "publish")
 AUDIENCE_KINDS = ("session", "user", "group", "broadcast")
 
-Rule = str | Callable[[HttpRequest, str, str], bool]
+Rule = str | Callable[..., bool]
+"""A named rule, a dotted path to a callable, or a callable ``f(request, facility, audience)``."""
+Permissions = Mapping[str, Mapping[str, Any]]
+"""The value of ``WS4REDIS_PERMISSIONS``: facility (or ``"*"``) -> action -> rule or
+audience -> rule."""
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """What the named rules ask of a user."""
+
+    authenticated: bool
+    active: bool
+    staff: bool
 
 
 def is_rule(value: Any) -> bool:
@@ -51,50 +64,48 @@ def is_permissions(value: Any) -> bool:
     return True
 
 
-def _rule(facility: str, action: str, audience: str) -> Rule:
+def rule_for(permissions: Permissions, facility: str, action: str, audience: str) -> Rule:
     """The rule for one facility, action and audience kind: the facility's entry, else
     ``"*"``'s, else ``"anyone"`` (what is not configured stays open, as unset)."""
-    permissions = settings.WS4REDIS_PERMISSIONS or {}
     entry = permissions.get(facility, permissions.get("*", {}))
-    rule = entry.get(action, "anyone")
-    if isinstance(rule, Mapping):
-        rule = rule.get(audience, "anyone")
-    return rule
+    found: Rule | Mapping[str, Rule] = entry.get(action, "anyone")
+    if isinstance(found, Mapping):
+        return found.get(audience, "anyone")
+    return found
 
 
-def _allows(rule: Rule, request: HttpRequest, facility: str, audience: str) -> bool:
-    if isinstance(rule, str) and rule not in NAMED_RULES:
-        rule = import_string(rule)  # ImportError: a 500 naming it, logged
-    if callable(rule):
-        return bool(rule(request, facility, audience))
-    if rule == "anyone":
+def is_named(value: Rule) -> bool:
+    """Whether ``value`` is one of :data:`NAMED_RULES` (else it is the project's code)."""
+    return isinstance(value, str) and value in NAMED_RULES
+
+
+def allows(named: str, who: Who | None) -> bool:
+    """What the named rule answers; ``who`` is needed only for :data:`USER_RULES` (None
+    for the others: no user is loaded for them)."""
+    if named == "anyone":
         return True
-    if rule == "nobody":
+    if named == "nobody" or who is None or not who.authenticated or not who.active:
         return False
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    return rule == "authenticated" or bool(user.is_staff)
+    return named == "authenticated" or who.staff
 
 
-def refused(request: HttpRequest, facility: str, channels: list[str]) -> list[str]:
-    """The channel keys of ``channels`` (``subscribe-broadcast``, ...) that the rules refuse
-    to ``request`` on ``facility``."""
-    if not settings.WS4REDIS_PERMISSIONS:
-        return []
-    refusals = []
+def rules(permissions: Permissions | None, facility: str, channels: list[str]) -> dict[str, Rule]:
+    """The rule for each channel key of ``channels`` (``subscribe-broadcast``, ...) on
+    ``facility``; none without permissions (everything allowed)."""
+    if not permissions:
+        return {}
+    found = {}
     for key in channels:
         action, _, audience = key.partition("-")
-        if not _allows(_rule(facility, action, audience), request, facility, audience):
-            refusals.append(key)
-    return refusals
+        found[key] = rule_for(permissions, facility, action, audience)
+    return found
 
 
-def has_callable_rules() -> bool:
+def has_callable_rules(permissions: Permissions | None) -> bool:
     """Whether some rule is the project's code (which may wait for I/O)."""
-    for entry in (settings.WS4REDIS_PERMISSIONS or {}).values():
-        for rule in entry.values():
-            rules = rule.values() if isinstance(rule, Mapping) else [rule]
-            if any(callable(r) or r not in NAMED_RULES for r in rules):
+    for entry in (permissions or {}).values():
+        for value in entry.values():
+            each = value.values() if isinstance(value, Mapping) else [value]
+            if any(callable(r) or r not in NAMED_RULES for r in each):
                 return True
     return False

@@ -9,9 +9,8 @@ say, and what the book must write next.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from ws4redis import settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +23,11 @@ class Visitor:
     session: str | None
 
 
-def tracked(facility: str) -> dict | None:
-    """The presence options of a facility (its entry in ``WS4REDIS_PRESENCE``, else
-    ``"*"``), or None when nobody tracks who is on it."""
-    configured = settings.WS4REDIS_PRESENCE
+def tracked(
+    configured: Mapping[str, Mapping[str, bool]], facility: str
+) -> Mapping[str, bool] | None:
+    """The presence options of a facility (its entry in ``configured``, the value of
+    ``WS4REDIS_PRESENCE``, else ``"*"``'s), or None when nobody tracks who is on it."""
     return configured.get(facility, configured.get("*"))
 
 

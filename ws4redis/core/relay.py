@@ -12,8 +12,10 @@ the ASGI runtime uses :class:`Relay` and sends what it takes from the outbox.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
@@ -30,17 +32,13 @@ from ws4redis.core.history import (
     wire,
 )
 from ws4redis.core.presence import announcement_wire
-from ws4redis.core.stats import STATS
+from ws4redis.core.stats import Stats
 
 logger = logging.getLogger("ws4redis")
 
 HEARTBEAT_INTERVAL = 4.0
 """Seconds without anything sent to the client after which the heartbeat string goes out."""
 
-TOO_SLOW = "client does not read"
-BACKED_UP = "Redis is not keeping up"
-NOT_PUBLISHED = "Redis is unavailable, message not published"
-"""Reason of the 1013 close of a client whose message Redis refused or could not take."""
 SESSION_ENDED = 4001
 """Close code when Django ended the websocket's session or user (logout, a deleted session):
 see :func:`ws4redis.disconnect`."""
@@ -48,20 +46,78 @@ NO_CONTROL: frozenset[bytes] = frozenset()
 """The control channels of every websocket without a session or user: none."""
 
 
-def control_close(data: bytes) -> tuple[int, str]:
-    """The close code and reason a control message asks for (``b"4001 session ended"``);
-    what cannot be read, or a code outside 4000-4999, closes with :data:`SESSION_ENDED`."""
+class FailureKind(enum.Enum):
+    """Why the server ends a connection: what the runtimes act on (a client that does not
+    read is cut off after a grace period), independent of the close reason's wording."""
+
+    TOO_SLOW = enum.auto()
+    """The client does not read what it is sent (1008)."""
+    BACKED_UP = enum.auto()
+    """The client sends faster than Redis takes its messages (1013)."""
+    NOT_PUBLISHED = enum.auto()
+    """Redis refused, or could not take, a message of the client (1013)."""
+    TOO_BIG = enum.auto()
+    """A message over ``max_size`` (1009)."""
+    INVALID_DATA = enum.auto()
+    """A text message that is not UTF-8 (1007)."""
+    SILENT = enum.auto()
+    """No answer to the keepalive ping (1011)."""
+    SERVER_ERROR = enum.auto()
+    """Something on the server side failed (1011)."""
+    ENDED = enum.auto()
+    """Django ended the websocket's session or user (a 4000-4999 code, :func:`control_close`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The close code and reason a failed connection ends with, and its :class:`FailureKind`."""
+
+    code: int
+    reason: str
+    kind: FailureKind
+
+    TOO_SLOW: ClassVar[Failure]
+    BACKED_UP: ClassVar[Failure]
+    NOT_PUBLISHED: ClassVar[Failure]
+    TOO_BIG: ClassVar[Failure]
+    INVALID_DATA: ClassVar[Failure]
+    SILENT: ClassVar[Failure]
+    SERVER_ERROR: ClassVar[Failure]
+    SESSION_ENDED: ClassVar[Failure]
+
+
+Failure.TOO_SLOW = Failure(CloseCode.POLICY_VIOLATION, "client does not read", FailureKind.TOO_SLOW)
+Failure.BACKED_UP = Failure(
+    CloseCode.TRY_AGAIN_LATER, "Redis is not keeping up", FailureKind.BACKED_UP
+)
+Failure.NOT_PUBLISHED = Failure(
+    CloseCode.TRY_AGAIN_LATER,
+    "Redis is unavailable, message not published",
+    FailureKind.NOT_PUBLISHED,
+)
+Failure.TOO_BIG = Failure(CloseCode.MESSAGE_TOO_BIG, "message too big", FailureKind.TOO_BIG)
+Failure.INVALID_DATA = Failure(
+    CloseCode.INVALID_DATA, "text message is not valid UTF-8", FailureKind.INVALID_DATA
+)
+Failure.SILENT = Failure(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", FailureKind.SILENT)
+Failure.SERVER_ERROR = Failure(CloseCode.INTERNAL_ERROR, "server error", FailureKind.SERVER_ERROR)
+Failure.SESSION_ENDED = Failure(SESSION_ENDED, "session ended", FailureKind.ENDED)
+
+
+def control_close(data: bytes) -> Failure:
+    """The close a control message asks for (``b"4001 session ended"``); what cannot be
+    read, or a code outside 4000-4999, closes with :data:`Failure.SESSION_ENDED`."""
     code, _, reason = data.partition(b" ")
     try:
         number = int(code)
     except ValueError:
         number = 0
     if not 4000 <= number <= 4999:
-        return SESSION_ENDED, "session ended"
-    return number, reason.decode("utf-8", "replace")[:120]  # a close reason has 123 bytes
+        return Failure.SESSION_ENDED
+    # a close reason has 123 bytes
+    return Failure(number, reason.decode("utf-8", "replace")[:120], FailureKind.ENDED)
 
 
-SILENT = "keepalive ping timeout"
 OPEN = State.OPEN
 NO_POSITIONS: dict[bytes, Position] = {}
 """The positions of every relay without positions (see :meth:`Relay._deliver_positioned`)."""
@@ -113,13 +169,13 @@ class Delivery:
             self._frame = frame_message(self.data)
         return self._frame
 
-    def opened(self) -> Opened | None:
-        """The message out of its envelope, or None (logged and counted once) when it
-        cannot be read."""
+    def opened(self, stats: Stats) -> Opened | None:
+        """The message out of its envelope, or None (logged and counted once, in ``stats``)
+        when it cannot be read."""
         if self._opened is False:
             self._opened = open_envelope(self.data)
             if self._opened is None:
-                STATS.unreadable += 1
+                stats.unreadable += 1
                 logger.warning(
                     "Skipped a message on %r that cannot be read: %r", self.channel, self.data[:64]
                 )
@@ -166,9 +222,10 @@ class Relay:
     """Per-connection rules between a websocket and its Redis channels.
 
     ``outbox`` holds what waits for the client (messages here, frames in
-    :class:`FramedRelay`); ``failure`` is the close code and reason once the connection must
-    end, for runtimes whose server sends the close frame. Slots: a process holds one relay
-    per websocket, tens of thousands of them.
+    :class:`FramedRelay`); ``failure`` is the :class:`Failure` once the connection must
+    end, for runtimes whose server sends the close frame. ``stats`` is where it counts
+    (the runtime's; the core imports no process-wide counts). Slots: a process holds one
+    relay per websocket, tens of thousands of them.
     """
 
     framed = False
@@ -196,6 +253,7 @@ class Relay:
         "positions",
         "sending",
         "stalled",
+        "stats",
     )  # fmt: skip
 
     def __init__(
@@ -208,10 +266,12 @@ class Relay:
         max_buffer: int,
         max_pending: int,
         max_pending_bytes: int,
+        stats: Stats,
         max_backlog: int = 0,
         positions: bool = False,
         enveloped: bool = False,
     ) -> None:
+        self.stats = stats
         self.echo = echo
         # Whether its facility's messages travel in the envelope (history or presence): only
         # then is what Redis delivers read as one; elsewhere it is the payload, as sent.
@@ -232,7 +292,7 @@ class Relay:
         self.last_received: bytes | None = None
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
-        self.failure: tuple[int, str] | None = None
+        self.failure: Failure | None = None
         self.sending = True
         self.labels: dict[bytes, str] | None = {} if positions else None
         # Without positions nothing is ever stored in it: all such relays share one.
@@ -263,7 +323,7 @@ class Relay:
         A message over ``max_size`` fails the connection with 1009 instead.
         """
         if len(message) > self.max_size:
-            self.fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            self.fail(Failure.TOO_BIG)
             return None
         return message if self.accept(message) else None
 
@@ -280,7 +340,7 @@ class Relay:
             or limits.waiting_bytes + size > limits.max_bytes
             or self.pending_bytes + size > self.max_pending_bytes
         ):
-            self.fail(CloseCode.TRY_AGAIN_LATER, BACKED_UP)
+            self.fail(Failure.BACKED_UP)
             return True
         self.pending_bytes += size
         return False
@@ -292,8 +352,8 @@ class Relay:
         to believe it went out."""
         self.pending_bytes -= size
         if failure is not None:
-            reason = NOT_PUBLISHED if failure == CloseCode.TRY_AGAIN_LATER else "server error"
-            self.fail(failure, reason)
+            refused = failure == CloseCode.TRY_AGAIN_LATER
+            self.fail(Failure.NOT_PUBLISHED if refused else Failure.SERVER_ERROR)
 
     # -- to the client -----------------------------------------------------------------------
 
@@ -321,7 +381,7 @@ class Relay:
         """With more than ``max_buffer`` waiting: whether that fails the client (it is
         stalled, or even a reading client may not have that much wait)."""
         if self.stalled or self.outbox_bytes > self.max_backlog:
-            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            self.fail(Failure.TOO_SLOW)
             return True
         return False
 
@@ -340,7 +400,7 @@ class Relay:
         get JSON messages, where they are told apart by their channel name: in a plain
         stream they could not be told from a client's message of the same text."""
         if self.control and delivery.channel in self.control:  # Django ended its session
-            self.fail(*control_close(delivery.data))
+            self.fail(control_close(delivery.data))
             return True
         if self.labels is not None or self.early is not None:
             return self._deliver_positioned(delivery)  # with positions, or still subscribing
@@ -351,7 +411,7 @@ class Relay:
 
     def _read(self, delivery: Delivery) -> Message | None:
         """What ``delivery`` carries for this websocket (None: it cannot be read)."""
-        return delivery.opened() if self.enveloped else delivery
+        return delivery.opened(self.stats) if self.enveloped else delivery
 
     def _item(self, message: bytes) -> bytes:
         """What the outbox holds for ``message``."""
@@ -439,7 +499,7 @@ class Relay:
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
-        STATS.bytes_out += self.outbox_bytes
+        self.stats.bytes_out += self.outbox_bytes
         messages, self.outbox, self.outbox_bytes = self.outbox, [], 0
         return messages
 
@@ -453,7 +513,7 @@ class Relay:
         """``unsent`` bytes wait in the runtime's own buffers; True when that is over
         ``max_buffer`` and the client was failed with 1008."""
         if unsent > self.max_buffer:
-            self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+            self.fail(Failure.TOO_SLOW)
             return True
         return False
 
@@ -488,12 +548,12 @@ class Relay:
         """True once the connection is to end (or, framed, before it is open)."""
         return not self.sending
 
-    def fail(self, code: int, reason: str = "") -> None:
-        """End the connection with ``code``; what the client had not read is dropped."""
+    def fail(self, failure: Failure) -> None:
+        """End the connection with ``failure``; what the client had not read is dropped."""
         if self.failure is None:
             if not self.framed:  # a framed relay counts the close frame it sends
-                STATS.closes[code] += 1
-            self.failure = (code, reason)
+                self.stats.closes[failure.code] += 1
+            self.failure = failure
             self.outbox, self.outbox_bytes = [], 0
         self.sending = False
 
@@ -562,7 +622,7 @@ class FramedRelay(Relay):
         if sent is not None and not self._close_counted:
             self._close_counted = True
             if self.protocol.close_rcvd is None or not self.protocol.close_rcvd_then_sent:
-                STATS.closes[sent.code] += 1
+                self.stats.closes[sent.code] += 1
 
     def _take_control(self) -> None:
         """Keep the protocol's replies (pongs, close frames) where they count against
@@ -573,7 +633,7 @@ class FramedRelay(Relay):
             self._control = [*self._control, *replies]
             self._control_bytes += sum(map(len, replies))
             if self.failure is None and self._control_bytes + self.outbox_bytes > self.max_buffer:
-                self.fail(CloseCode.POLICY_VIOLATION, TOO_SLOW)
+                self.fail(Failure.TOO_SLOW)
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Feed bytes read from the client; return the messages to publish, in order."""
@@ -598,7 +658,7 @@ class FramedRelay(Relay):
             if message is None:
                 continue
             if self._fragment_opcode is Opcode.TEXT and not is_text(message):
-                self.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+                self.fail(Failure.INVALID_DATA)
                 break
             if self.accept(message):
                 messages.append(message)
@@ -643,7 +703,7 @@ class FramedRelay(Relay):
             self.heard, self.quiet_since, self.pong_due = False, now, None
         elif self.pong_due is not None:
             if now >= self.pong_due:
-                self.fail(CloseCode.INTERNAL_ERROR, SILENT)
+                self.fail(Failure.SILENT)
                 return True
         elif now >= self.quiet_since + self.ping_interval:
             self.protocol.send_ping(b"")
@@ -680,7 +740,7 @@ class FramedRelay(Relay):
         outbox.clear()
         self.outbox_bytes = 0
         self.last_sent_at = now
-        STATS.bytes_out += len(data)
+        self.stats.bytes_out += len(data)
         return data
 
     def data_to_send(self) -> list[bytes]:
@@ -701,11 +761,11 @@ class FramedRelay(Relay):
             self.protocol.send_close(code, reason)
         self._track_state()
 
-    def fail(self, code: int, reason: str = "") -> None:
-        """Close at once (the client gets ``code``, no handshake awaited); what the client
-        had not read is dropped."""
-        super().fail(code, reason)
+    def fail(self, failure: Failure) -> None:
+        """Close at once (the client gets ``failure``'s code, no handshake awaited); what
+        the client had not read is dropped."""
+        super().fail(failure)
         if self._open():  # else the closing handshake's frames stay queued
             self._control, self._control_bytes = NOTHING, 0  # type: ignore[assignment]
-            self.protocol.fail(code, reason)
+            self.protocol.fail(failure.code, failure.reason)
         self._count_close()

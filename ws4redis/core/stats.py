@@ -4,8 +4,12 @@ Plain integers, no locks and no I/O: the core and the hubs add to them on their 
 addition per message or per write, not per lookup), and :mod:`ws4redis.metrics` reads them
 when Prometheus scrapes. Under the asyncio and gevent runtimes nothing interleaves an
 addition, except where websockets open in opener threads and close on the loop: the open
-counts change under a lock (:mod:`ws4redis.live`). Under ``runserver``'s threads another
-addition can very rarely be lost, which a development server can live with.
+counts change only in :meth:`Stats.change`, which :mod:`ws4redis.live`'s reporter calls
+under its lock. Under ``runserver``'s threads another addition can very rarely be lost,
+which a development server can live with.
+
+The core never imports :data:`STATS`: the runtimes hand their relays the instance to count
+into, so a test (or a second server in one process) can count apart.
 """
 
 from __future__ import annotations
@@ -50,5 +54,19 @@ class Stats:
     facilities: Counter[str] = field(default_factory=Counter)
     """Websockets open now, per facility."""
 
+    def change(self, facility: str, delta: int) -> None:
+        """A websocket on ``facility`` opened (+1, also counted as a 101) or closed (-1):
+        the one place the open counts change. Not thread-safe: callers that open and close
+        on different threads hold a lock (:meth:`ws4redis.live.Reporter.change`)."""
+        self.connections += delta
+        if delta > 0:
+            self.handshakes[101] += 1
+        count = self.facilities[facility] + delta
+        if count > 0:
+            self.facilities[facility] = count
+        else:
+            self.facilities.pop(facility, None)
+
 
 STATS = Stats()
+"""The process's counts: what the runtimes, hubs and metrics share by default."""

@@ -1,6 +1,6 @@
 """The Redis side of one websocket, the same for every runtime.
 
-The core (:func:`ws4redis.core.opening.open_connection`) decided that the request becomes a
+The opening (:func:`ws4redis.runtimes.opening.open_connection`) decided that the request becomes a
 websocket; here its subscriber subscribes through the runtime's hub, reads the persisted
 messages and publishes what the client sends. Blocking: asyncio runtimes call these in a
 thread.
@@ -29,13 +29,14 @@ from ws4redis.core.history import (
     wire,
 )
 from ws4redis.core.history import options as history_options
-from ws4redis.core.opening import Accepted, TooManyChannels, client_message_expiry
+from ws4redis.core.opening import Accepted, TooManyChannels
 from ws4redis.core.relay import Delivery, Start
 from ws4redis.core.stats import STATS
 from ws4redis.live import reporter
 from ws4redis.presence import tracker
 from ws4redis.redis_pool import get_many, get_redis
 from ws4redis.redis_store import key_prefix
+from ws4redis.runtimes.opening import client_message_expiry
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
@@ -181,7 +182,7 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
     nothing falls between the two; the relay drops what arrives twice); per channel without,
     the persisted message. Every message as the client's JSON."""
     facility = subscriber.facility or ""
-    kept = history_options(facility)
+    kept = history_options(settings.WS4REDIS_HISTORY, facility)
     connection = get_redis()
     channels = subscriber.subscribed_channels
     start = Start([], {}, {})

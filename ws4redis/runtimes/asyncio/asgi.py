@@ -20,12 +20,14 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
-from ws4redis.core.handshake import Rejection, check_request
-from ws4redis.core.opening import Accepted, open_connection
+from ws4redis.core.handshake import Rejection
+from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay, is_text
+from ws4redis.core.stats import STATS
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import subscribe
+from ws4redis.runtimes.opening import open_connection, refusal
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -72,8 +74,10 @@ class ASGISink:
                 relay.written(time.monotonic())
             if relay.failure is not None and not self.ended.is_set():
                 self.ended.set()
-                code, reason = relay.failure
-                await self.send({"type": "websocket.close", "code": code, "reason": reason})
+                failure = relay.failure
+                await self.send(
+                    {"type": "websocket.close", "code": failure.code, "reason": failure.reason}
+                )
         except OSError:  # the client went away; the receiving side ends the websocket
             self.ended.set()
 
@@ -117,7 +121,7 @@ class ASGIApplication:
         if not isinstance(outcome, Accepted):
             await _reject(scope, send, outcome)
             return
-        sink = ASGISink(send, outcome.relay(time.monotonic()))
+        sink = ASGISink(send, outcome.relay(time.monotonic(), STATS))
         hub = get_hub()
         started = await loop.run_in_executor(
             None, subscribe, outcome, lambda: HubSubscription(hub, sink)
@@ -176,7 +180,7 @@ class ASGIApplication:
 async def _refuse_http(scope: Scope, send: Send) -> None:
     """The core's answer to a plain HTTP request for a websocket URL (400, 426…), where
     Django would only have a 404 page."""
-    rejection = check_request(ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO()))
+    rejection = refusal(ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO()))
     if rejection is None:  # an upgrade the server did not treat as one
         rejection = Rejection(400, "The server did not accept this upgrade request.\n")
     await send(

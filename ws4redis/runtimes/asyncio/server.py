@@ -31,12 +31,14 @@ from websockets.streams import StreamReader
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
-from ws4redis.core.opening import Accepted, may_block, open_connection
-from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
+from ws4redis.core.opening import Accepted
+from ws4redis.core.relay import Delivery, FailureKind, FramedRelay, Start
+from ws4redis.core.stats import STATS
 from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import failed, new_subscriber, opened, subscribe
+from ws4redis.runtimes.opening import may_block, open_connection
 from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
@@ -391,19 +393,19 @@ class Connection(asyncio.Protocol):
         outcome = open_connection(request)
         if not isinstance(outcome, Accepted):
             return outcome
-        self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
+        self.relay = outcome.relay(time.monotonic(), STATS)  # type: ignore[assignment]
         return self._subscribe(outcome)
 
     async def _open_on_loop(self, request: WSGIRequest) -> Rejection | Start:
         """What :meth:`_open` does, on the loop, for a request that cannot block there
-        (:func:`~ws4redis.core.opening.may_block`) and the default subscriber, whose
+        (:func:`~ws4redis.runtimes.opening.may_block`) and the default subscriber, whose
         channels need no lookup then: no thread, and the persisted messages come from a
         read shared with the other websockets opening meanwhile (:class:`PersistedReads`).
         Only recovering what a client missed (``recover``) still reads in a thread."""
         outcome = open_connection(request)
         if not isinstance(outcome, Accepted):
             return outcome
-        self.relay = outcome.relay(time.monotonic())  # type: ignore[assignment]
+        self.relay = outcome.relay(time.monotonic(), STATS)  # type: ignore[assignment]
         if outcome.since is not None:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.server.openers, self._subscribe, outcome)
@@ -491,7 +493,7 @@ class Connection(asyncio.Protocol):
     def _too_slow(self) -> None:
         relay, transport = self.relay, self.transport
         assert relay is not None and transport is not None
-        if relay.failure is not None and relay.failure[1] == TOO_SLOW:
+        if relay.failure is not None and relay.failure.kind is FailureKind.TOO_SLOW:
             logger.warning("Closing a websocket that does not read (more than %d bytes waiting)",
                            relay.max_buffer)  # fmt: skip
             asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, transport.abort)

@@ -1,8 +1,9 @@
 """One websocket on a blocking socket: the request's thread reads, a second one writes.
 
-Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets).
-The reader feeds the client's bytes to the :class:`~ws4redis.core.relay.FramedRelay` and
-publishes what it returns; the hub's thread queues Redis messages in the relay; the writer
+Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets),
+both through :func:`serve_request`, the blocking model's one opening sequence. The reader
+feeds the client's bytes to the :class:`~ws4redis.core.relay.FramedRelay` and publishes
+what it returns; the hub's thread queues Redis messages in the relay; the writer
 is the only one that writes to the socket, so frames never interleave. One lock guards the
 relay, and nobody blocks on the network while holding it.
 """
@@ -14,11 +15,18 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
+from typing import Protocol
 
-from websockets.frames import CloseCode
+from django.core.handlers.wsgi import WSGIRequest
 
-from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
-from ws4redis.runtimes.channels import publish
+from ws4redis.core.handshake import Rejection
+from ws4redis.core.relay import Delivery, Failure, FailureKind, FramedRelay, Start
+from ws4redis.core.stats import STATS
+from ws4redis.runtimes.channels import publish, subscribe
+from ws4redis.runtimes.opening import open_connection
+from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
+from ws4redis.runtimes.sync.wsgi import StartResponse, reject
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
@@ -64,7 +72,7 @@ class Connection:
         except Exception:
             logger.exception("Relaying failed; closing the websocket with 1011")
             with self.changed:
-                self.relay.fail(CloseCode.INTERNAL_ERROR, "server error")
+                self.relay.fail(Failure.SERVER_ERROR)
         finally:
             with self.changed:
                 self.finished = True
@@ -162,7 +170,7 @@ class Connection:
                 with self.changed:
                     self.relay.stall()
                 failure = self.relay.failure
-                if failure is not None and failure[1] == TOO_SLOW:
+                if failure is not None and failure.kind is FailureKind.TOO_SLOW:
                     logger.warning("Closing a websocket that does not read")
                     self._shutdown(socket.SHUT_RDWR)
                     return False
@@ -174,3 +182,51 @@ class Connection:
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(how)
+
+
+NO_SOCKET = Rejection(500, "This server cannot hand over its socket; run `runwebsocket`.\n")
+
+
+class Handover(Protocol):
+    """How a blocking server hands a websocket its client's socket."""
+
+    def claim(self) -> socket.socket | None:
+        """The client's socket, once the request is accepted; None if the server cannot
+        give it."""
+        ...
+
+    def switching(self) -> None:
+        """The subscriptions hold and the 101 goes out next: the server's bookkeeping."""
+        ...
+
+    def release(self, sock: socket.socket) -> None:
+        """The websocket is done with ``sock``."""
+        ...
+
+
+def serve_request(
+    request: WSGIRequest, start_response: StartResponse, handover: Handover
+) -> Iterable[bytes]:
+    """Open and serve one websocket request in the current thread (or greenlet) until the
+    websocket closes: open, or reject over HTTP; subscribe through the process's hub, or
+    reject; then relay on the socket ``handover`` gives."""
+    outcome = open_connection(request)
+    if isinstance(outcome, Rejection):
+        return reject(outcome, start_response)
+    sock = handover.claim()
+    if sock is None:
+        return reject(NO_SOCKET, start_response)
+    try:
+        relay = outcome.relay(time.monotonic(), STATS)
+        assert isinstance(relay, FramedRelay)
+        connection = Connection(sock, relay)
+        hub = get_hub()
+        started = subscribe(outcome, lambda: HubSubscription(hub, connection))
+        if isinstance(started, Rejection):
+            return reject(started, start_response)
+        subscriber, start = started
+        handover.switching()
+        connection.serve(subscriber, start, b"")
+    finally:
+        handover.release(sock)
+    return []

@@ -7,47 +7,42 @@ Simple and debuggable; not for production.
 
 from __future__ import annotations
 
-import time
+import socket
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.handlers.wsgi import WSGIRequest
 
-from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import open_connection
-from ws4redis.core.relay import FramedRelay
-from ws4redis.runtimes.channels import subscribe
-from ws4redis.runtimes.sync.connection import Connection
-from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
-from ws4redis.runtimes.sync.wsgi import StartResponse, reject
+from ws4redis.runtimes.sync.connection import serve_request
+from ws4redis.runtimes.sync.wsgi import StartResponse
+
+
+class WsgirefHandover:
+    """The socket of a ``wsgiref`` request handler.
+
+    wsgiref passes its handler's bound method as start_response; the handler knows the
+    request handler, which owns the socket. No other public way reaches it.
+    """
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self.start_response = start_response
+        self.handler: Any = getattr(start_response, "__self__", None)
+        self.request_handler: Any = getattr(self.handler, "request_handler", None)
+
+    def claim(self) -> socket.socket | None:
+        return None if self.request_handler is None else self.request_handler.connection
+
+    def switching(self) -> None:
+        # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
+        # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
+        self.start_response("101 Switching Protocols", [])
+        self.handler.headers_sent = True
+        self.request_handler.close_connection = True
+
+    def release(self, sock: socket.socket) -> None:
+        """wsgiref closes its own socket when the request ends."""
 
 
 def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterable[bytes]:
     """Serve one websocket request until the websocket closes."""
-    outcome = open_connection(request)
-    if isinstance(outcome, Rejection):
-        return reject(outcome, start_response)
-    # wsgiref passes its handler's bound method as start_response; the handler knows the
-    # request handler, which owns the socket. No other public way reaches it.
-    handler: Any = getattr(start_response, "__self__", None)
-    request_handler = getattr(handler, "request_handler", None)
-    if request_handler is None:
-        return reject(
-            Rejection(500, "This server cannot hand over its socket; run `runwebsocket`.\n"),
-            start_response,
-        )
-    relay = outcome.relay(time.monotonic())
-    assert isinstance(relay, FramedRelay)
-    connection = Connection(request_handler.connection, relay)
-    hub = get_hub()
-    started = subscribe(outcome, lambda: HubSubscription(hub, connection))
-    if isinstance(started, Rejection):
-        return reject(started, start_response)
-    subscriber, start = started
-    # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
-    # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
-    start_response("101 Switching Protocols", [])
-    handler.headers_sent = True
-    request_handler.close_connection = True
-    connection.serve(subscriber, start, b"")
-    return []
+    return serve_request(request, start_response, WsgirefHandover(start_response))

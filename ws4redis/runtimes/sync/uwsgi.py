@@ -11,39 +11,29 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterable
 
 import uwsgi
 from django.core.handlers.wsgi import WSGIRequest
 
-from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import open_connection
-from ws4redis.core.relay import FramedRelay
-from ws4redis.runtimes.channels import subscribe
-from ws4redis.runtimes.sync.connection import Connection
-from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
-from ws4redis.runtimes.sync.wsgi import StartResponse, reject
+from ws4redis.runtimes.sync.connection import serve_request
+from ws4redis.runtimes.sync.wsgi import StartResponse
+
+
+class UwsgiHandover:
+    """A socket of our own on the connection (gevent's, so cooperative); uWSGI closes its
+    descriptor when the request ends, we close ours."""
+
+    def claim(self) -> socket.socket:
+        return socket.socket(fileno=os.dup(uwsgi.connection_fd()))
+
+    def switching(self) -> None:
+        """uWSGI keeps no record of the upgrade: nothing to tell it."""
+
+    def release(self, sock: socket.socket) -> None:
+        sock.close()
 
 
 def websocket_app(request: WSGIRequest, start_response: StartResponse) -> Iterable[bytes]:
     """Serve one websocket request in the current greenlet until it closes."""
-    outcome = open_connection(request)
-    if isinstance(outcome, Rejection):
-        return reject(outcome, start_response)
-    relay = outcome.relay(time.monotonic())
-    assert isinstance(relay, FramedRelay)
-    # A socket of our own on the connection (gevent's, so cooperative); uWSGI closes its
-    # descriptor when the request ends, we close ours.
-    sock = socket.socket(fileno=os.dup(uwsgi.connection_fd()))
-    try:
-        connection = Connection(sock, relay)
-        hub = get_hub()
-        started = subscribe(outcome, lambda: HubSubscription(hub, connection))
-        if isinstance(started, Rejection):
-            return reject(started, start_response)
-        subscriber, start = started
-        connection.serve(subscriber, start, b"")
-    finally:
-        sock.close()
-    return []
+    return serve_request(request, start_response, UwsgiHandover())

@@ -1,0 +1,220 @@
+"""The opening of a websocket above the core: Django's request, the settings, the project's
+callbacks (``docs/reference.md#opening-a-websocket``).
+
+The core (:mod:`ws4redis.core.opening`, :mod:`ws4redis.core.handshake`,
+:mod:`ws4redis.core.permissions`) imports neither Django nor the settings: this module reads
+the settings into :class:`~ws4redis.core.opening.Options`, turns the request into an
+:class:`~ws4redis.core.handshake.Upgrade`, identifies it (session, lazy user,
+``WS4REDIS_PROCESS_REQUEST``) and calls the project's ``WS4REDIS_ALLOWED_CHANNELS`` and
+permission callables, handing the core their plain results. Every runtime opens through
+:func:`open_connection` (blocking: session and user lookups may query a database, so asyncio
+runtimes run it in a thread unless :func:`may_block` says it cannot wait), then subscribes
+through its hub (:mod:`ws4redis.runtimes.channels`).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
+from django.utils.module_loading import import_string
+from websockets.datastructures import Headers
+
+from ws4redis import settings
+from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, check_request
+from ws4redis.core.opening import (
+    CHANNEL_KEYS,
+    Accepted,
+    Options,
+    accept,
+    requested_keys,
+    requested_positions,
+)
+from ws4redis.core.permissions import USER_RULES, Who, allows, has_callable_rules, is_named, rules
+from ws4redis.core.stats import STATS, Stats
+
+logger = logging.getLogger("ws4redis")
+
+DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+"""What Django allows with ``DEBUG`` and an empty ``ALLOWED_HOSTS``."""
+
+
+def read_options() -> Options:
+    """The settings an opening applies, as plain values for the core."""
+    allowed_hosts = tuple(django_settings.ALLOWED_HOSTS)
+    if django_settings.DEBUG and not allowed_hosts:
+        allowed_hosts = DEBUG_HOSTS
+    origins = settings.WS4REDIS_ALLOWED_ORIGINS
+    return Options(
+        handshake=HandshakeOptions(
+            websocket_url=settings.WEBSOCKET_URL,
+            max_query_size=settings.WS4REDIS_MAX_QUERY_SIZE,
+            max_facility_length=settings.WS4REDIS_MAX_FACILITY_LENGTH,
+            allowed_origins=None if origins is None else tuple(origins),
+            trusted_origins=tuple(django_settings.CSRF_TRUSTED_ORIGINS),
+            allowed_hosts=allowed_hosts,
+        ),
+        heartbeat=settings.WS4REDIS_HEARTBEAT,
+        max_message_size=settings.WS4REDIS_MAX_MESSAGE_SIZE,
+        max_buffer=settings.WS4REDIS_MAX_BUFFER_SIZE,
+        max_backlog=settings.WS4REDIS_MAX_BACKLOG_SIZE,
+        max_pending=settings.WS4REDIS_MAX_PENDING_PUBLISHES,
+        max_client_pending_bytes=settings.WS4REDIS_MAX_CLIENT_PENDING_BYTES,
+        ping_interval=settings.WS4REDIS_PING_INTERVAL,
+        ping_timeout=settings.WS4REDIS_PING_TIMEOUT,
+        history=settings.WS4REDIS_HISTORY,
+        presence=settings.WS4REDIS_PRESENCE,
+    )
+
+
+def upgrade_of(request: HttpRequest) -> Upgrade:
+    """What the core reads of ``request``: its headers from ``META`` (as a WSGI server
+    passes them), the Host Django would check and whether Django sees it as secure."""
+    headers = Headers()
+    for key, value in request.META.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-")] = value
+    try:
+        host: str | None = request._get_raw_host()  # what get_host() checks; the core checks
+    except KeyError:  # neither Host nor SERVER_NAME
+        host = None
+    return Upgrade(
+        method=request.method or "",
+        path=request.path_info,
+        query=request.META.get("QUERY_STRING", ""),
+        headers=headers,
+        host=host,
+        secure=request.scheme in ("https", "wss"),
+    )
+
+
+def refusal(request: HttpRequest) -> Rejection | None:
+    """The core's checks before the upgrade, for ``request`` (a plain HTTP request for a
+    websocket URL is answered with what they say)."""
+    return check_request(upgrade_of(request), read_options().handshake)
+
+
+def identify(request: HttpRequest) -> None:
+    """Attach ``session`` and ``user`` to ``request`` as Django's middleware would.
+
+    ``WS4REDIS_PROCESS_REQUEST`` replaces the cookie-session default (tokens, custom auth).
+    The user is loaded lazily: connections that never ask for user or group channels cost
+    no database query.
+    """
+    process = settings.load_callable("WS4REDIS_PROCESS_REQUEST")
+    if process is not None:
+        process(request)
+    else:
+        engine = import_module(django_settings.SESSION_ENGINE)
+        session_key = request.COOKIES.get(django_settings.SESSION_COOKIE_NAME)
+        request.session = engine.SessionStore(session_key)
+        request.user = SimpleLazyObject(lambda: get_user(request))
+    if not hasattr(request, "user"):
+        request.user = AnonymousUser()
+
+
+def may_block(request: HttpRequest) -> bool:
+    """Whether :func:`open_connection` may wait for I/O on ``request``: only a session
+    cookie (its session and user are looked up), ``WS4REDIS_PROCESS_REQUEST`` or
+    ``WS4REDIS_ALLOWED_CHANNELS`` (code of the project) can make it. Without them a runtime
+    may open on its event loop, saving most connections a trip through a thread. (A
+    session without a key is empty: Django's session stores load only for a key.)"""
+    if settings.WS4REDIS_PROCESS_REQUEST or settings.WS4REDIS_ALLOWED_CHANNELS:
+        return True
+    if has_callable_rules(settings.WS4REDIS_PERMISSIONS):  # the project's code, like those
+        return True
+    return django_settings.SESSION_COOKIE_NAME in request.COOKIES
+
+
+def client_message_expiry() -> int:
+    """Seconds a message sent by a client is stored: ``WS4REDIS_CLIENT_EXPIRE``, at most
+    ``WS4REDIS_EXPIRE`` (0: not stored). Bounded by default because any client allowed to
+    publish, anonymous ones included, can store a message under every facility it reaches."""
+    return min(settings.WS4REDIS_EXPIRE or 0, settings.WS4REDIS_CLIENT_EXPIRE)
+
+
+def allowed_channels(request: HttpRequest, channels: list[str]) -> list[str]:
+    """Apply ``WS4REDIS_ALLOWED_CHANNELS``; it may narrow the list or raise PermissionDenied.
+
+    A callback that returns None (checks only) leaves the channels as they are.
+    """
+    callback = settings.load_callable("WS4REDIS_ALLOWED_CHANNELS")
+    if callback is None:
+        return channels
+    result = callback(request, channels)
+    return channels if result is None else [c for c in result if c in CHANNEL_KEYS]
+
+
+def who(request: HttpRequest) -> Who:
+    """What the named rules ask of the request's user (as :func:`identify` loaded it)."""
+    user = getattr(request, "user", None)
+    if user is None:
+        return Who(authenticated=False, active=False, staff=False)
+    return Who(bool(user.is_authenticated), bool(user.is_active), bool(user.is_staff))
+
+
+def refused(request: HttpRequest, facility: str, channels: list[str]) -> list[str]:
+    """The channel keys of ``channels`` (``subscribe-broadcast``, ...) that
+    ``WS4REDIS_PERMISSIONS`` refuses to ``request`` on ``facility``: named rules are the
+    core's, the project's callables are called here with the request."""
+    refusals = []
+    for key, rule in rules(settings.WS4REDIS_PERMISSIONS, facility, channels).items():
+        if isinstance(rule, str) and is_named(rule):
+            allowed = allows(rule, who(request) if rule in USER_RULES else None)
+        else:
+            check = import_string(rule) if isinstance(rule, str) else rule  # ImportError: 500
+            allowed = bool(check(request, facility, key.partition("-")[2]))
+        if not allowed:
+            refusals.append(key)
+    return refusals
+
+
+def open_connection(
+    request: HttpRequest, *, framing: bool = True, stats: Stats = STATS
+) -> Accepted | Rejection:
+    """Decide whether ``request`` becomes a websocket; never raises.
+
+    With ``framing`` (runtimes that own the socket) the handshake is negotiated too. A
+    refusal is counted in ``stats`` here; an opening once its subscriptions hold (the
+    runtimes' ``subscribe``).
+    """
+    outcome = _decide(request, framing)
+    if isinstance(outcome, Rejection):
+        stats.handshakes[outcome.status] += 1
+    return outcome
+
+
+def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
+    try:
+        options = read_options()
+        upgrade = upgrade_of(request)
+        rejection = check_request(upgrade, options.handshake)
+        if rejection is not None:
+            return rejection
+        identify(request)
+        fields = dict(request.GET.items())
+        channels, echo = requested_keys(fields)
+        since = requested_positions(fields)
+        channels = allowed_channels(request, channels)
+        facility = options.handshake.facility(upgrade)
+        if refusals := refused(request, facility, channels):
+            raise PermissionDenied(
+                f"WS4REDIS_PERMISSIONS refuses {', '.join(refusals)} on facility {facility!r}"
+            )
+        accepted = Accepted(request, facility, channels, echo, options, since)
+        return accept(upgrade, accepted, framing=framing)
+    except ValueError as exc:
+        return Rejection(400, f"{exc}\n")
+    except PermissionDenied as exc:
+        return Rejection(403, f"{exc or 'Permission denied'}\n")
+    except SuspiciousOperation as exc:  # e.g. more query fields than Django accepts
+        return Rejection(400, f"{exc}\n")
+    except Exception:
+        logger.exception("Cannot open websocket %s", request.get_full_path())
+        return Rejection(500, "The websocket could not be opened; see the server log.\n")
