@@ -13,7 +13,7 @@ from django.test import override_settings
 from tests.conftest import FACILITY, login, session_cookie
 from ws4redis.core.stats import STATS
 from ws4redis.publisher import RedisPublisher
-from ws4redis.runtimes.asyncio import server as asyncio_server_module
+from ws4redis.runtimes.asyncio import opening as asyncio_opening
 
 NO_HOOKS = {"WS4REDIS_ALLOWED_CHANNELS": None, "WS4REDIS_PROCESS_REQUEST": None}
 URL = f"/ws/{FACILITY}?subscribe-broadcast"
@@ -23,13 +23,13 @@ URL = f"/ws/{FACILITY}?subscribe-broadcast"
 def threads_used(monkeypatch) -> list[str]:
     """The paths of the websockets that opened through a thread."""
     used: list[str] = []
-    through_thread = asyncio_server_module.Connection._open
+    through_thread = asyncio_opening.open_blocking
 
-    def recording(connection, request):
+    def recording(request, opening, framing):
         used.append(request.get_full_path())
-        return through_thread(connection, request)
+        return through_thread(request, opening, framing)
 
-    monkeypatch.setattr(asyncio_server_module.Connection, "_open", recording)
+    monkeypatch.setattr(asyncio_opening, "open_blocking", recording)
     return used
 
 

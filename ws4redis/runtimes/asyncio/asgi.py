@@ -10,7 +10,6 @@ write to directly.
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import logging
 import time
@@ -21,13 +20,11 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay, is_text
-from ws4redis.core.stats import STATS
-from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
+from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import subscribe
-from ws4redis.runtimes.opening import open_connection, refusal
+from ws4redis.runtimes.opening import refusal
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -45,15 +42,24 @@ class ASGISink:
     ``WS4REDIS_MAX_BUFFER_SIZE`` (see :meth:`~ws4redis.core.relay.Relay.stall`).
     """
 
-    def __init__(self, send: Send, relay: Relay) -> None:
+    def __init__(self, send: Send, hub: Hub) -> None:
         self.send = send
-        self.relay = relay
+        self.hub = hub
+        self.relay: Relay | None = None  # made by the opening, before it subscribes
+        self.subscriber: RedisSubscriber | None = None
         self.open = False
         self.ended = asyncio.Event()
         self._sending: asyncio.Task[None] | None = None
 
+    def gone(self) -> bool:
+        """The server tells a departure only through ``receive``, read once it is open."""
+        return False
+
+    def new_subscription(self) -> HubSubscription:
+        return HubSubscription(self.hub, self)
+
     def push(self, delivery: Delivery) -> bool:
-        return self.relay.deliver(delivery) and self.open
+        return self.relay.deliver(delivery) and self.open  # type: ignore[union-attr]
 
     def flush(self, now: float | None = None) -> None:
         if self._sending is None or self._sending.done():
@@ -61,6 +67,7 @@ class ASGISink:
 
     async def _send_outbox(self) -> None:
         relay = self.relay
+        assert relay is not None
         try:
             while messages := relay.take_outbox():  # the hub may queue more while we send
                 # The server's send returns at once unless its flow control holds it: the
@@ -114,26 +121,18 @@ class ASGIApplication:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        loop = asyncio.get_running_loop()
         request = ASGIRequest({**scope, "method": "GET"}, io.BytesIO())
-        opening = functools.partial(open_connection, request, framing=False)
-        outcome = await loop.run_in_executor(None, opening)
-        if not isinstance(outcome, Accepted):
-            await _reject(scope, send, outcome)
+        sink = ASGISink(send, get_hub())
+        start = await open_in_thread(request, sink, framing=False)
+        if isinstance(start, Rejection):
+            await _reject(scope, send, start)
             return
-        sink = ASGISink(send, outcome.relay(time.monotonic(), STATS))
-        hub = get_hub()
-        started = await loop.run_in_executor(
-            None, subscribe, outcome, lambda: HubSubscription(hub, sink)
-        )
-        if isinstance(started, Rejection):
-            await _reject(scope, send, started)
-            return
-        subscriber, start = started
+        subscriber, relay = sink.subscriber, sink.relay
+        assert subscriber is not None and relay is not None
         try:
             offered = scope.get("subprotocols") or []
             await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-            sink.relay.opened(start)
+            relay.opened(start)
             sink.open = True
             sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
             await self._relay(receive, sink, subscriber)
@@ -143,6 +142,7 @@ class ASGIApplication:
     async def _relay(self, receive: Receive, sink: ASGISink, subscriber: RedisSubscriber) -> None:
         loop = asyncio.get_running_loop()
         relay = sink.relay
+        assert relay is not None
         receiving: asyncio.Future[dict[str, Any]] | None = None
         ended = loop.create_task(sink.ended.wait())
         try:

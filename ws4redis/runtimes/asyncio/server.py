@@ -10,6 +10,7 @@ transport.
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import io
 import logging
@@ -33,12 +34,12 @@ from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, FailureKind, FramedRelay, Start
-from ws4redis.core.stats import STATS
 from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
+from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import failed, new_subscriber, opened, subscribe
-from ws4redis.runtimes.opening import may_block, open_connection
+from ws4redis.runtimes.channels import failed, new_subscriber, opened
+from ws4redis.runtimes.opening import may_block
 from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
@@ -49,8 +50,6 @@ SLOW_CLIENT_GRACE = 1.0
 """Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
 TICK_SCAN = 1.0
 """Seconds between two looks for websockets due a heartbeat or a keepalive ping."""
-GONE = Rejection(400, "The client went away.\n")
-"""What opening a connection whose client already left comes to (nobody reads it)."""
 DESCRIPTOR_RESERVE = 64
 """File descriptors kept free beyond the connection cap: Redis, the database, log files, and
 the connections that are only told 503."""
@@ -255,6 +254,19 @@ class LoopSubscription(HubSubscription):
             await asyncio.wait_for(asyncio.gather(*pending), CONFIRM_WAIT)
 
 
+class Phase(enum.Enum):
+    """Where a :class:`Connection` is; what the client sends is handled by it."""
+
+    REQUEST = enum.auto()
+    """Its HTTP request is being read."""
+    OPENING = enum.auto()
+    """Being decided and subscribed; what the client sends waits for the relay."""
+    OPEN = enum.auto()
+    """A websocket."""
+    ANSWERED = enum.auto()
+    """Refused (or its request malformed) and answered over HTTP; the socket closes."""
+
+
 class Connection(asyncio.Protocol):
     """One client: first an HTTP handshake, then a websocket fed by the hub.
 
@@ -268,8 +280,8 @@ class Connection(asyncio.Protocol):
         "handshake",
         "hub",
         "last_publish",
-        "open",
         "opening",
+        "phase",
         "relay",
         "server",
         "subscriber",
@@ -286,7 +298,7 @@ class Connection(asyncio.Protocol):
         self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[None] | None = None
-        self.open = False
+        self.phase = Phase.REQUEST
         self.opening: asyncio.Task[Rejection | Start] | None = None
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
@@ -303,12 +315,12 @@ class Connection(asyncio.Protocol):
         )
 
     def _handshake_expired(self) -> None:
-        if self.handshake is not None and self.transport is not None:
+        if self.phase is Phase.REQUEST and self.transport is not None:
             logger.info("Closing a connection whose request did not arrive in time")
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.open:
+        if self.phase is Phase.OPEN:
             assert self.relay is not None
             relay, publisher, subscriber = self.relay, self.server.publisher, self.subscriber
             messages = relay.receive_data(data)
@@ -316,9 +328,9 @@ class Connection(asyncio.Protocol):
                 publishing = publisher.offer(relay, subscriber, messages, self._not_published)
                 self.last_publish = publishing or self.last_publish
             self._write_protocol_output()
-        elif self.handshake is not None:
+        elif self.phase is Phase.REQUEST:
             self._receive_handshake(data)
-        else:  # opening: kept for the relay, as much as a client may leave unread
+        else:  # opening (or answered): kept for the relay, as much as a client may leave unread
             self.early += data
             if len(self.early) > settings.WS4REDIS_MAX_BUFFER_SIZE:
                 self.abort()
@@ -329,7 +341,7 @@ class Connection(asyncio.Protocol):
             self._write_protocol_output()
 
     def eof_received(self) -> bool | None:
-        if self.open:
+        if self.phase is Phase.OPEN:
             assert self.relay is not None
             self.relay.receive_eof()
             self._write_protocol_output()
@@ -346,6 +358,7 @@ class Connection(asyncio.Protocol):
 
     def _receive_handshake(self, data: bytes) -> None:
         self.early += data
+        assert self.handshake is not None
         try:
             request = self.handshake.feed(data)
         except Exception:
@@ -353,7 +366,7 @@ class Connection(asyncio.Protocol):
             # just closing), from every byte received so far.
             answer = ServerProtocol()
             answer.receive_data(self.early)
-            self.handshake = None
+            self.handshake, self.phase = None, Phase.ANSWERED
             self._write(answer.data_to_send())
             return
         if request is None:
@@ -361,12 +374,13 @@ class Connection(asyncio.Protocol):
         # Frames may follow the request in the same packet: the relay's protocol gets their
         # bytes once the websocket is open (the handshake's parser is done with them).
         self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
-        self.handshake = None
+        self.handshake, self.phase = None, Phase.OPENING
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         full = over_capacity(len(self.server.connections), self.server.capacity)
         if full is not None:
+            self.phase = Phase.ANSWERED
             self._reject(full)
             return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
@@ -377,38 +391,29 @@ class Connection(asyncio.Protocol):
             may_block(django_request)
             or settings.load_callable("WS4REDIS_SUBSCRIBER") is not RedisSubscriber
         ):
-            opening = loop.run_in_executor(self.server.openers, self._open, django_request)
+            opening = open_in_thread(
+                django_request, self, framing=True, executor=self.server.openers
+            )
         else:
             opening = self.opening = loop.create_task(self._open_on_loop(django_request))
         opening.add_done_callback(self._opened)
 
-    def _open(self, request: WSGIRequest) -> Rejection | Start:
-        """In a thread: the core decides, then the subscriber subscribes through the hub.
-
-        The relay exists before the subscriptions, so that what Redis delivers meanwhile
-        waits in it; returns what the client gets first.
-        """
-        if self.transport is None or self.transport.is_closing():
-            return GONE  # the client left while this waited for a thread: skip the work
-        outcome = open_connection(request)
-        if not isinstance(outcome, Accepted):
-            return outcome
-        self.relay = outcome.relay(time.monotonic(), STATS)  # type: ignore[assignment]
-        return self._subscribe(outcome)
+    def gone(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
     async def _open_on_loop(self, request: WSGIRequest) -> Rejection | Start:
-        """What :meth:`_open` does, on the loop, for a request that cannot block there
-        (:func:`~ws4redis.runtimes.opening.may_block`) and the default subscriber, whose
-        channels need no lookup then: no thread, and the persisted messages come from a
-        read shared with the other websockets opening meanwhile (:class:`PersistedReads`).
-        Only recovering what a client missed (``recover``) still reads in a thread."""
-        outcome = open_connection(request)
+        """The opening sequence (:mod:`ws4redis.runtimes.asyncio.opening`) on the loop, for
+        a request that cannot block there (:func:`~ws4redis.runtimes.opening.may_block`) and
+        the default subscriber, whose channels need no lookup then: no thread, and the
+        persisted messages come from a read shared with the other websockets opening
+        meanwhile (:class:`PersistedReads`). Only recovering what a client missed
+        (``recover``) still reads in a thread."""
+        outcome = decide(request, self, framing=True)
         if not isinstance(outcome, Accepted):
             return outcome
-        self.relay = outcome.relay(time.monotonic(), STATS)  # type: ignore[assignment]
         if outcome.since is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.server.openers, self._subscribe, outcome)
+            return await loop.run_in_executor(self.server.openers, subscribed, outcome, self)
         assert self.hub is not None
         subscription = self.subscription = LoopSubscription(self.hub, self)
         subscriber = None
@@ -424,21 +429,13 @@ class Connection(asyncio.Protocol):
         self.subscriber = subscriber
         return Start([message for message in stored if message])
 
-    def _subscribe(self, accepted: Accepted) -> Rejection | Start:
-        """In a thread: subscribe an accepted connection (see :meth:`_open`)."""
-        started = subscribe(accepted, self._subscription)
-        if isinstance(started, Rejection):
-            return started
-        self.subscriber, start = started
-        return start
-
     def _opened(self, done: asyncio.Future[Any]) -> None:
         self.opening = None
         if done.cancelled():
             return
         outcome = done.result()
         if isinstance(outcome, Rejection):
-            self.relay = None
+            self.relay, self.phase = None, Phase.ANSWERED
             self._reject(outcome)
             return
         relay = self.relay
@@ -447,7 +444,7 @@ class Connection(asyncio.Protocol):
             self._release()
             return
         relay.opened(outcome)
-        self.open = True
+        self.phase = Phase.OPEN
         if relay.next_tick() is not None:
             self.server.ticking.add(self)
         self._write_protocol_output()  # the 101 response, the persisted messages and the rest
@@ -467,7 +464,7 @@ class Connection(asyncio.Protocol):
 
     def push(self, delivery: Delivery) -> bool:
         """From the hub: queue a message; True when this connection needs a flush."""
-        if self.relay.deliver(delivery) and not self.dirty and self.open:  # type: ignore[union-attr]
+        if self.relay.deliver(delivery) and not self.dirty and self.phase is Phase.OPEN:  # type: ignore[union-attr]
             self.dirty = True
             return True
         return False
@@ -534,7 +531,7 @@ class Connection(asyncio.Protocol):
                 transport.close()
                 return
 
-    def _subscription(self) -> HubSubscription:
+    def new_subscription(self) -> HubSubscription:
         """The subscriber's subscription: this connection, registered with the hub."""
         assert self.hub is not None
         self.subscription = HubSubscription(self.hub, self)
@@ -552,7 +549,7 @@ class Connection(asyncio.Protocol):
             self._write_protocol_output()
 
     def going_away(self) -> None:
-        if self.open:
+        if self.phase is Phase.OPEN:
             assert self.relay is not None
             self.relay.close(CloseCode.GOING_AWAY, "server shutting down")
             self._write_protocol_output()
