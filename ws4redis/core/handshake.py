@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +213,11 @@ def origin_allowed(upgrade: Upgrade, options: HandshakeOptions) -> bool:
     return host_matches(host, options.allowed_hosts)
 
 
-def _first_offered(protocol: ServerProtocol, subprotocols: object) -> str | None:
+def _first_offered(
+    protocol: ServerProtocol, subprotocols: Sequence[Subprotocol]
+) -> Subprotocol | None:
     """Answer a requested subprotocol with the first one the client offered."""
-    offered = list(subprotocols)  # type: ignore[call-overload]
-    return offered[0] if offered else None
+    return subprotocols[0] if subprotocols else None
 
 
 def negotiate(upgrade: Upgrade, max_size: int) -> tuple[ServerProtocol, Response]:

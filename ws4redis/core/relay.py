@@ -654,6 +654,7 @@ class FramedRelay(Relay):
     def _messages(self) -> list[bytes]:
         messages = []
         for frame in self.protocol.events_received():
+            assert isinstance(frame, Frame)  # an open protocol parses frames only
             message = self._assemble(frame)
             if message is None:
                 continue
@@ -666,13 +667,14 @@ class FramedRelay(Relay):
 
     def _assemble(self, frame: Frame) -> bytes | None:
         """Join fragmented messages; control frames are handled by the protocol."""
+        data: bytes = frame.data  # type: ignore[assignment]  # parsed frames hold bytes
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self._fragment_opcode = frame.opcode
             if frame.fin:
-                return frame.data
-            self._fragments = [frame.data]
+                return data
+            self._fragments = [data]
         elif frame.opcode is Opcode.CONT:  # the protocol let it through: a message is begun
-            self._fragments.append(frame.data)
+            self._fragments.append(data)
         else:
             return None
         if not frame.fin:
