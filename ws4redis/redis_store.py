@@ -6,7 +6,6 @@ each other; they agree only on channel names, so those are built in exactly one 
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,8 +19,12 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
+from ws4redis.core.names import channel_name, control_channel
+from ws4redis.history import publish_command
+from ws4redis.history import read as read_history
 from ws4redis.redis_commands import Command, run_once
 from ws4redis.redis_pool import get_redis, is_cluster
+from ws4redis.settings import key_prefix
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
 """Session key under which the ``user_logged_in`` handler stores the user's group names."""
@@ -35,9 +38,6 @@ class _SelfType:
 
 
 SELF = _SelfType()
-
-AUDIENCES = ("session", "user", "group", "broadcast")
-"""Audience kinds, in the order ``fetch_message`` looks for a persisted message."""
 
 
 class RedisMessage(bytes):
@@ -73,23 +73,6 @@ def is_authenticated(request: HttpRequest | None) -> TypeGuard[HttpRequest]:
     """True when ``request`` carries a logged-in user (``None`` users are anonymous)."""
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated)
-
-
-def key_prefix() -> str:
-    """``WS4REDIS_PREFIX`` with its ``:``, or an empty string."""
-    prefix = settings.WS4REDIS_PREFIX
-    return f"{prefix}:" if prefix else ""
-
-
-def channel_name(kind: str, facility: str, name: str | None = None) -> str:
-    """The Redis channel (and key of the persisted message) for one audience and facility.
-
-    A ``:`` (or ``%``) in a user, group or session name is percent-encoded, so that group
-    ``a:b`` on facility ``c`` and group ``a`` on facility ``b:c`` never share a channel.
-    """
-    who = "" if name is None else f"{name.replace('%', '%25').replace(':', '%3A')}:"
-    # Interned: every websocket on a channel keeps its name, and they then share one string.
-    return sys.intern(f"{key_prefix()}{kind}:{who}{facility}")
 
 
 def own_names(kind: str, request: HttpRequest | None) -> list[str]:
@@ -129,19 +112,14 @@ def known_session_key(request: HttpRequest | None) -> str | None:
     return key or None
 
 
-CONTROL = "control"
-"""Kind of the channels Django closes websockets through (``<prefix>:control:<name>:session``
-or ``:user``): no channel key names it, so no client can publish there."""
-
-
 def control_channels(request: HttpRequest | None) -> list[str]:
     """The control channels of a websocket of ``request``: its known session's and its
     user's. None for an anonymous client without a session (no extra subscription)."""
     channels = []
     if key := known_session_key(request):
-        channels.append(channel_name(CONTROL, "session", key))
+        channels.append(control_channel(key_prefix(), "session", key))
     if is_authenticated(request):
-        channels.append(channel_name(CONTROL, "user", request.user.get_username()))  # type: ignore[union-attr]
+        channels.append(control_channel(key_prefix(), "user", request.user.get_username()))  # type: ignore[union-attr]
     return channels
 
 
@@ -217,10 +195,12 @@ class RedisStore:
         sessions: Any = (),
     ) -> list[str]:
         """The channels of the union of the given audiences on ``facility``."""
-        channels = [channel_name("broadcast", facility)] if broadcast is True else []
+        prefix = key_prefix()
+        channels = [channel_name(prefix, "broadcast", facility)] if broadcast is True else []
         for kind, value in (("group", groups), ("user", users), ("session", sessions)):
             channels.extend(
-                channel_name(kind, facility, name) for name in _audience_names(kind, value, request)
+                channel_name(prefix, kind, facility, name)
+                for name in _audience_names(kind, value, request)
             )
         return channels
 
@@ -246,8 +226,6 @@ class RedisStore:
         message is kept in the history only while client messages are stored at all
         (``expire``), and never keeps the history alive longer than that; presence
         announcements are never kept."""
-        from ws4redis import history
-
         facility = self.facility
         kept = history_options(facility) if facility is not None else None
         wrapped = facility is not None and enveloped_facility(facility)
@@ -265,7 +243,7 @@ class RedisStore:
             if kept is None:
                 commands.append((channel, (verb, channel, payload)))
             else:
-                command = history.publish_command(
+                command = publish_command(
                     channel, data, kept, cluster=cluster, origin=origin, client_ttl=client_ttl
                 )
                 commands.append((channel, command))
@@ -291,10 +269,8 @@ class RedisStore:
         epoch, first and last offsets, and the messages (offset, bytes) in order. Its
         ``epoch`` and ``last`` are the current position; with no history kept (none
         configured, or expired) the epoch is ``""``."""
-        from ws4redis import history
-
         return {
-            channel: history.read(self._connection, channel, since) for channel in self._publishers
+            channel: read_history(self._connection, channel, since) for channel in self._publishers
         }
 
     pipeline_publish_message = publish_message

@@ -15,12 +15,12 @@ from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from ws4redis import settings
+from ws4redis.core.names import AUDIENCES
 
 NAMED_RULES = ("anyone", "authenticated", "staff", "nobody")
 """The rules a permission may name instead of giving a callable."""
 
 ACTIONS = ("subscribe", "publish")
-AUDIENCE_KINDS = ("session", "user", "group", "broadcast")
 
 Rule = str | Callable[[HttpRequest, str, str], bool]
 
@@ -44,7 +44,7 @@ def is_permissions(value: Any) -> bool:
             if action not in ACTIONS:
                 return False
             if isinstance(rule, Mapping):
-                if not all(k in AUDIENCE_KINDS and is_rule(r) for k, r in rule.items()):
+                if not all(k in AUDIENCES and is_rule(r) for k, r in rule.items()):
                     return False
             elif not is_rule(rule):
                 return False
