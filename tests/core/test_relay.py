@@ -7,16 +7,8 @@ from django.test import RequestFactory, override_settings
 from websockets.frames import Close, Frame, Opcode
 
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import (
-    HEARTBEAT_INTERVAL,
-    SILENT,
-    Delivery,
-    FramedRelay,
-    PendingLimits,
-    Relay,
-    Start,
-    frame_message,
-)
+from ws4redis.core.relay import HEARTBEAT_INTERVAL, Delivery, PendingLimits, Relay, Start
+from ws4redis.core.websocket import SILENT, FramedRelay, frame_message
 
 HANDSHAKE = {
     "HTTP_UPGRADE": "websocket",

@@ -26,8 +26,9 @@ from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request, negotiate
 from ws4redis.core.history import Position, enveloped_facility, parse_since
 from ws4redis.core.permissions import has_callable_rules, refused
-from ws4redis.core.relay import FramedRelay, Relay
+from ws4redis.core.relay import Relay
 from ws4redis.core.stats import STATS
+from ws4redis.core.websocket import FramedRelay
 
 logger = logging.getLogger("ws4redis")
 

@@ -22,7 +22,8 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, check_request
 from ws4redis.core.opening import Accepted, open_connection
-from ws4redis.core.relay import Delivery, Relay, is_text
+from ws4redis.core.relay import Delivery, Relay
+from ws4redis.core.websocket import is_text
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.channels import subscribe

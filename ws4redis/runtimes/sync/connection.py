@@ -1,7 +1,7 @@
 """One websocket on a blocking socket: the request's thread reads, a second one writes.
 
 Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets).
-The reader feeds the client's bytes to the :class:`~ws4redis.core.relay.FramedRelay` and
+The reader feeds the client's bytes to the :class:`~ws4redis.core.websocket.FramedRelay` and
 publishes what it returns; the hub's thread queues Redis messages in the relay; the writer
 is the only one that writes to the socket, so frames never interleave. One lock guards the
 relay, and nobody blocks on the network while holding it.
@@ -17,7 +17,8 @@ import time
 
 from websockets.frames import CloseCode
 
-from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
+from ws4redis.core.relay import TOO_SLOW, Delivery, Start
+from ws4redis.core.websocket import FramedRelay
 from ws4redis.runtimes.channels import publish
 from ws4redis.subscriber import RedisSubscriber
 
