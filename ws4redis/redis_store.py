@@ -82,7 +82,7 @@ def own_names(kind: str, request: HttpRequest | None) -> list[str]:
     if kind == "group":
         if not is_authenticated(request):
             return []
-        user = request.user  # type: ignore[union-attr]
+        user = request.user
         if hasattr(user, "groups"):  # the groups as they are now (run off the event loop)
             return list(user.groups.values_list("name", flat=True))
         session = getattr(request, "session", None)  # a user model without groups
@@ -119,7 +119,7 @@ def control_channels(request: HttpRequest | None) -> list[str]:
     if key := known_session_key(request):
         channels.append(control_channel(key_prefix(), "session", key))
     if is_authenticated(request):
-        channels.append(control_channel(key_prefix(), "user", request.user.get_username()))  # type: ignore[union-attr]
+        channels.append(control_channel(key_prefix(), "user", request.user.get_username()))
     return channels
 
 

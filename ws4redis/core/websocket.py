@@ -9,6 +9,8 @@ connection are :class:`~ws4redis.core.relay.Relay`'s, untouched.
 
 from __future__ import annotations
 
+from typing import cast
+
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -136,7 +138,7 @@ class FramedRelay(Relay):
     def _messages(self) -> list[bytes]:
         messages = []
         for frame in self.protocol.events_received():
-            message = self._assemble(frame)
+            message = self._assemble(cast(Frame, frame))  # open: the protocol parses frames
             if message is None:
                 continue
             if self._fragment_opcode is Opcode.TEXT and not is_text(message):
@@ -148,13 +150,14 @@ class FramedRelay(Relay):
 
     def _assemble(self, frame: Frame) -> bytes | None:
         """Join fragmented messages; control frames are handled by the protocol."""
+        data = cast(bytes, frame.data)  # a parsed frame holds bytes
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self._fragment_opcode = frame.opcode
             if frame.fin:
-                return frame.data
-            self._fragments = [frame.data]
+                return data
+            self._fragments = [data]
         elif frame.opcode is Opcode.CONT:  # the protocol let it through: a message is begun
-            self._fragments.append(frame.data)
+            self._fragments.append(data)
         else:
             return None
         if not frame.fin:
