@@ -20,6 +20,8 @@ from ws4redis.core.relay import SESSION_ENDED
 from ws4redis.redis_pool import get_redis, is_cluster
 from ws4redis.settings import key_prefix
 
+__all__ = ["GROUPS_CHANGED", "disconnect"]
+
 logger = logging.getLogger("ws4redis")
 
 

@@ -34,6 +34,8 @@ from ws4redis.redis_store import is_authenticated, known_session_key
 from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
 
+__all__ = ["Presence", "present"]
+
 logger = logging.getLogger("ws4redis")
 
 ROUND = 1.0

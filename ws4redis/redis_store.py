@@ -26,6 +26,8 @@ from ws4redis.redis_commands import Command, run_once
 from ws4redis.redis_pool import get_redis, is_cluster
 from ws4redis.settings import key_prefix
 
+__all__ = ["SELF", "PublishError", "PublishOutcome", "RedisMessage", "RedisStore"]
+
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
 """Session key under which the ``user_logged_in`` handler stores the user's group names."""
 
