@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
-from ws4redis.core.names import channel_name, control_channel
+from ws4redis.core.names import ARGUMENTS, AUDIENCES, channel_name, control_channel
 from ws4redis.history import publish_command
 from ws4redis.history import read as read_history
 from ws4redis.redis_commands import Command, run_once
@@ -191,19 +191,23 @@ class RedisStore:
         self,
         request: HttpRequest | None = None,
         facility: str = "{facility}",
-        broadcast: bool = False,
-        groups: Any = (),
-        users: Any = (),
-        sessions: Any = (),
+        **audiences: Any,
     ) -> list[str]:
-        """The channels of the union of the given audiences on ``facility``."""
+        """The channels of the union of the given audiences on ``facility``: ``broadcast``
+        (True or False) and the names of ``groups``, ``users`` and ``sessions``
+        (:data:`~ws4redis.core.names.ARGUMENTS`)."""
+        unknown = set(audiences) - set(ARGUMENTS.values())
+        if unknown:
+            raise TypeError(f"unknown audience argument(s): {', '.join(sorted(unknown))}")
         prefix = key_prefix()
-        channels = [channel_name(prefix, "broadcast", facility)] if broadcast is True else []
-        for kind, value in (("group", groups), ("user", users), ("session", sessions)):
-            channels.extend(
-                channel_name(prefix, kind, facility, name)
-                for name in _audience_names(kind, value, request)
-            )
+        channels: list[str] = []
+        for kind in reversed(AUDIENCES):  # broadcast first, as the original published
+            value = audiences.get(ARGUMENTS[kind], ())
+            if kind == "broadcast":
+                names: list[str | None] = [None] if value is True else []
+            else:
+                names = list(_audience_names(kind, value, request))
+            channels.extend(channel_name(prefix, kind, facility, name) for name in names)
         return channels
 
     def publish_message(self, message: Any, expire: int | None = None) -> dict[str, int]:

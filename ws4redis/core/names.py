@@ -14,7 +14,10 @@ import sys
 from ws4redis.core.shards import colocated
 
 AUDIENCES = ("session", "user", "group", "broadcast")
-"""Who a channel reaches; also the order publishers list them in."""
+"""Who a channel reaches, most particular first: the order in which a persisted message is
+looked for. ``broadcast`` is the one audience without names (everybody)."""
+ARGUMENTS = {"session": "sessions", "user": "users", "group": "groups", "broadcast": "broadcast"}
+"""The keyword argument of a publisher that names each audience."""
 SUBSCRIBE_KEYS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
 PUBLISH_KEYS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")
 CHANNEL_KEYS = frozenset(SUBSCRIBE_KEYS + PUBLISH_KEYS)
