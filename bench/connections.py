@@ -42,12 +42,13 @@ METRICS = (
 
 
 def yardstick_server() -> Server:
+    from ws4redis.core.names import channel_name
     from ws4redis.publisher import RedisPublisher
-    from ws4redis.redis_store import channel_name
+    from ws4redis.settings import key_prefix
 
     port = free_port()
     # Same channel and publisher as ws4redis_server(): the publishing side costs the same.
-    channel = channel_name("broadcast", "bench")
+    channel = channel_name(key_prefix(), "broadcast", "bench")
     process = start_process(
         [sys.executable, "-m", "bench.anchors.websockets_floor", str(port), channel],
         "listening on",

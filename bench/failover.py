@@ -68,10 +68,12 @@ def one_failover() -> dict:
 
 def measure(cluster: Any, port: int) -> dict:
     """The publish loop, the kill, and what each websocket received."""
+    from ws4redis.core.names import channel_name
     from ws4redis.publisher import RedisPublisher
-    from ws4redis.redis_store import PublishError, channel_name
+    from ws4redis.redis_store import PublishError
+    from ws4redis.settings import key_prefix
 
-    channels = {f: channel_name("broadcast", f) for f in FACILITIES}
+    channels = {f: channel_name(key_prefix(), "broadcast", f) for f in FACILITIES}
     doomed = cluster.master_of(channels[FACILITIES[0]])
     readers = {f: Reader(f"ws://127.0.0.1:{port}/ws/{f}?subscribe-broadcast") for f in FACILITIES}
     for reader in readers.values():

@@ -40,6 +40,8 @@ def test_channel_names_follow_the_documented_layout():
     with override_settings(WS4REDIS_PREFIX=None):
         assert RedisPublisher(facility="f", broadcast=True)._publishers == {"broadcast:f"}
         assert RedisPublisher.get_prefix() == ""
+    with pytest.raises(TypeError, match=r"unknown audience argument.*: user$"):
+        RedisPublisher(facility="f", user=["john"])  # misspelt: it would publish nowhere
 
 
 def test_self_means_the_requester(users, rf):

@@ -13,8 +13,9 @@ from django.test import override_settings
 
 from tests.conftest import connected, publish_marker
 from tests.servers import free_port, private_redis
-from ws4redis.history import history_keys
+from ws4redis.core.names import history_keys
 from ws4redis.publisher import RedisPublisher
+from ws4redis.settings import key_prefix
 
 HISTORY = {"kept": {"size": 3, "ttl": 30}}
 CHANNEL = "ws4redis:broadcast:kept"
@@ -33,13 +34,13 @@ def test_published_messages_get_offsets_in_a_bounded_expiring_history(history, r
     assert window.epoch and (window.first, window.last) == (3, 5)  # trimmed to the last 3
     assert window.messages == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
     assert history.history(since=4)[CHANNEL].messages == [(5, b"m5")]
-    assert all(0 < rdb.ttl(key) <= 30 for key in history_keys(CHANNEL))
+    assert all(0 < rdb.ttl(key) <= 30 for key in history_keys(key_prefix(), CHANNEL))
 
 
 def test_lost_history_starts_a_new_epoch(history, rdb):
     history.publish_message("before", expire=0)
     old = history.history()[CHANNEL]
-    rdb.delete(*history_keys(CHANNEL))  # flushed, expired or evicted
+    rdb.delete(*history_keys(key_prefix(), CHANNEL))  # flushed, expired or evicted
     assert history.history()[CHANNEL].epoch == ""  # nothing known any more
     history.publish_message("after", expire=0)
     new = history.history()[CHANNEL]
@@ -122,7 +123,9 @@ def test_a_client_told_when_what_it_missed_is_gone(server, history, rdb):
     with connected(server, f"subscribe-broadcast&recover&since={behind}", facility="kept") as ws:
         told = positions(ws)
     assert told == {"channel": "broadcast", "epoch": window.epoch, "offset": 5, "recovered": False}
-    rdb.delete(*history_keys(CHANNEL))  # history lost: Redis restarted, flushed or evicted
+    rdb.delete(
+        *history_keys(key_prefix(), CHANNEL)
+    )  # history lost: Redis restarted, flushed or evicted
     history.publish_message("new", expire=0)
     resume = f"broadcast:{window.epoch}:5"
     with connected(server, f"subscribe-broadcast&recover&since={resume}", facility="kept") as ws:

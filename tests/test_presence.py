@@ -10,7 +10,9 @@ import websocket
 
 from tests.conftest import connected, login, publish_marker, session_cookie
 from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
-from ws4redis.presence import presence_keys, present
+from ws4redis.core.names import presence_keys
+from ws4redis.presence import present
+from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
 
 HERE = "here"  # the facility with presence in tests/settings.py
@@ -112,7 +114,8 @@ def test_presence_adds_up_across_two_workers(rdb):
             clients.append(websocket.create_connection(url, timeout=10))
         wait_until(lambda: present(HERE).connections == 12, "all twelve to be present")
         counted = {
-            entry.decode().split(":")[1] for entry in rdb.zrange(presence_keys(HERE)[0], 0, -1)
+            entry.decode().split(":")[1]
+            for entry in rdb.zrange(presence_keys(key_prefix(), HERE)[0], 0, -1)
         }
         assert len(counted) == 2  # entries of two processes (pids)
     finally:

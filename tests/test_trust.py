@@ -11,9 +11,10 @@ from django.test import override_settings
 from tests.conftest import connected, publish_marker, recv_close
 from tests.servers import free_port, private_redis
 from ws4redis.core.history import ENVELOPE
+from ws4redis.core.names import history_keys
 from ws4redis.core.stats import STATS
-from ws4redis.history import history_keys
 from ws4redis.publisher import RedisPublisher
+from ws4redis.settings import key_prefix
 
 KEPT = "kept"
 HISTORY = {KEPT: {"size": 10, "ttl": 3600}}
@@ -74,7 +75,7 @@ def test_client_messages_are_not_kept_in_history_unless_client_messages_are_stor
                 message = json.loads(reader.recv())
         assert message == {"channel": "broadcast", "from": "client", "data": "not kept"}
         assert publisher.history()[channel].messages == []
-        assert not rdb.exists(*history_keys(channel))  # nothing of it left in Redis
+        assert not rdb.exists(*history_keys(key_prefix(), channel))  # nothing of it left in Redis
 
 
 def test_client_entries_keep_a_history_alive_no_longer_than_client_messages_live(server, rdb):
@@ -87,9 +88,9 @@ def test_client_entries_keep_a_history_alive_no_longer_than_client_messages_live
                 writer.send("kept briefly")
                 message = json.loads(reader.recv())
         assert message["from"] == "client" and message["offset"] == 1
-        assert all(0 < rdb.ttl(key) <= 5 for key in history_keys(channel))
+        assert all(0 < rdb.ttl(key) <= 5 for key in history_keys(key_prefix(), channel))
         publisher.publish_message("from Django", expire=0)  # the server's keeps it for 3600 s
-        assert all(rdb.ttl(key) > 5 for key in history_keys(channel))
+        assert all(rdb.ttl(key) > 5 for key in history_keys(key_prefix(), channel))
         window = publisher.history()[channel]
         assert window.messages == [(1, b"kept briefly"), (2, b"from Django")]
         assert window.clients == frozenset({1})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["__version__", "disconnect"]
+
 __version__ = "1.0.0"  # the one source: pyproject.toml reads it
 
 

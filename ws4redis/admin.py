@@ -72,5 +72,5 @@ def _with_live_entry(get_app_list: Any) -> Any:
     return app_list
 
 
-admin.site.get_urls = _with_live_page(admin.site.get_urls)  # type: ignore[method-assign]
-admin.site.get_app_list = _with_live_entry(admin.site.get_app_list)  # type: ignore[method-assign]
+admin.site.get_urls = _with_live_page(admin.site.get_urls)
+admin.site.get_app_list = _with_live_entry(admin.site.get_app_list)

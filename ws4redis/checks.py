@@ -18,7 +18,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
-from ws4redis.core.permissions import AUDIENCE_KINDS
+from ws4redis.core.names import AUDIENCES
 from ws4redis.redis_pool import connection_kwargs, make_client
 
 REDIS_CHECK_TIMEOUT = 1.0
@@ -32,9 +32,7 @@ def _anonymous_may_publish(entry: Mapping[str, Any]) -> bool:
     callable rule is the project's own decision and counts as restricting)."""
     rule = entry.get("publish", "anyone")
     rules = (
-        [rule.get(kind, "anyone") for kind in AUDIENCE_KINDS]
-        if isinstance(rule, Mapping)
-        else [rule]
+        [rule.get(kind, "anyone") for kind in AUDIENCES] if isinstance(rule, Mapping) else [rule]
     )
     return "anyone" in rules
 

@@ -1,7 +1,7 @@
 """Closing websockets from Django, in every websocket process: :func:`disconnect`.
 
 Django and the websocket processes share nothing but Redis, so the command travels there,
-on channels no client can publish to (see :data:`ws4redis.redis_store.CONTROL`). Only
+on channels no client can publish to (see :data:`ws4redis.core.names.CONTROL`). Only
 websockets with a session or a user subscribe to theirs; anonymous ones pay nothing.
 """
 
@@ -15,9 +15,12 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete
 
+from ws4redis.core.names import control_channel
 from ws4redis.core.relay import SESSION_ENDED
 from ws4redis.redis_pool import get_redis, is_cluster
-from ws4redis.redis_store import CONTROL, channel_name
+from ws4redis.settings import key_prefix
+
+__all__ = ["GROUPS_CHANGED", "disconnect"]
 
 logger = logging.getLogger("ws4redis")
 
@@ -38,9 +41,9 @@ def disconnect(
     """
     if not 4000 <= code <= 4999:
         raise ValueError(f"a close code for disconnect() is 4000-4999, got {code}")
-    channels = [channel_name(CONTROL, "session", session)] if session else []
+    channels = [control_channel(key_prefix(), "session", session)] if session else []
     if user:
-        channels.append(channel_name(CONTROL, "user", user))
+        channels.append(control_channel(key_prefix(), "user", user))
     if not channels:
         return 0
     payload = f"{code} {reason}".encode()

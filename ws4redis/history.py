@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from ws4redis.core.history import CLIENT, ENVELOPE, SERVER, HistoryOptions, Window
-from ws4redis.core.shards import colocated, key_slot
-from ws4redis.redis_store import key_prefix
+from ws4redis.core.names import history_keys
+from ws4redis.core.shards import key_slot
+from ws4redis.settings import key_prefix
 
 _PUBLISH = """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
@@ -66,15 +67,6 @@ return {meta[1], last, first, redis.call('XRANGE', KEYS[1], '0-' .. start, '+')}
 """
 
 
-def history_keys(channel: str) -> list[str]:
-    """The stream and the hash of ``channel``'s history, in the channel's hash slot (the
-    script publishes on the channel: a cluster runs it on the channel's master). Channel
-    names continue the prefix with an audience kind, never with ``history``, so the two
-    never meet."""
-    prefix = key_prefix()
-    return [colocated(f"{prefix}history:", channel), colocated(f"{prefix}history-meta:", channel)]
-
-
 def publish_command(
     channel: str,
     data: bytes,
@@ -91,7 +83,7 @@ def publish_command(
     ``EVAL`` with the script's text, not ``EVALSHA``: a pipeline then needs no extra round
     trip to make sure the server knows the script (Redis caches it by its digest anyway).
     """
-    keys = history_keys(channel)
+    keys = history_keys(key_prefix(), channel)
     if cluster and key_slot(keys[0].encode()) != key_slot(channel.encode()):
         raise ValueError(
             f"history of {channel!r}: a name with '}}' and no hash tag cannot share its hash "
@@ -108,7 +100,7 @@ def publish_command(
 def read(client: redis.Redis, channel: str, since: int = 0) -> Window:
     """The channel's history after offset ``since`` (all of it with 0, the last message only
     with -1), in one atomic read."""
-    epoch, last, first, entries = client.eval(_READ, 2, *history_keys(channel), since)
+    epoch, last, first, entries = client.eval(_READ, 2, *history_keys(key_prefix(), channel), since)
     messages, clients = [], set()
     for entry_id, fields in entries:
         offset = int(entry_id.split(b"-")[1])

@@ -18,10 +18,11 @@ from typing import Any, cast
 
 import redis
 
+from ws4redis.core.names import live_registry, live_report
 from ws4redis.core.stats import STATS, Stats
 from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
-from ws4redis.redis_store import key_prefix
+from ws4redis.settings import key_prefix
 
 logger = logging.getLogger("ws4redis.live")
 
@@ -67,13 +68,13 @@ class Reporter:
 
     def _write(self, counts: dict[str, int]) -> None:
         prefix = key_prefix()
-        key = f"{prefix}live:process:{self.name}"
+        key = live_report(prefix, self.name)
         with get_redis().pipeline(transaction=False) as pipe:
             pipe.delete(key)
             if counts:
                 pipe.hset(key, mapping=dict[Any, int](counts))  # its keys' type is narrower
                 pipe.expire(key, int(EXPIRES))
-            pipe.zadd(f"{prefix}live:processes", {self.name: time.time() + EXPIRES})
+            pipe.zadd(live_registry(prefix), {self.name: time.time() + EXPIRES})
             pipe.execute()
 
 
@@ -81,14 +82,14 @@ def facilities(connection: redis.Redis | None = None) -> tuple[Counter[str], int
     """Open websockets per facility over every live process, and how many processes."""
     client = connection if connection is not None else get_redis()
     prefix = key_prefix()
-    registry = f"{prefix}live:processes"
+    registry = live_registry(prefix)
     now = time.time()
     client.zremrangebyscore(registry, "-inf", now)
     # the client answers bytes (decode_responses is off); redis-py's annotations allow str too
     names = [cast(bytes, name).decode() for name in client.zrangebyscore(registry, now, "+inf")]
     total: Counter[str] = Counter()
     for name in names:
-        for facility, count in client.hgetall(f"{prefix}live:process:{name}").items():
+        for facility, count in client.hgetall(live_report(prefix, name)).items():
             total[cast(bytes, facility).decode()] += int(count)
     return total, len(names)
 

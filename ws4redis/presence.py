@@ -26,12 +26,15 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.history import PRESENCE
+from ws4redis.core.names import presence_keys
 from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
-from ws4redis.core.shards import colocated
 from ws4redis.process import per_process, process_name
 from ws4redis.redis_pool import get_redis
-from ws4redis.redis_store import is_authenticated, key_prefix, known_session_key
+from ws4redis.redis_store import is_authenticated, known_session_key
+from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
+
+__all__ = ["Presence", "present"]
 
 logger = logging.getLogger("ws4redis")
 
@@ -70,17 +73,6 @@ return present
 """
 
 
-def presence_keys(facility: str) -> list[str]:
-    """The sorted set and the hash of a facility's presence. Channel names continue the
-    prefix with an audience kind, never with ``presence``, so they never meet."""
-    prefix = key_prefix()
-    # one hash slot, so that a Redis Cluster runs the scripts that touch both
-    return [
-        colocated(f"{prefix}presence:", facility),
-        colocated(f"{prefix}presence-info:", facility),
-    ]
-
-
 @dataclass(frozen=True)
 class Presence:
     """Who is on a facility: user names, session keys, and open websockets (anonymous ones
@@ -95,7 +87,9 @@ def present(facility: str, connection: redis.Redis | None = None) -> Presence:
     """Who is connected on ``facility`` now, across every websocket process; expired
     entries (of processes that died) are removed on the way."""
     client = connection if connection is not None else get_redis()
-    entries = [json.loads(raw) for raw in client.eval(_READ, 2, *presence_keys(facility))]
+    entries = [
+        json.loads(raw) for raw in client.eval(_READ, 2, *presence_keys(key_prefix(), facility))
+    ]
     return Presence(
         users={e["user"] for e in entries if e.get("user")},
         sessions={e["session"] for e in entries if e.get("session")},
@@ -214,7 +208,7 @@ def _write(changes: Changes, ttl: float) -> None:
                 args += [visitor.id, entry(visitor)]
             args += removes.get(facility, [])
             # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
-            pipe.execute_command("EVAL", _WRITE, 2, *presence_keys(facility), *args)
+            pipe.execute_command("EVAL", _WRITE, 2, *presence_keys(key_prefix(), facility), *args)
         pipe.execute()
     _announce(changes)
 

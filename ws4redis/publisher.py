@@ -7,7 +7,9 @@ from typing import Any
 import redis
 from django.http import HttpRequest
 
-from ws4redis.redis_store import AUDIENCES, RedisMessage, RedisStore, channel_name, own_names
+from ws4redis.core.names import AUDIENCES, channel_name
+from ws4redis.redis_store import RedisMessage, RedisStore, own_names
+from ws4redis.settings import key_prefix
 
 __all__ = ["RedisPublisher"]
 
@@ -39,7 +41,7 @@ class RedisPublisher(RedisStore):
         for kind in kinds:
             names = [None] if kind == "broadcast" else own_names(kind, request)
             for name in names:
-                message = self._connection.get(channel_name(kind, facility, name))
+                message = self._connection.get(channel_name(key_prefix(), kind, facility, name))
                 if message:
                     return RedisMessage(message)
         return None

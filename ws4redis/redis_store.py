@@ -6,7 +6,6 @@ each other; they agree only on channel names, so those are built in exactly one 
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,8 +19,14 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
+from ws4redis.core.names import ARGUMENTS, AUDIENCES, channel_name, control_channel
+from ws4redis.history import publish_command
+from ws4redis.history import read as read_history
 from ws4redis.redis_commands import Command, run_once
 from ws4redis.redis_pool import get_redis, is_cluster
+from ws4redis.settings import key_prefix
+
+__all__ = ["SELF", "PublishError", "PublishOutcome", "RedisMessage", "RedisStore"]
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
 """Session key under which the ``user_logged_in`` handler stores the user's group names."""
@@ -35,9 +40,6 @@ class _SelfType:
 
 
 SELF = _SelfType()
-
-AUDIENCES = ("session", "user", "group", "broadcast")
-"""Audience kinds, in the order ``fetch_message`` looks for a persisted message."""
 
 
 class RedisMessage(bytes):
@@ -75,23 +77,6 @@ def is_authenticated(request: HttpRequest | None) -> TypeGuard[HttpRequest]:
     return bool(user is not None and user.is_authenticated)
 
 
-def key_prefix() -> str:
-    """``WS4REDIS_PREFIX`` with its ``:``, or an empty string."""
-    prefix = settings.WS4REDIS_PREFIX
-    return f"{prefix}:" if prefix else ""
-
-
-def channel_name(kind: str, facility: str, name: str | None = None) -> str:
-    """The Redis channel (and key of the persisted message) for one audience and facility.
-
-    A ``:`` (or ``%``) in a user, group or session name is percent-encoded, so that group
-    ``a:b`` on facility ``c`` and group ``a`` on facility ``b:c`` never share a channel.
-    """
-    who = "" if name is None else f"{name.replace('%', '%25').replace(':', '%3A')}:"
-    # Interned: every websocket on a channel keeps its name, and they then share one string.
-    return sys.intern(f"{key_prefix()}{kind}:{who}{facility}")
-
-
 def own_names(kind: str, request: HttpRequest | None) -> list[str]:
     """What :data:`SELF` means for one audience kind and request (empty when unknown)."""
     if kind == "user":
@@ -99,7 +84,7 @@ def own_names(kind: str, request: HttpRequest | None) -> list[str]:
     if kind == "group":
         if not is_authenticated(request):
             return []
-        user = request.user  # type: ignore[union-attr]
+        user = request.user
         if hasattr(user, "groups"):  # the groups as they are now (run off the event loop)
             return list(user.groups.values_list("name", flat=True))
         session = getattr(request, "session", None)  # a user model without groups
@@ -129,19 +114,14 @@ def known_session_key(request: HttpRequest | None) -> str | None:
     return key or None
 
 
-CONTROL = "control"
-"""Kind of the channels Django closes websockets through (``<prefix>:control:<name>:session``
-or ``:user``): no channel key names it, so no client can publish there."""
-
-
 def control_channels(request: HttpRequest | None) -> list[str]:
     """The control channels of a websocket of ``request``: its known session's and its
     user's. None for an anonymous client without a session (no extra subscription)."""
     channels = []
     if key := known_session_key(request):
-        channels.append(channel_name(CONTROL, "session", key))
+        channels.append(control_channel(key_prefix(), "session", key))
     if is_authenticated(request):
-        channels.append(channel_name(CONTROL, "user", request.user.get_username()))  # type: ignore[union-attr]
+        channels.append(control_channel(key_prefix(), "user", request.user.get_username()))
     return channels
 
 
@@ -211,17 +191,23 @@ class RedisStore:
         self,
         request: HttpRequest | None = None,
         facility: str = "{facility}",
-        broadcast: bool = False,
-        groups: Any = (),
-        users: Any = (),
-        sessions: Any = (),
+        **audiences: Any,
     ) -> list[str]:
-        """The channels of the union of the given audiences on ``facility``."""
-        channels = [channel_name("broadcast", facility)] if broadcast is True else []
-        for kind, value in (("group", groups), ("user", users), ("session", sessions)):
-            channels.extend(
-                channel_name(kind, facility, name) for name in _audience_names(kind, value, request)
-            )
+        """The channels of the union of the given audiences on ``facility``: ``broadcast``
+        (True or False) and the names of ``groups``, ``users`` and ``sessions``
+        (:data:`~ws4redis.core.names.ARGUMENTS`)."""
+        unknown = set(audiences) - set(ARGUMENTS.values())
+        if unknown:
+            raise TypeError(f"unknown audience argument(s): {', '.join(sorted(unknown))}")
+        prefix = key_prefix()
+        channels: list[str] = []
+        for kind in reversed(AUDIENCES):  # broadcast first, as the original published
+            value = audiences.get(ARGUMENTS[kind], ())
+            if kind == "broadcast":
+                names: list[str | None] = [None] if value is True else []
+            else:
+                names = list(_audience_names(kind, value, request))
+            channels.extend(channel_name(prefix, kind, facility, name) for name in names)
         return channels
 
     def publish_message(self, message: Any, expire: int | None = None) -> dict[str, int]:
@@ -246,8 +232,6 @@ class RedisStore:
         message is kept in the history only while client messages are stored at all
         (``expire``), and never keeps the history alive longer than that; presence
         announcements are never kept."""
-        from ws4redis import history
-
         facility = self.facility
         kept_by = settings.WS4REDIS_HISTORY
         kept = history_options(kept_by, facility) if facility is not None else None
@@ -268,7 +252,7 @@ class RedisStore:
             if kept is None:
                 commands.append((channel, (verb, channel, payload)))
             else:
-                command = history.publish_command(
+                command = publish_command(
                     channel, data, kept, cluster=cluster, origin=origin, client_ttl=client_ttl
                 )
                 commands.append((channel, command))
@@ -294,10 +278,8 @@ class RedisStore:
         epoch, first and last offsets, and the messages (offset, bytes) in order. Its
         ``epoch`` and ``last`` are the current position; with no history kept (none
         configured, or expired) the epoch is ``""``."""
-        from ws4redis import history
-
         return {
-            channel: history.read(self._connection, channel, since) for channel in self._publishers
+            channel: read_history(self._connection, channel, since) for channel in self._publishers
         }
 
     pipeline_publish_message = publish_message

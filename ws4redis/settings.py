@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from ws4redis.core.names import prefix_of
 from ws4redis.core.permissions import is_permissions
 
 REDIS_DEFAULTS: dict[str, Any] = {"host": "localhost", "port": 6379, "db": 0, "password": None}
@@ -166,6 +167,12 @@ def __getattr__(name: str) -> Any:
     if name == "WS4REDIS_CONNECTION_ARGS":
         return {**REDIS_DEFAULTS, **get("WS4REDIS_CONNECTION")}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def key_prefix() -> str:
+    """What every Redis name of this project starts with: ``WS4REDIS_PREFIX`` and a ``:``, or
+    nothing (the names themselves are built in :mod:`ws4redis.core.names`)."""
+    return prefix_of(get("WS4REDIS_PREFIX"))
 
 
 def load_callable(name: str) -> Callable[..., Any] | None:

@@ -172,7 +172,7 @@ def capture_published(connection: dict[str, Any] | None = None) -> Iterator[Capt
     before the block ended is in :class:`Captured` (Redis delivers in order).
     Not for Redis Cluster: sharded channels cannot be subscribed by pattern."""
     from ws4redis.redis_pool import connection_kwargs
-    from ws4redis.redis_store import key_prefix
+    from ws4redis.settings import key_prefix
 
     client = redis.Redis(**(connection or connection_kwargs()))
     pubsub = client.pubsub(ignore_subscribe_messages=True)

@@ -18,8 +18,9 @@ from ws4redis.core.history import (
     open_envelope,
     options,
 )
-from ws4redis.core.relay import Delivery, Start, frame_message
+from ws4redis.core.relay import Delivery, Start
 from ws4redis.core.stats import Stats
+from ws4redis.core.websocket import frame_message
 
 CHANNEL = b"ws4redis:broadcast:chat"
 HISTORY = {"chat": {"size": 10, "ttl": 60}}

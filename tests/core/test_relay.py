@@ -17,17 +17,9 @@ from ws4redis.core.opening import (
     requested_keys,
     requested_positions,
 )
-from ws4redis.core.relay import (
-    HEARTBEAT_INTERVAL,
-    Delivery,
-    Failure,
-    FramedRelay,
-    PendingLimits,
-    Relay,
-    Start,
-    frame_message,
-)
+from ws4redis.core.relay import HEARTBEAT_INTERVAL, Delivery, Failure, PendingLimits, Relay, Start
 from ws4redis.core.stats import Stats
+from ws4redis.core.websocket import FramedRelay, frame_message
 
 HANDSHAKE = {
     "Host": "testserver",

@@ -225,7 +225,7 @@ def negotiate(upgrade: Upgrade, max_size: int) -> tuple[ServerProtocol, Response
 
     The protocol is made in the OPEN state: the server already parsed the request, so the
     protocol's parser starts at frames, and the response goes out as bytes of its own
-    (:meth:`~ws4redis.core.relay.FramedRelay.opened`). Parsing the request a second time
+    (:meth:`~ws4redis.core.websocket.FramedRelay.opened`). Parsing the request a second time
     would cost every handshake that parse, and its headers would stay referenced by the
     parser's suspended generator for as long as the websocket is open.
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ws4redis.core.presence import tracked
@@ -85,16 +85,17 @@ def envelope(origin: bytes, position: Position | None, data: bytes) -> bytes:
 
 class Opened:
     """A message out of its envelope: who made it, its position (None without history)
-    and the payload. ``frame`` is its websocket frame, built by the relay when the first
-    websocket needs it and then shared by all of them."""
+    and the payload. ``encoded`` is the payload as one transport sends it (``encoder``),
+    built by the relay when the first client needs it and then shared by all of them."""
 
-    __slots__ = ("data", "frame", "origin", "position")
+    __slots__ = ("data", "encoded", "encoder", "origin", "position")
 
     def __init__(self, origin: bytes, position: Position | None, data: bytes) -> None:
         self.origin = origin
         self.position = position
         self.data = data
-        self.frame: bytes | None = None
+        self.encoder: Callable[[bytes], bytes] | None = None
+        self.encoded = b""
 
 
 def open_envelope(raw: bytes) -> Opened | None:

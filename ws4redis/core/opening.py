@@ -19,8 +19,9 @@ from websockets.server import ServerProtocol
 
 from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, negotiate
 from ws4redis.core.history import Position, enveloped_facility, parse_since
-from ws4redis.core.relay import FramedRelay, Relay
+from ws4redis.core.relay import Relay
 from ws4redis.core.stats import Stats
+from ws4redis.core.websocket import FramedRelay
 
 SUBSCRIBE_KEYS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
 PUBLISH_KEYS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")

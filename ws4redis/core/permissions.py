@@ -14,13 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ws4redis.core.names import AUDIENCES
+
 NAMED_RULES = ("anyone", "authenticated", "staff", "nobody")
 """The rules a permission may name instead of giving a callable."""
 USER_RULES = ("authenticated", "staff")
 """The named rules whose answer depends on the user (only they need it loaded)."""
 
 ACTIONS = ("subscribe", "publish")
-AUDIENCE_KINDS = ("session", "user", "group", "broadcast")
 
 Rule = str | Callable[..., bool]
 """A named rule, a dotted path to a callable, or a callable ``f(request, facility, audience)``."""
@@ -57,7 +58,7 @@ def is_permissions(value: Any) -> bool:
             if action not in ACTIONS:
                 return False
             if isinstance(rule, Mapping):
-                if not all(k in AUDIENCE_KINDS and is_rule(r) for k, r in rule.items()):
+                if not all(k in AUDIENCES and is_rule(r) for k, r in rule.items()):
                     return False
             elif not is_rule(rule):
                 return False

@@ -1,26 +1,22 @@
-"""What happens on one open websocket, without doing any I/O.
+"""What happens on one open connection, without doing any I/O.
 
 :class:`Relay` holds the rules of one connection (see ``docs/reference.md#relaying``): which
 client messages are published, the echo rule, when the heartbeat is due, how much may wait
-for a client that does not read, and which close code ends the connection.
-:class:`FramedRelay` adds the ``websockets`` sans-I/O protocol for the runtimes that own the
-socket: they feed it the bytes they read, publish what :meth:`FramedRelay.receive_data`
-returns and write what :meth:`FramedRelay.data_to_send` hands out. Framing, ping/pong, the
-close handshake and the frame size limit are the library's. ASGI servers frame for us, so
-the ASGI runtime uses :class:`Relay` and sends what it takes from the outbox.
+for a client that does not read, and which close code ends the connection. How the bytes
+look on the wire is a transport's business, a subclass in a module of its own (the
+websocket framing: :mod:`ws4redis.core.websocket`); ASGI servers frame for us, so the ASGI
+runtime uses :class:`Relay` itself and sends what it takes from the outbox.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from websockets.frames import CloseCode, Frame, Opcode
-from websockets.http11 import Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
+from websockets.frames import CloseCode
 
 from ws4redis.core.history import (
     PRESENCE,
@@ -118,28 +114,15 @@ def control_close(data: bytes) -> Failure:
     return Failure(number, reason.decode("utf-8", "replace")[:120], FailureKind.ENDED)
 
 
-OPEN = State.OPEN
 NO_POSITIONS: dict[bytes, Position] = {}
 """The positions of every relay without positions (see :meth:`Relay._deliver_positioned`)."""
-NOTHING: tuple[bytes, ...] = ()
-"""What a relay holds where it has no fragments or control frames waiting."""
+Encoder = Callable[[bytes], bytes]
+"""How a transport turns one message into what its outbox holds (a frame, an event)."""
 
 
-def is_text(message: bytes) -> bool:
-    """Valid UTF-8 goes out as a text frame, anything else as binary."""
-    if message.isascii():
-        return True
-    try:
-        message.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def frame_message(message: bytes) -> bytes:
-    """The server-to-client frame of ``message``; built once per message, sent to many."""
-    opcode = Opcode.TEXT if is_text(message) else Opcode.BINARY
-    return Frame(opcode, message).serialize(mask=False)
+def as_is(message: bytes) -> bytes:
+    """The encoder of a server that frames messages itself (ASGI): the message."""
+    return message
 
 
 class Delivery:
@@ -151,7 +134,7 @@ class Delivery:
     Nothing here raises on what arrived: the hubs build one per message of their reader.
     """
 
-    __slots__ = ("_frame", "_opened", "channel", "data")
+    __slots__ = ("_opened", "channel", "data", "encoded", "encoder")
 
     origin = SERVER
     position: Position | None = None
@@ -159,15 +142,9 @@ class Delivery:
     def __init__(self, channel: bytes, raw: bytes) -> None:
         self.channel = channel
         self.data = raw
-        self._frame: bytes | None = None
+        self.encoder: Encoder | None = None
+        self.encoded = b""
         self._opened: Opened | bool | None = False  # False: not read yet
-
-    @property
-    def frame(self) -> bytes:
-        """The frame of ``data``, built once, when the first websocket needs it."""
-        if self._frame is None:
-            self._frame = frame_message(self.data)
-        return self._frame
 
     def opened(self, stats: Stats) -> Opened | None:
         """The message out of its envelope, or None (logged and counted once, in ``stats``)
@@ -186,13 +163,12 @@ Message = Delivery | Opened
 """A message as a relay queues it: a delivery as it arrived, or what its envelope held."""
 
 
-def frame_of(message: Message) -> bytes:
-    """The shared frame of ``message``."""
-    if isinstance(message, Delivery):
-        return message.frame
-    if message.frame is None:
-        message.frame = frame_message(message.data)
-    return message.frame
+def encoded(message: Message, encode: Encoder) -> bytes:
+    """``message`` as ``encode`` makes it: built once, when the first websocket of that
+    transport needs it, then shared by all of them (a message reaches thousands)."""
+    if message.encoder is not encode:
+        message.encoded, message.encoder = encode(message.data), encode
+    return message.encoded
 
 
 @dataclass(slots=True)
@@ -219,17 +195,23 @@ class Start:
 
 
 class Relay:
-    """Per-connection rules between a websocket and its Redis channels.
+    """Per-connection rules between a client and its Redis channels, and the transport of
+    servers that frame messages themselves (ASGI): its outbox holds the messages.
 
-    ``outbox`` holds what waits for the client (messages here, frames in
-    :class:`FramedRelay`); ``failure`` is the :class:`Failure` once the connection must
-    end, for runtimes whose server sends the close frame. ``stats`` is where it counts
-    (the runtime's; the core imports no process-wide counts). Slots: a process holds one
-    relay per websocket, tens of thousands of them.
+    The rules are written once, here; a transport is a subclass that says how the client
+    gets messages, by overriding only these: :attr:`encode` (one message as the outbox
+    holds it, shared by every client of that transport), :meth:`opened` (what goes out
+    before the first message, such as a handshake response), :meth:`next_tick` and
+    :meth:`tick` (its keepalive), :meth:`fail` and :meth:`_failed` (how it ends and counts
+    its close), and the methods a runtime calls to move its bytes (the websocket transport,
+    :class:`~ws4redis.core.websocket.FramedRelay`, reads them with ``receive_data`` and writes
+    ``frames_to_write``). ``failure`` is the :class:`Failure` once the connection must end.
+    ``stats`` is where it counts (the runtime's; the core imports no process-wide counts).
+    Slots: a process holds one relay per client, tens of thousands of them.
     """
 
-    framed = False
-    """Whether the outbox holds frames (the runtime owns the socket) or messages (ASGI)."""
+    encode: Encoder = staticmethod(as_is)
+    """What the outbox holds for one message."""
 
     __slots__ = (
         "control",
@@ -395,8 +377,8 @@ class Relay:
         return self.outbox_bytes > self.max_buffer and self._over_bound()
 
     def deliver(self, delivery: Delivery) -> bool:
-        """Queue what Redis delivered (see :meth:`push`): its frame, or for an ASGI server,
-        which frames itself, the message. Presence announcements go only to clients that
+        """Queue what Redis delivered (see :meth:`push`), as :attr:`encode` makes it (built
+        once for all the clients of one transport). Presence announcements go only to clients that
         get JSON messages, where they are told apart by their channel name: in a plain
         stream they could not be told from a client's message of the same text."""
         if self.control and delivery.channel in self.control:  # Django ended its session
@@ -407,15 +389,11 @@ class Relay:
         message = self._read(delivery)
         if message is None or message.origin == PRESENCE:
             return False
-        return self.push(message.data, frame_of(message) if self.framed else message.data)
+        return self.push(message.data, encoded(message, self.encode))
 
     def _read(self, delivery: Delivery) -> Message | None:
         """What ``delivery`` carries for this websocket (None: it cannot be read)."""
         return delivery.opened(self.stats) if self.enveloped else delivery
-
-    def _item(self, message: bytes) -> bytes:
-        """What the outbox holds for ``message``."""
-        return frame_message(message) if self.framed else message
 
     def _deliver_positioned(self, delivery: Delivery) -> bool:
         """For a client that asked for positions: a message at or before the last position
@@ -449,14 +427,14 @@ class Relay:
         wake = False
         if gap:
             before = Position(position.epoch, position.offset - 1)  # type: ignore[union-attr]
-            wake = self.push(b"", self._item(marker(name, before)))
+            wake = self.push(b"", self.encode(marker(name, before)))
         if message.origin == PRESENCE:
             payload = announcement_wire(message.data)
         else:
             payload = wire(name, message.data, position, message.origin)
         if payload is None:
             return wake
-        return self.push(message.data, self._item(payload)) or wake
+        return self.push(message.data, self.encode(payload)) or wake
 
     def hold(self) -> None:
         """Its process lost the Redis connection of its channels: keep what arrives from now
@@ -495,7 +473,7 @@ class Relay:
 
     def send(self, message: bytes) -> None:
         """Queue a message for the client (persisted messages, heartbeats)."""
-        self.push(message, self._item(message))
+        self.push(message, self.encode(message))
 
     def take_outbox(self) -> list[bytes]:
         """Hand over the queued messages, in order, and start a new queue."""
@@ -520,8 +498,9 @@ class Relay:
     def opened(self, start: Start) -> None:
         """The connection is subscribed: the persisted messages go first, then whatever
         Redis delivered while subscribing."""
-        self.outbox[:0] = start.messages
-        self.outbox_bytes += sum(map(len, start.messages))
+        messages = [self.encode(message) for message in start.messages]
+        self.outbox[:0] = messages
+        self.outbox_bytes += sum(map(len, messages))
         self._started(start)
 
     # -- heartbeat ---------------------------------------------------------------------------
@@ -545,229 +524,18 @@ class Relay:
 
     @property
     def closing(self) -> bool:
-        """True once the connection is to end (or, framed, before it is open)."""
+        """True once the connection is to end (or, for a transport with a handshake, before
+        it is open)."""
         return not self.sending
 
     def fail(self, failure: Failure) -> None:
         """End the connection with ``failure``; what the client had not read is dropped."""
         if self.failure is None:
-            if not self.framed:  # a framed relay counts the close frame it sends
-                self.stats.closes[failure.code] += 1
+            self._failed(failure.code)
             self.failure = failure
             self.outbox, self.outbox_bytes = [], 0
         self.sending = False
 
-
-class FramedRelay(Relay):
-    """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
-
-    framed = True
-
-    __slots__ = (
-        "_close_counted",
-        "_control",
-        "_control_bytes",
-        "_fragment_opcode",
-        "_fragments",
-        "heard",
-        "ping_interval",
-        "ping_timeout",
-        "pong_due",
-        "protocol",
-        "quiet_since",
-        "response",
-    )
-
-    def __init__(
-        self,
-        protocol: ServerProtocol,
-        response: Response,
-        *,
-        ping_interval: float | None,
-        ping_timeout: float,
-        **options: object,
-    ) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
-        self.protocol = protocol
-        self.response: Response | None = response
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.heard = False
-        self.quiet_since: float = options["now"]  # type: ignore[assignment]
-        self.pong_due: float | None = None
-        # Empty ones shared: a process holds many thousands of relays, and most of them never
-        # see a fragmented message or a control frame.
-        self._fragments: list[bytes] = NOTHING  # type: ignore[assignment]
-        self._fragment_opcode: Opcode | None = None
-        self._control: list[bytes] = NOTHING  # type: ignore[assignment]
-        self._control_bytes = 0
-        self._close_counted = False
-        self.sending = False  # until the handshake response is out
-
-    def _open(self) -> bool:
-        """Whether the websocket is open: the handshake response is out (the protocol is
-        made open, see :func:`~ws4redis.core.handshake.negotiate`) and no close began."""
-        return self.response is None and self.protocol.state is OPEN
-
-    def _track_state(self) -> None:
-        """``sending`` mirrors the protocol's state after everything that may change it, so
-        the delivery path reads one attribute instead of the protocol's state property."""
-        self.sending = self.failure is None and self._open()
-        self._count_close()
-
-    def _count_close(self) -> None:
-        """Count a close the server started (its decision, or the protocol's: a frame too
-        big, bad UTF-8...), once; not the answer to a client's close."""
-        sent = self.protocol.close_sent
-        if sent is not None and not self._close_counted:
-            self._close_counted = True
-            if self.protocol.close_rcvd is None or not self.protocol.close_rcvd_then_sent:
-                self.stats.closes[sent.code] += 1
-
-    def _take_control(self) -> None:
-        """Keep the protocol's replies (pongs, close frames) where they count against
-        ``max_buffer``: a client that sends pings and never reads is failed with 1008
-        instead of growing the process."""
-        replies = self.protocol.data_to_send()
-        if replies:
-            self._control = [*self._control, *replies]
-            self._control_bytes += sum(map(len, replies))
-            if self.failure is None and self._control_bytes + self.outbox_bytes > self.max_buffer:
-                self.fail(Failure.TOO_SLOW)
-
-    def receive_data(self, data: bytes) -> list[bytes]:
-        """Feed bytes read from the client; return the messages to publish, in order."""
-        self.heard = True
-        self.protocol.receive_data(data)
-        messages = self._messages()
-        self._take_control()
-        self._track_state()
-        return messages
-
-    def receive_eof(self) -> None:
-        """The client closed its side of the TCP connection."""
-        self.protocol.receive_eof()
-        self._messages()
-        self._take_control()
-        self._track_state()
-
-    def _messages(self) -> list[bytes]:
-        messages = []
-        for frame in self.protocol.events_received():
-            assert isinstance(frame, Frame)  # an open protocol parses frames only
-            message = self._assemble(frame)
-            if message is None:
-                continue
-            if self._fragment_opcode is Opcode.TEXT and not is_text(message):
-                self.fail(Failure.INVALID_DATA)
-                break
-            if self.accept(message):
-                messages.append(message)
-        return messages
-
-    def _assemble(self, frame: Frame) -> bytes | None:
-        """Join fragmented messages; control frames are handled by the protocol."""
-        data: bytes = frame.data  # type: ignore[assignment]  # parsed frames hold bytes
-        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-            self._fragment_opcode = frame.opcode
-            if frame.fin:
-                return data
-            self._fragments = [data]
-        elif frame.opcode is Opcode.CONT:  # the protocol let it through: a message is begun
-            self._fragments.append(data)
-        else:
-            return None
-        if not frame.fin:
-            return None
-        message = b"".join(self._fragments)
-        self._fragments = NOTHING  # type: ignore[assignment]
-        return message
-
-    # -- keepalive ---------------------------------------------------------------------------
-
-    def next_tick(self) -> float | None:
-        heartbeat = super().next_tick()
-        if self.ping_interval is None:
-            return heartbeat
-        keepalive = self.pong_due or self.quiet_since + self.ping_interval
-        return keepalive if heartbeat is None else min(heartbeat, keepalive)
-
-    def tick(self, now: float) -> bool:
-        """Queue the heartbeat when due, and keep the connection alive: a client silent for
-        ``ping_interval`` gets a ping, and one that still says nothing for ``ping_timeout``
-        is failed with 1011. A vanished peer (no FIN, no RST: a cut network, a suspended
-        laptop) is only found this way; it would otherwise hold its subscriptions forever.
-        True when there is something to write."""
-        due = super().tick(now)
-        if self.ping_interval is None or not self.sending:
-            return due
-        if self.heard:
-            self.heard, self.quiet_since, self.pong_due = False, now, None
-        elif self.pong_due is not None:
-            if now >= self.pong_due:
-                self.fail(Failure.SILENT)
-                return True
-        elif now >= self.quiet_since + self.ping_interval:
-            self.protocol.send_ping(b"")
-            self._take_control()
-            self.pong_due = now + self.ping_timeout
-            return True
-        return due
-
-    def opened(self, start: Start) -> None:
-        """The connection is subscribed: the handshake response goes first, then the
-        persisted messages, then whatever Redis delivered while subscribing."""
-        assert self.response is not None
-        response = [self.response.serialize()]
-        self.response = None  # kept by nobody: a process holds many thousands of relays
-        self._track_state()
-        frames = [frame_message(message) for message in start.messages]
-        self.outbox[:0] = response + frames
-        self.outbox_bytes += sum(map(len, frames))
-        self._started(start)
-        if self.failure is not None:  # Django ended it while it subscribed: 101, then close
-            self._control = [*response, *self._control]
-
-    def frames_to_write(self, now: float) -> bytes | None:
-        """The queued frames as one chunk, written at ``now``; None once the connection is
-        closing (the runtime then writes :meth:`data_to_send`).
-
-        The delivery hot path: one call per websocket and write, and the queue is emptied
-        in place, so delivering allocates no containers.
-        """
-        if not self.sending:
-            return None
-        outbox = self.outbox
-        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-        outbox.clear()
-        self.outbox_bytes = 0
-        self.last_sent_at = now
-        self.stats.bytes_out += len(data)
-        return data
-
-    def data_to_send(self) -> list[bytes]:
-        """Bytes to write, in order; an empty ``b""`` means: shut down the write side.
-
-        Queued messages go before the protocol's own output while the connection is open;
-        once it is closing they are dropped, since nothing may follow a close frame.
-        """
-        queued = self.take_outbox()
-        if not self.sending:
-            queued = []
-        control, self._control, self._control_bytes = self._control, NOTHING, 0  # type: ignore[assignment]
-        return [*queued, *control, *self.protocol.data_to_send()]
-
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the closing handshake from the server side."""
-        if self._open():
-            self.protocol.send_close(code, reason)
-        self._track_state()
-
-    def fail(self, failure: Failure) -> None:
-        """Close at once (the client gets ``failure``'s code, no handshake awaited); what
-        the client had not read is dropped."""
-        super().fail(failure)
-        if self._open():  # else the closing handshake's frames stay queued
-            self._control, self._control_bytes = NOTHING, 0  # type: ignore[assignment]
-            self.protocol.fail(failure.code, failure.reason)
-        self._count_close()
+    def _failed(self, code: int) -> None:
+        """Count the close ``code`` the server decided (once per connection)."""
+        self.stats.closes[code] += 1

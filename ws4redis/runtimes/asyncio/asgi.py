@@ -20,7 +20,8 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.relay import Delivery, Relay, is_text
+from ws4redis.core.relay import Delivery, Relay
+from ws4redis.core.websocket import is_text
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher

@@ -2,7 +2,7 @@
 
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
 core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
-only moves bytes: client frames through :class:`~ws4redis.core.relay.FramedRelay`, Redis
+only moves bytes: client frames through :class:`~ws4redis.core.websocket.FramedRelay`, Redis
 messages from the loop's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
 transport.
 """
@@ -33,7 +33,8 @@ from websockets.streams import StreamReader
 from ws4redis import settings
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
-from ws4redis.core.relay import Delivery, FailureKind, FramedRelay, Start
+from ws4redis.core.relay import Delivery, FailureKind, Start
+from ws4redis.core.websocket import FramedRelay
 from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed

@@ -2,7 +2,7 @@
 
 Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets),
 both through :func:`serve_request`, the blocking model's one opening sequence. The reader
-feeds the client's bytes to the :class:`~ws4redis.core.relay.FramedRelay` and publishes
+feeds the client's bytes to the :class:`~ws4redis.core.websocket.FramedRelay` and publishes
 what it returns; the hub's thread queues Redis messages in the relay; the writer
 is the only one that writes to the socket, so frames never interleave. One lock guards the
 relay, and nobody blocks on the network while holding it.
@@ -21,8 +21,9 @@ from typing import Protocol
 from django.core.handlers.wsgi import WSGIRequest
 
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.relay import Delivery, Failure, FailureKind, FramedRelay, Start
+from ws4redis.core.relay import Delivery, Failure, FailureKind, Start
 from ws4redis.core.stats import STATS
+from ws4redis.core.websocket import FramedRelay
 from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.runtimes.opening import open_connection
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
