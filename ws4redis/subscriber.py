@@ -18,7 +18,8 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.core.history import CLIENT
-from ws4redis.core.opening import PUBLISH_KEYS, SUBSCRIBE_KEYS, TooManyChannels
+from ws4redis.core.names import PUBLISH_KEYS, SUBSCRIBE_KEYS
+from ws4redis.core.opening import TooManyChannels
 from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore, control_channels
 

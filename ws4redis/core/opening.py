@@ -19,14 +19,10 @@ from websockets.server import ServerProtocol
 
 from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, negotiate
 from ws4redis.core.history import Position, enveloped_facility, parse_since
+from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.relay import Relay
 from ws4redis.core.stats import Stats
 from ws4redis.core.websocket import FramedRelay
-
-SUBSCRIBE_KEYS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
-PUBLISH_KEYS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")
-CHANNEL_KEYS = frozenset(SUBSCRIBE_KEYS + PUBLISH_KEYS)
-"""The query keys that choose channels (``docs/reference.md#url-and-channel-keys``)."""
 
 
 class TooManyChannels(ValueError):

@@ -28,8 +28,8 @@ from websockets.datastructures import Headers
 
 from ws4redis import settings
 from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, check_request
+from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.opening import (
-    CHANNEL_KEYS,
     Accepted,
     Options,
     accept,
