@@ -25,7 +25,7 @@ from ws4redis.core.opening import Accepted, open_connection
 from ws4redis.core.relay import Delivery, Relay, is_text
 from ws4redis.runtimes.asyncio.hub import HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import subscribe
+from ws4redis.runtimes.redis_side import subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")

@@ -43,13 +43,19 @@ from ws4redis.redis_pool import (
     make_client,
     node_kwargs,
 )
-from ws4redis.runtimes.channels import caught_up, hold, positioned, restarted, skipped
-from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
+from ws4redis.runtimes.hubs import (
+    CONFIRM_WAIT,
+    LOST,
+    SharedSubscription,
+    caught_up,
+    hold,
+    positioned,
+    restarted,
+    skipped,
+)
+from ws4redis.runtimes.hubs import missed as channels_missed
 
 logger = logging.getLogger("ws4redis.hub")
-
-LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class Sink(Protocol):

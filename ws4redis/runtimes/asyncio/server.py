@@ -36,8 +36,9 @@ from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
 from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import failed, new_subscriber, opened, subscribe
-from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
+from ws4redis.runtimes.hubs import CONFIRM_WAIT
+from ws4redis.runtimes.redis_side import failed, new_subscriber, opened, subscribe
+from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
 

@@ -18,7 +18,7 @@ import time
 from websockets.frames import CloseCode
 
 from ws4redis.core.relay import TOO_SLOW, Delivery, FramedRelay, Start
-from ws4redis.runtimes.channels import publish
+from ws4redis.runtimes.redis_side import publish
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis")

@@ -16,7 +16,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import open_connection
 from ws4redis.core.relay import FramedRelay
-from ws4redis.runtimes.channels import subscribe
+from ws4redis.runtimes.redis_side import subscribe
 from ws4redis.runtimes.sync.connection import Connection
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
 from ws4redis.runtimes.sync.wsgi import StartResponse, reject
