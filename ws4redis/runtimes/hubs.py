@@ -17,6 +17,7 @@ import redis.exceptions
 
 from ws4redis import history
 from ws4redis.core.history import CLIENT, SERVER, Position, Window, envelope
+from ws4redis.core.links import Missed
 from ws4redis.core.relay import Delivery
 from ws4redis.core.stats import STATS
 from ws4redis.redis_pool import get_redis
@@ -70,44 +71,20 @@ def _names(channels: tuple[str | bytes, ...]) -> list[str]:
 Sink = TypeVar("Sink")
 
 
-def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, Position]:
-    """The open websockets among ``sinks`` that asked for positions, each with the last
-    position it got on ``channel`` (not those still opening: their recovery covers them)."""
-    found = {}
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        position = relay.position_of(channel) if relay is not None else None
-        if position is not None:
-            found[sink] = position
+def read_missed(positions: dict[bytes, dict[Sink, Position]]) -> Missed[Sink]:
+    """What the history of each channel of a catch-up kept since the positions of its
+    websockets (:meth:`~ws4redis.core.links.LinkState.positions`); a channel whose history
+    cannot be read is left out (what its websockets have is all there is). Blocking."""
+    found: Missed[Sink] = {}
+    for channel, offsets in positions.items():
+        try:
+            found[channel] = offsets, _missed(channel, offsets.values())
+        except redis.exceptions.RedisError as exc:
+            logger.warning("Cannot read what %r missed: %s", channel, exc)
     return found
 
 
-def hold(sinks: Iterable[Sink]) -> None:
-    """Their process lost Redis: websockets with positions keep what arrives until
-    :func:`caught_up` (see :meth:`~ws4redis.core.relay.Relay.hold`)."""
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        if relay is not None:
-            relay.hold()
-
-
-def caught_up(
-    sinks: Iterable[Sink], missed: dict[bytes, tuple[dict[Sink, Position], list[Delivery]]]
-) -> list[tuple[Sink, list[Delivery]]]:
-    """What each sink gets once its process has subscribed again: per channel, what the
-    history kept since its position (``missed``: from :func:`positioned` and
-    :func:`missed`), then what arrived while it was held; each drops what it has."""
-    handed = []
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        held = relay.release_held() if relay is not None else []
-        deliveries = [d for offsets, found in missed.values() if sink in offsets for d in found]
-        if deliveries or held:
-            handed.append((sink, deliveries + held))
-    return handed
-
-
-def missed(channel: bytes, positions: Iterable[Position]) -> list[Delivery]:
+def _missed(channel: bytes, positions: Iterable[Position]) -> list[Delivery]:
     """What ``channel``'s history keeps after the earliest of ``positions``, as Redis would
     have delivered it: for websockets that stayed open while their process subscribed the
     channel again (an outage, a failover), which may have missed some of it. When the
