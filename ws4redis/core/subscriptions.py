@@ -18,8 +18,9 @@ websocket may rely on its subscriptions:
   when it is back, every wanted channel is subscribed again and whoever was waiting for a
   subscription keeps waiting for the new one.
 
-The hub of each I/O model (:mod:`ws4redis.runtimes`) sends what this returns, feeds it every
-confirmation Redis sends and wakes the waits it hands back.
+Each connection's state (:mod:`ws4redis.core.links`) feeds it every confirmation Redis
+sends; the hub of each I/O model (:mod:`ws4redis.runtimes`) sends what it returns and wakes
+the waits it hands back.
 """
 
 from __future__ import annotations

@@ -10,17 +10,20 @@ and the log lines of a reader's faults.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ws4redis import history
 from ws4redis.core.history import CLIENT, SERVER, Position, Window, envelope
-from ws4redis.core.links import Missed
+from ws4redis.core.links import LinkState, Missed, Plan
 from ws4redis.core.relay import Delivery
+from ws4redis.core.shards import Address
 from ws4redis.core.stats import STATS
-from ws4redis.redis_pool import get_redis
+from ws4redis.redis_pool import get_redis, make_client, node_kwargs
 
 logger = logging.getLogger("ws4redis.hub")
 faults = logging.getLogger("ws4redis")
@@ -28,6 +31,19 @@ faults = logging.getLogger("ws4redis")
 
 LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 """What a Redis connection raises once it is gone (redis-py's, and the socket's)."""
+
+
+def subscription_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a hub's connections, from the configured ones: a subscription read
+    blocks until something is published, and a lost connection must surface at once (the
+    hub reconnects with its own backoff and says so)."""
+    return {**kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
+
+
+def node_client(kwargs: dict[str, Any], node: Address, asyncio: bool = False) -> Any:
+    """A client of ``node`` (a cluster master, or the server) with the hub's ``kwargs``."""
+    return make_client(node_kwargs(kwargs, node), asyncio=asyncio)
+
 
 CONFIRM_WAIT = 5.0
 """Seconds to wait at most for Redis to confirm the subscriptions of a new websocket."""
@@ -106,6 +122,24 @@ def _missed(channel: bytes, positions: Iterable[Position]) -> list[Delivery]:
 
 def _origin(window: Window, offset: int) -> bytes:
     return CLIENT if offset in window.clients else SERVER
+
+
+def received(
+    reply: Sequence[Any],
+    state: LinkState[Sink],
+    hand: Callable[[Collection[Sink], Delivery], None],
+    apply: Callable[[Plan[Sink]], None],
+) -> None:
+    """Have ``state`` take one reply its connection read: a message goes to its listeners
+    (``hand``), a confirmation's plan to the hub (``apply``). A reply that cannot be handled
+    is :func:`skipped`: no single reply may stop the reader of every websocket."""
+    try:
+        if reply[0] == state.message:
+            hand(*state.delivered(reply))
+        else:
+            apply(state.confirmed(reply))
+    except Exception:
+        skipped(reply)
 
 
 def skipped(reply: object) -> None:

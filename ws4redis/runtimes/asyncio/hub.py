@@ -18,31 +18,14 @@ from typing import Any, Protocol
 
 import redis.asyncio
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.shards import SlotMap
 from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import Wait
-from ws4redis.redis_pool import (
-    ConnectionKey,
-    cluster_seeds,
-    connection_key,
-    connection_kwargs,
-    make_client,
-    node_kwargs,
-)
-from ws4redis.runtimes.hubs import (
-    CONFIRM_WAIT,
-    LOST,
-    SharedSubscription,
-    logger,
-    read_missed,
-    restarted,
-    skipped,
-)
+from ws4redis.redis_pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
+from ws4redis.runtimes import hubs
 
 
 class Sink(Protocol):
@@ -64,10 +47,8 @@ class Hub:
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
-        # A subscription read blocks until something is published, and a lost connection
-        # must surface at once: the hub reconnects with its own backoff and says so.
-        self._kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, logger)
+        self._kwargs = hubs.subscription_kwargs(connection_kwargs)
+        self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, hubs.logger)
         self._refresher: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
@@ -122,10 +103,10 @@ class Hub:
     async def _read_slots(self) -> SlotMap | None:
         """The slot map from the first node that gives one."""
         for node in self._state.sources():
-            client = make_client(node_kwargs(self._kwargs, node), asyncio=True)
+            client = hubs.node_client(self._kwargs, node, asyncio=True)
             try:
                 reply = await client.execute_command("CLUSTER", "SLOTS")
-            except (*LOST, redis.exceptions.ResponseError):
+            except (*hubs.LOST, redis.exceptions.ResponseError):
                 continue
             finally:
                 await client.aclose()
@@ -170,7 +151,7 @@ class Link:
         self.hub = hub
         self.state = state
         # The client stays referenced: a Sentinel connection asks its pool for the master.
-        self._client = make_client(node_kwargs(hub._kwargs, state.node), asyncio=True)
+        self._client = hubs.node_client(hub._kwargs, state.node, asyncio=True)
         self.connection = self._client.connection_pool.make_connection()
         self.outgoing: asyncio.Queue[Wire] = asyncio.Queue()
         self._catching_up: asyncio.Task[None] | None = None
@@ -204,10 +185,10 @@ class Link:
                     await self.write(wire)
                     writer = self.hub.loop.create_task(self._write_forever())
                     await self._read_forever()
-                except LOST:
+                except hubs.LOST:
                     pass
                 except Exception:  # a fault of ours: log it, and the websockets keep a reader
-                    restarted()
+                    hubs.restarted()
                 finally:
                     if writer is not None:
                         writer.cancel()
@@ -228,9 +209,8 @@ class Link:
         if not state.current(catch_up):
             return  # lost again: the next connection catches up
         positions = state.positions(catch_up)
-        missed = (
-            await self.hub.loop.run_in_executor(None, read_missed, positions) if positions else {}
-        )
+        read = self.hub.loop.run_in_executor
+        missed = await read(None, hubs.read_missed, positions) if positions else {}
         for sink, deliveries in state.caught_up(missed):
             for delivery in deliveries:
                 self.hub.hand((sink,), delivery)
@@ -240,12 +220,13 @@ class Link:
             wire = await self.outgoing.get()
             try:
                 await self.write(wire)
-            except LOST:  # the reader sees the closed connection and starts over
+            except hubs.LOST:  # the reader sees the closed connection and starts over
                 await self.connection.disconnect(nowait=True)
                 return
 
     async def _read_forever(self) -> None:
-        read, state, hand = self.connection.read_response, self.state, self.hub.hand
+        read, state = self.connection.read_response, self.state
+        hand, apply = self.hub.hand, self.hub._apply
         while True:
             try:
                 reply = await read(push_request=True)  # with RESP3, messages are pushes
@@ -253,13 +234,7 @@ class Link:
                 # Start this connection over: the refused command's waits are parked, and
                 # the map read again sends each channel where it lives now.
                 raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
-            try:
-                if reply[0] == state.message:
-                    hand(*state.delivered(reply))
-                else:
-                    self.hub._apply(state.confirmed(reply))
-            except Exception:  # no single reply may stop the reader of every websocket
-                skipped(reply)
+            hubs.received(reply, state, hand, apply)
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}
@@ -283,7 +258,7 @@ async def close_hubs() -> None:
         await _hubs.pop(key).close()
 
 
-class HubSubscription(SharedSubscription):
+class HubSubscription(hubs.SharedSubscription):
     """The subscription of one websocket's subscriber when a :class:`Hub` serves the loop.
 
     ``subscribe`` runs in the thread that opens the websocket and waits for the hub;
@@ -301,7 +276,7 @@ class HubSubscription(SharedSubscription):
 
     def _add(self, names: list[str]) -> None:
         async def add() -> None:
-            await asyncio.wait_for(self.hub.add(self.sink, names), CONFIRM_WAIT)
+            await asyncio.wait_for(self.hub.add(self.sink, names), hubs.CONFIRM_WAIT)
 
         asyncio.run_coroutine_threadsafe(add(), self.hub.loop).result()
 

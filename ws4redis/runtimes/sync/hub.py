@@ -18,31 +18,14 @@ from typing import Any, Protocol
 
 import redis
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import SlotMap
 from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import Wait
-from ws4redis.redis_pool import (
-    ConnectionKey,
-    cluster_seeds,
-    connection_key,
-    connection_kwargs,
-    make_client,
-    node_kwargs,
-)
-from ws4redis.runtimes.hubs import (
-    CONFIRM_WAIT,
-    LOST,
-    SharedSubscription,
-    logger,
-    read_missed,
-    restarted,
-    skipped,
-)
+from ws4redis.redis_pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
+from ws4redis.runtimes import hubs
 
 
 class Sink(Protocol):
@@ -57,10 +40,8 @@ class Hub:
     """The process's Redis subscription connections and the websockets on each channel."""
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
-        # A subscription read blocks until something is published, and a lost connection
-        # must surface at once: the hub reconnects with its own backoff and says so.
-        self._kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, logger)
+        self._kwargs = hubs.subscription_kwargs(connection_kwargs)
+        self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, hubs.logger)
         self._lock = threading.Lock()
         self._refresher: threading.Thread | None = None
 
@@ -71,7 +52,7 @@ class Hub:
         after ``CONFIRM_WAIT`` seconds)."""
         with self._lock:
             done = self._send(*self._state.join(sink, channels))
-        if not done.wait(CONFIRM_WAIT):
+        if not done.wait(hubs.CONFIRM_WAIT):
             raise TimeoutError("Redis did not confirm the subscription")
 
     def remove(self, sink: Sink, channels: list[str]) -> None:
@@ -79,7 +60,7 @@ class Hub:
         unsubscribe of channels nobody wants any more (or after ``CONFIRM_WAIT``)."""
         with self._lock:
             done = self._send(*self._state.leave(sink, channels))
-        done.wait(CONFIRM_WAIT)
+        done.wait(hubs.CONFIRM_WAIT)
 
     def _send(self, plan: Plan[Sink], wait: Wait) -> threading.Event:
         """Under the lock: carry out ``plan``; an event set once ``wait`` is done."""
@@ -128,10 +109,10 @@ class Hub:
         with self._lock:
             nodes = self._state.sources()
         for node in nodes:
-            client = make_client(node_kwargs(self._kwargs, node))
+            client = hubs.node_client(self._kwargs, node)
             try:
                 reply = client.execute_command("CLUSTER", "SLOTS")
-            except (*LOST, redis.exceptions.ResponseError):
+            except (*hubs.LOST, redis.exceptions.ResponseError):
                 continue
             finally:
                 client.close()
@@ -155,7 +136,7 @@ class Link:
         self.hub = hub
         self.state = state
         # The client stays referenced: a Sentinel connection asks its pool for the master.
-        self._client = make_client(node_kwargs(hub._kwargs, state.node))
+        self._client = hubs.node_client(hub._kwargs, state.node)
         self.connection = self._client.connection_pool.make_connection()
         threading.Thread(target=self._run, name="ws4redis-hub", daemon=True).start()
 
@@ -169,7 +150,7 @@ class Link:
             return
         try:
             self.connection.send_packed_command(self.connection.pack_commands(wire))
-        except LOST:  # the reader sees the closed connection and starts over
+        except hubs.LOST:  # the reader sees the closed connection and starts over
             self.connection.disconnect()
 
     def _run(self) -> None:
@@ -187,10 +168,10 @@ class Link:
                 if catch_up is not None:
                     threading.Thread(target=self._catch_up, args=(catch_up,), daemon=True).start()
                 self._read_forever()
-            except LOST:
+            except hubs.LOST:
                 pass
             except Exception:  # a fault of ours: log it, and the websockets keep a reader
-                restarted()
+                hubs.restarted()
             with lock:
                 plan, pause = state.lost(time.monotonic())
                 self.hub._apply(plan)
@@ -203,26 +184,22 @@ class Link:
         """Once Redis confirmed the channels of a new connection: hand each websocket that
         asked for positions what the history kept since its position."""
         state, lock = self.state, self.hub._lock
-        while not catch_up.confirmed.handle.wait(CONFIRM_WAIT):
+        while not catch_up.confirmed.handle.wait(hubs.CONFIRM_WAIT):
             if not state.current(catch_up):
                 return
         with lock:
             if not state.current(catch_up):
                 return  # lost again: the next connection catches up
             positions = state.positions(catch_up)
-        missed = read_missed(positions)
+        missed = hubs.read_missed(positions)
         with lock:  # see _read_forever: nothing live is pushed meanwhile
             for sink, deliveries in state.caught_up(missed):
                 for delivery in deliveries:
                     self.hub.hand((sink,), delivery)
 
     def _read_forever(self) -> None:
-        read, state, lock, hand = (
-            self.connection.read_response,
-            self.state,
-            self.hub._lock,
-            self.hub.hand,
-        )
+        read, state, lock = self.connection.read_response, self.state, self.hub._lock
+        hand, apply = self.hub.hand, self.hub._apply
         while True:
             try:
                 reply = read(push_request=True)  # with RESP3, messages are pushes
@@ -233,13 +210,7 @@ class Link:
             # Under the lock: a catch-up hands over what its websockets missed, and stops
             # holding what arrives live, in one step that this must not split.
             with lock:
-                try:
-                    if reply[0] == state.message:
-                        hand(*state.delivered(reply))
-                    else:
-                        self.hub._apply(state.confirmed(reply))
-                except Exception:  # no single reply may stop the reader of every websocket
-                    skipped(reply)
+                hubs.received(reply, state, hand, apply)
 
 
 _hubs: dict[tuple[int, ConnectionKey], Hub] = {}
@@ -258,7 +229,7 @@ def get_hub() -> Hub:
         return hub
 
 
-class HubSubscription(SharedSubscription):
+class HubSubscription(hubs.SharedSubscription):
     """A websocket's subscription, served by the process's :class:`Hub`."""
 
     __slots__ = ("hub", "sink")
