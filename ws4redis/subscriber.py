@@ -39,46 +39,8 @@ class Subscription(Protocol):
 PubSubFactory = Callable[[], Subscription]
 
 
-class SharedSubscription:
-    """Base of the subscriptions a runtime puts behind a subscriber when one Redis connection
-    serves all its websockets: keeps the names, and tells the runtime's hub. Slots: one per
-    websocket."""
-
-    __slots__ = ("channels",)
-
-    def __init__(self) -> None:
-        # A tuple, not a dict: a websocket has a channel or two, and a dict costs ~200 bytes.
-        self.channels: tuple[str, ...] = ()
-
-    def subscribe(self, *channels: str | bytes) -> None:
-        names = _names(channels)
-        self.channels = tuple(dict.fromkeys((*self.channels, *names)))
-        self._add(names)
-
-    def unsubscribe(self, *channels: str | bytes) -> None:
-        names = _names(channels) or list(self.channels)
-        self.channels = tuple(name for name in self.channels if name not in names)
-        self._remove(names)
-
-    def close(self) -> None:
-        self.unsubscribe()
-
-    def _add(self, names: list[str]) -> None:
-        raise NotImplementedError
-
-    def _remove(self, names: list[str]) -> None:
-        raise NotImplementedError
-
-
-def _names(channels: tuple[str | bytes, ...]) -> list[str]:
-    return [c.decode() if isinstance(c, bytes) else c for c in channels]
-
-
 NO_CHANNELS: frozenset[str] = frozenset()
 """The publish channels of every subscriber that publishes nowhere."""
-
-CONFIRM_WAIT = 5.0
-"""Seconds to wait at most for Redis to confirm the subscriptions of a new websocket."""
 
 
 class RedisSubscriber(RedisStore):

@@ -18,8 +18,9 @@ websocket may rely on its subscriptions:
   when it is back, every wanted channel is subscribed again and whoever was waiting for a
   subscription keeps waiting for the new one.
 
-The hub of each I/O model (:mod:`ws4redis.runtimes`) sends what this returns, feeds it every
-confirmation Redis sends and wakes the waits it hands back.
+Each connection's state (:mod:`ws4redis.core.links`) feeds it every confirmation Redis
+sends; the hub of each I/O model (:mod:`ws4redis.runtimes`) sends what it returns and wakes
+the waits it hands back.
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ Sink = TypeVar("Sink")
 
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 10.0
-SLOT_POLL = 0.25
-"""Seconds between two reads of a cluster's slot map while a master's connection is down:
-its replica's promotion shows there first, and the channels move at once, not on the
-lost connection's backoff."""
 
 SUBSCRIBE = (b"subscribe", b"ssubscribe")
 """Confirmations of a subscription: a channel, or a shard channel of a cluster."""
@@ -294,12 +291,31 @@ def _settle(waits: list[Wait]) -> list[Wait]:
     return done
 
 
+class Backoff:
+    """The pause before each new try of something that keeps failing: doubling from
+    ``first`` up to ``most``, and from ``first`` again once it worked. The one backoff of
+    the hubs: reconnecting, and reading a cluster's slot map."""
+
+    def __init__(self, first: float = RECONNECT_MIN, most: float = RECONNECT_MAX) -> None:
+        self.first, self.most = first, most
+        self.delay = first
+
+    def next(self) -> float:
+        """Another try failed: how long to wait before the next."""
+        delay, self.delay = self.delay, min(self.delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        """It worked: the next failure waits ``first`` again."""
+        self.delay = self.first
+
+
 class Reconnection:
-    """Backoff (doubling, capped) and the log lines of a lost subscription connection."""
+    """Backoff and the log lines of a lost subscription connection."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.delay = RECONNECT_MIN
+        self.backoff = Backoff()
         self.lost_at: float | None = None
 
     def lost(self, now: float) -> float:
@@ -307,8 +323,7 @@ class Reconnection:
         if self.lost_at is None:
             self.logger.warning("Lost the Redis subscription connection; reconnecting")
             self.lost_at = now
-        delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_MAX)
-        return delay
+        return self.backoff.next()
 
     @staticmethod
     def earliest(reconnections: Iterable[Reconnection]) -> float | None:
@@ -329,4 +344,5 @@ class Reconnection:
             )
             STATS.reconnects += 1
             STATS.outage_seconds += now - self.lost_at
-            self.lost_at, self.delay = None, RECONNECT_MIN
+            self.lost_at = None
+            self.backoff.reset()

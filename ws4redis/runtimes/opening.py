@@ -9,7 +9,7 @@ the settings into :class:`~ws4redis.core.opening.Options`, turns the request int
 permission callables, handing the core their plain results. Every runtime opens through
 :func:`open_connection` (blocking: session and user lookups may query a database, so asyncio
 runtimes run it in a thread unless :func:`may_block` says it cannot wait), then subscribes
-through its hub (:mod:`ws4redis.runtimes.channels`).
+through its hub (:mod:`ws4redis.runtimes.redis_side`).
 """
 
 from __future__ import annotations

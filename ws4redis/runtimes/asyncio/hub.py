@@ -1,55 +1,31 @@
 """The loop's Redis subscription connections, shared by every websocket on it.
 
-The core decides: :class:`~ws4redis.core.subscriptions.Subscriptions` when a channel is
-subscribed or unsubscribed and when a websocket may count on it, and
-:class:`~ws4redis.core.shards.Shards` which connection carries which channel (one server:
-one connection; a Redis Cluster: one per master, each channel on the master of its slot).
-This hub only sends those commands, reads the replies, re-reads the cluster's slot map when
-a node says the map changed, and hands messages to the websockets. A message is framed once
-and the same bytes go to every local listener; all the frames one websocket gets from one
-read of Redis go out in one write.
+The twin of :mod:`ws4redis.runtimes.sync.hub` for an event loop, method for method.
+:mod:`ws4redis.core.links` decides what to send, on which connection (one server: one
+connection; a Redis Cluster: one per master, each channel on the master of its slot), when
+to reconnect, catch up or read the slot map, and when a websocket may count on its channels;
+this hub only sends those commands, reads the replies and hands messages to the websockets.
+A message is framed once and the same bytes go to every local listener; all the frames one
+websocket gets from one read of Redis go out in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Collection
 from typing import Any, Protocol
 
 import redis.asyncio
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery, Relay
-from ws4redis.core.shards import Address, Shards, SlotMap
+from ws4redis.core.shards import SlotMap
 from ws4redis.core.stats import STATS
-from ws4redis.core.subscriptions import (
-    RECONNECT_MAX,
-    RECONNECT_MIN,
-    SLOT_POLL,
-    Commands,
-    Reconnection,
-    Subscriptions,
-    Wait,
-)
-from ws4redis.redis_pool import (
-    ConnectionKey,
-    cluster_seeds,
-    connection_key,
-    connection_kwargs,
-    make_client,
-    node_kwargs,
-)
-from ws4redis.runtimes.channels import caught_up, hold, positioned, restarted, skipped
-from ws4redis.runtimes.channels import missed as channels_missed
-from ws4redis.subscriber import CONFIRM_WAIT, SharedSubscription
-
-logger = logging.getLogger("ws4redis.hub")
-
-LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+from ws4redis.core.subscriptions import Wait
+from ws4redis.redis_pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
+from ws4redis.runtimes import hubs
 
 
 class Sink(Protocol):
@@ -71,14 +47,9 @@ class Hub:
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
-        # A subscription read blocks until something is published, and a lost connection
-        # must surface at once: the hub reconnects with its own backoff and says so.
-        self._kwargs = {**connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
-        self._seeds = cluster_seeds(self._kwargs)
-        self._shards: Shards[Sink] = Shards(None if self._seeds else SlotMap.single())
-        self._links: dict[Address, Link] = {}
-        self._refreshing: asyncio.Task[None] | None = None
-        self._stale = False
+        self._kwargs = hubs.subscription_kwargs(connection_kwargs)
+        self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, hubs.logger)
+        self._refresher: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
         self._ready: asyncio.Future[None] = self.loop.create_future()
@@ -88,74 +59,54 @@ class Hub:
 
     def add(self, sink: Sink, channels: list[str]) -> Awaitable[None]:
         """Deliver ``channels`` to ``sink``; the result is done once Redis confirmed them."""
-        return self._send(*self._shards.join(sink, channels))
+        return self._send(*self._state.join(sink, channels))
 
     def remove(self, sink: Sink, channels: list[str]) -> Awaitable[None]:
         """Stop delivering ``channels`` to ``sink``; the result is done once Redis confirmed
         the unsubscribe of channels nobody wants any more."""
-        return self._send(*self._shards.leave(sink, channels))
+        return self._send(*self._state.leave(sink, channels))
 
-    def _send(self, commands: dict[Address | None, Commands], wait: Wait) -> asyncio.Future[None]:
-        self._dispatch(commands)
+    def _send(self, plan: Plan[Sink], wait: Wait) -> asyncio.Future[None]:
+        """Carry out ``plan``; a future done once ``wait`` is."""
+        self._apply(plan)
         if wait.done:  # e.g. joining a channel the loop listens to already
             return self._ready
         wait.handle = self.loop.create_future()
         return wait.handle
 
-    def _dispatch(self, commands: dict[Address | None, Commands]) -> None:
-        """Hand each node's commands to its link; start the links the books need and stop
-        those of nodes that serve nothing any more."""
-        start, stop, unmapped = self._shards.reconcile(self._links.keys())
-        if unmapped:
-            self.refresh()  # channels no known node serves: read the map
-        lost_at = Reconnection.earliest(self._links[node].reconnection for node in stop)
-        for node in stop:
-            self._links.pop(node).close()
-        for node in start:
-            self._links[node] = Link(self, node)
-            self._links[node].reconnection.inherit(lost_at)
-        for node, each in commands.items():
-            if node is not None:
-                self._links[node].outgoing.put_nowait(each)
-
-    @staticmethod
-    def _wake(waits: list[Wait]) -> None:
-        for wait in waits:
+    def _apply(self, plan: Plan[Sink]) -> None:
+        """Do what the core decided."""
+        for wait in plan.done:
             if wait.handle is not None and not wait.handle.done():
                 wait.handle.set_result(None)
+        for state in plan.stop:
+            state.handle.close()
+        for state in plan.start:
+            state.handle = Link(self, state)
+        for state, wire in plan.send:
+            state.handle.outgoing.put_nowait(wire)
+        if plan.read_slots and (self._refresher is None or self._refresher.done()):
+            self._refresher = self.loop.create_task(self._refresh())
 
     # -- the cluster's slot map ------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Read the cluster's slot map again (once at a time) and move the channels whose
-        master changed; nothing on a single server."""
-        if self._seeds is None:
-            return
-        self._stale = True  # a read under way when this came may predate the change
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = self.loop.create_task(self._refresh())
-
     async def _refresh(self) -> None:
-        while self._stale:
-            self._stale = False
-            delay = RECONNECT_MIN
+        """Read the cluster's slot map (retrying with backoff) as long as the core wants it
+        read, and move the channels whose master changed."""
+        state = self._state
+        while (pause := state.next_read()) is not None:
+            await asyncio.sleep(pause)
             while (slots := await self._read_slots()) is None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-            commands, done = self._shards.remap(slots)
-            self._wake(done)
-            self._dispatch(commands)
-            if not self._stale and any(not link.book.online for link in self._links.values()):
-                await asyncio.sleep(SLOT_POLL)  # a master is away: watch for its successor
-                self._stale = True
+                await asyncio.sleep(state.unread())
+            self._apply(state.remap(slots))
 
     async def _read_slots(self) -> SlotMap | None:
-        """The slot map from the first node that gives one (known masters, then seeds)."""
-        for node in [*self._shards.slots.nodes, *self._seeds]:
-            client = make_client(node_kwargs(self._kwargs, node), asyncio=True)
+        """The slot map from the first node that gives one."""
+        for node in self._state.sources():
+            client = hubs.node_client(self._kwargs, node, asyncio=True)
             try:
                 reply = await client.execute_command("CLUSTER", "SLOTS")
-            except (*LOST, redis.exceptions.ResponseError):
+            except (*hubs.LOST, redis.exceptions.ResponseError):
                 continue
             finally:
                 await client.aclose()
@@ -165,15 +116,7 @@ class Hub:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def fan_out(self, book: Subscriptions[Sink], channel: bytes, data: bytes) -> None:
-        sinks = book.listeners(channel)
-        STATS.messages += 1
-        if not sinks:
-            return
-        STATS.deliveries += len(sinks)
-        self.hand(sinks, Delivery(channel, data))
-
-    def hand(self, sinks: Iterable[Sink], delivery: Delivery) -> None:
+    def hand(self, sinks: Collection[Sink], delivery: Delivery) -> None:
         """Give ``delivery`` to ``sinks``; they write once this round of the loop is over."""
         dirty = self._dirty
         for sink in sinks:
@@ -193,109 +136,97 @@ class Hub:
 
     async def close(self) -> None:
         """Drop the Redis connections (the process is shutting down)."""
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-        for link in self._links.values():
+        if self._refresher is not None:
+            self._refresher.cancel()
+        links = [state.handle for state in self._state.links.values()]
+        for link in links:
             link.close()
-        await asyncio.gather(*(link.connection.disconnect() for link in self._links.values()))
+        await asyncio.gather(*(link.connection.disconnect() for link in links))
 
 
 class Link:
-    """The subscription connection to one node, and the book of what it carries."""
+    """The subscription connection to one node, run by a task of its own."""
 
-    def __init__(self, hub: Hub, node: Address) -> None:
+    def __init__(self, hub: Hub, state: LinkState[Sink]) -> None:
         self.hub = hub
-        self.book = hub._shards.books[node]
-        self.sharded = hub._seeds is not None
+        self.state = state
         # The client stays referenced: a Sentinel connection asks its pool for the master.
-        self._client = make_client(node_kwargs(hub._kwargs, node), asyncio=True)
+        self._client = hubs.node_client(hub._kwargs, state.node, asyncio=True)
         self.connection = self._client.connection_pool.make_connection()
-        self.outgoing: asyncio.Queue[Commands] = asyncio.Queue()
-        self.reconnection = Reconnection(logger)
+        self.outgoing: asyncio.Queue[Wire] = asyncio.Queue()
         self._catching_up: asyncio.Task[None] | None = None
         self._runner = hub.loop.create_task(self._run())
 
     def close(self) -> None:
+        """Stop (the core closed the state already)."""
         self._runner.cancel()
         if self._catching_up is not None:
             self._catching_up.cancel()
 
+    async def write(self, wire: Wire) -> None:
+        """Send ``wire``."""
+        if wire:
+            await self.connection.send_packed_command(self.connection.pack_commands(wire))
+
     async def _run(self) -> None:
         """Connect, subscribe what is wanted, read; after a loss, again with backoff."""
+        state = self.state
         try:
-            await self._connect_forever()
+            while True:
+                writer = None
+                try:
+                    await self.connection.connect()
+                    self.outgoing = asyncio.Queue()  # commands decided offline are void
+                    wire, catch_up = state.up(self.hub.loop.create_future(), time.monotonic())
+                    if catch_up is not None:
+                        if self._catching_up is not None:  # lost before it could: this
+                            self._catching_up.cancel()  # one's catch-up covers it
+                        self._catching_up = self.hub.loop.create_task(self._catch_up(catch_up))
+                    await self.write(wire)
+                    writer = self.hub.loop.create_task(self._write_forever())
+                    await self._read_forever()
+                except hubs.LOST:
+                    pass
+                except Exception:  # a fault of ours: log it, and the websockets keep a reader
+                    hubs.restarted()
+                finally:
+                    if writer is not None:
+                        writer.cancel()
+                plan, pause = state.lost(time.monotonic())
+                self.hub._apply(plan)
+                await self.connection.disconnect()
+                if pause is None:
+                    return
+                await asyncio.sleep(pause)
         finally:
             await self.connection.disconnect()
 
-    async def _connect_forever(self) -> None:
-        reconnection = self.reconnection
-        while True:
-            writer = None
-            try:
-                await self.connection.connect()
-                self.outgoing = asyncio.Queue()  # commands decided offline are void
-                confirmed = Wait(handle=self.hub.loop.create_future())
-                resubscribe = self.book.connected(confirmed)
-                if resubscribe.subscribe:
-                    if self._catching_up is not None:  # a connection lost before it could
-                        self._catching_up.cancel()  # this one's catch-up covers it
-                    catch_up = self._catch_up(confirmed.handle, resubscribe.subscribe)
-                    self._catching_up = self.hub.loop.create_task(catch_up)
-                await self._write(resubscribe)
-                reconnection.back(len(resubscribe.subscribe), time.monotonic())
-                writer = self.hub.loop.create_task(self._write_forever())
-                await self._read_forever()
-            except LOST:
-                pass
-            except Exception:  # a fault of ours: log it, and the websockets keep a reader
-                restarted()
-            finally:
-                if writer is not None:
-                    writer.cancel()
-            if not self.sharded:  # a cluster's channels may move on to another connection
-                hold(self.book.sinks())
-            self.hub._wake(self.book.lost())
-            await self.connection.disconnect()
-            self.hub.refresh()  # a cluster node that went away may have a successor
-            await asyncio.sleep(reconnection.lost(time.monotonic()))
-
-    async def _catch_up(self, confirmed: asyncio.Future[None], channels: list[bytes]) -> None:
+    async def _catch_up(self, catch_up: CatchUp) -> None:
         """Once Redis confirmed the channels of a new connection: hand each websocket that
-        asked for positions what the channel's history kept since its position, so that
-        what was published while this connection was down is not lost to it."""
-        await confirmed
+        asked for positions what the history kept since its position."""
+        state = self.state
+        await catch_up.confirmed.handle
+        if not state.current(catch_up):
+            return  # lost again: the next connection catches up
+        positions = state.positions(catch_up)
         read = self.hub.loop.run_in_executor
-        missed = {}
-        for channel in channels:
-            offsets = positioned(self.book.listeners(channel), channel)
-            if offsets:
-                try:
-                    found = await read(None, channels_missed, channel, offsets.values())
-                    missed[channel] = offsets, found
-                except redis.exceptions.RedisError as exc:  # what is kept is all there is
-                    logger.warning("Cannot read what %r missed: %s", channel, exc)
-        for sink, deliveries in caught_up(self.book.sinks(), missed):
+        missed = await read(None, hubs.read_missed, positions) if positions else {}
+        for sink, deliveries in state.caught_up(missed):
             for delivery in deliveries:
                 self.hub.hand((sink,), delivery)
 
-    async def _write(self, commands: Commands) -> None:
-        if commands:
-            wire = self.connection.pack_commands(commands.wire(self.sharded))
-            await self.connection.send_packed_command(wire)
-
     async def _write_forever(self) -> None:
         while True:
-            commands = await self.outgoing.get()
+            wire = await self.outgoing.get()
             try:
-                await self._write(commands)
-            except LOST:  # the reader sees the closed connection and starts over
+                await self.write(wire)
+            except hubs.LOST:  # the reader sees the closed connection and starts over
                 await self.connection.disconnect(nowait=True)
                 return
 
     async def _read_forever(self) -> None:
-        read = self.connection.read_response
-        book, fan_out = self.book, self.hub.fan_out
-        message = b"smessage" if self.sharded else b"message"
+        read, state = self.connection.read_response, self.state
+        hand, apply = self.hub.hand, self.hub._apply
         while True:
             try:
                 reply = await read(push_request=True)  # with RESP3, messages are pushes
@@ -303,16 +234,7 @@ class Link:
                 # Start this connection over: the refused command's waits are parked, and
                 # the map read again sends each channel where it lives now.
                 raise redis.exceptions.ConnectionError(f"the slot map changed: {exc}") from exc
-            try:
-                kind = reply[0]
-                if kind == message:
-                    fan_out(book, reply[1], reply[2])
-                else:
-                    self.hub._wake(book.confirmed(kind, reply[1]))
-                    if book.deaf(reply[1]):  # an unasked unsubscribe: the slot moved
-                        self.hub.refresh()
-            except Exception:  # no single reply may stop the reader of every websocket
-                skipped(reply)
+            hubs.received(reply, state, hand, apply)
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}
@@ -336,7 +258,7 @@ async def close_hubs() -> None:
         await _hubs.pop(key).close()
 
 
-class HubSubscription(SharedSubscription):
+class HubSubscription(hubs.SharedSubscription):
     """The subscription of one websocket's subscriber when a :class:`Hub` serves the loop.
 
     ``subscribe`` runs in the thread that opens the websocket and waits for the hub;
@@ -354,7 +276,7 @@ class HubSubscription(SharedSubscription):
 
     def _add(self, names: list[str]) -> None:
         async def add() -> None:
-            await asyncio.wait_for(self.hub.add(self.sink, names), CONFIRM_WAIT)
+            await asyncio.wait_for(self.hub.add(self.sink, names), hubs.CONFIRM_WAIT)
 
         asyncio.run_coroutine_threadsafe(add(), self.hub.loop).result()
 

@@ -22,8 +22,8 @@ from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Start
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.asyncio.hub import HubSubscription
-from ws4redis.runtimes.channels import subscribe
 from ws4redis.runtimes.opening import open_connection
+from ws4redis.runtimes.redis_side import subscribe
 from ws4redis.subscriber import RedisSubscriber
 
 GONE = Rejection(400, "The client went away.\n")

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ws4redis import settings
 from ws4redis.core.relay import PendingLimits, Relay
 from ws4redis.core.stats import STATS
-from ws4redis.runtimes.channels import publish
+from ws4redis.runtimes.redis_side import publish
 from ws4redis.subscriber import RedisSubscriber
 
 
@@ -57,7 +57,7 @@ class Publisher:
         self, subscriber: RedisSubscriber, messages: list[bytes], size: int
     ) -> asyncio.Future[int | None]:
         """Publish ``messages`` (``size`` bytes) of one client, after everything handed
-        over before; the result is :func:`~ws4redis.runtimes.channels.publish`'s."""
+        over before; the result is :func:`~ws4redis.runtimes.redis_side.publish`'s."""
         self._count(len(messages), size)
         future = asyncio.wrap_future(self._executor.submit(publish, subscriber, messages))
         future.add_done_callback(lambda _: self._count(-len(messages), -size))

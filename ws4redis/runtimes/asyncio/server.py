@@ -39,9 +39,10 @@ from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.channels import failed, new_subscriber, opened
+from ws4redis.runtimes.hubs import CONFIRM_WAIT
 from ws4redis.runtimes.opening import may_block
-from ws4redis.subscriber import CONFIRM_WAIT, RedisSubscriber
+from ws4redis.runtimes.redis_side import failed, new_subscriber, opened
+from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
 

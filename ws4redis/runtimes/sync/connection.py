@@ -24,8 +24,8 @@ from ws4redis.core.handshake import Rejection
 from ws4redis.core.relay import Delivery, Failure, FailureKind, Start
 from ws4redis.core.stats import STATS
 from ws4redis.core.websocket import FramedRelay
-from ws4redis.runtimes.channels import publish, subscribe
 from ws4redis.runtimes.opening import open_connection
+from ws4redis.runtimes.redis_side import publish, subscribe
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
 from ws4redis.runtimes.sync.wsgi import StartResponse, reject
 from ws4redis.subscriber import RedisSubscriber

@@ -9,8 +9,6 @@ thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TypeVar
 
 import redis
 from django.http import HttpRequest
@@ -18,19 +16,10 @@ from websockets.frames import CloseCode
 
 from ws4redis import history, settings
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.history import (
-    CLIENT,
-    SERVER,
-    Position,
-    Window,
-    envelope,
-    first_messages,
-    label,
-    wire,
-)
+from ws4redis.core.history import Position, first_messages, label, wire
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, TooManyChannels
-from ws4redis.core.relay import Delivery, Start
+from ws4redis.core.relay import Start
 from ws4redis.core.stats import STATS
 from ws4redis.live import reporter
 from ws4redis.presence import tracker
@@ -112,70 +101,6 @@ def failed(
     return rejection
 
 
-Sink = TypeVar("Sink")
-
-
-def positioned(sinks: Iterable[Sink], channel: bytes) -> dict[Sink, Position]:
-    """The open websockets among ``sinks`` that asked for positions, each with the last
-    position it got on ``channel`` (not those still opening: their recovery covers them)."""
-    found = {}
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        position = relay.position_of(channel) if relay is not None else None
-        if position is not None:
-            found[sink] = position
-    return found
-
-
-def hold(sinks: Iterable[Sink]) -> None:
-    """Their process lost Redis: websockets with positions keep what arrives until
-    :func:`caught_up` (see :meth:`~ws4redis.core.relay.Relay.hold`)."""
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        if relay is not None:
-            relay.hold()
-
-
-def caught_up(
-    sinks: Iterable[Sink], missed: dict[bytes, tuple[dict[Sink, Position], list[Delivery]]]
-) -> list[tuple[Sink, list[Delivery]]]:
-    """What each sink gets once its process has subscribed again: per channel, what the
-    history kept since its position (``missed``: from :func:`positioned` and
-    :func:`missed`), then what arrived while it was held; each drops what it has."""
-    handed = []
-    for sink in sinks:
-        relay = getattr(sink, "relay", None)
-        held = relay.release_held() if relay is not None else []
-        deliveries = [d for offsets, found in missed.values() if sink in offsets for d in found]
-        if deliveries or held:
-            handed.append((sink, deliveries + held))
-    return handed
-
-
-def missed(channel: bytes, positions: Iterable[Position]) -> list[Delivery]:
-    """What ``channel``'s history keeps after the earliest of ``positions``, as Redis would
-    have delivered it: for websockets that stayed open while their process subscribed the
-    channel again (an outage, a failover), which may have missed some of it. When the
-    history is in another epoch than one of them (Redis lost it meanwhile), all it keeps:
-    that websocket gets the new epoch from its start, or is told what it lacks. Each
-    websocket drops what it already has (:meth:`~ws4redis.core.relay.Relay.position_of`)."""
-    positions = list(positions)
-    connection = get_redis()
-    window = history.read(connection, channel.decode(), min(p.offset for p in positions))
-    if window.epoch and any(p.epoch != window.epoch for p in positions):
-        window = history.read(connection, channel.decode(), 0)
-    if not window.epoch:
-        return []
-    return [
-        Delivery(channel, envelope(_origin(window, offset), Position(window.epoch, offset), data))
-        for offset, data in window.messages
-    ]
-
-
-def _origin(window: Window, offset: int) -> bytes:
-    return CLIENT if offset in window.clients else SERVER
-
-
 def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
     """For a client that asked for positions, once its subscriptions are confirmed: per
     channel with history, what it missed since its position (read after subscribing, so
@@ -200,20 +125,6 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
         messages, start.positions[key] = first_messages(name, resume, window)
         start.messages.extend(messages)
     return start
-
-
-def skipped(reply: object) -> None:
-    """A hub's reader could not handle one reply from Redis: logged with its traceback and
-    counted, and the reader goes on with the next."""
-    STATS.reader_errors += 1
-    logger.exception("Skipped a reply from Redis that could not be handled: %.200r", reply)
-
-
-def restarted() -> None:
-    """A hub's reader stopped on an unexpected error: logged and counted; it connects
-    again, as after a lost connection."""
-    STATS.reader_errors += 1
-    logger.exception("The Redis reader failed; it starts over")
 
 
 def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> int | None:
