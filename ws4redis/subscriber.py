@@ -10,7 +10,7 @@ by every websocket of the process.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar, Protocol
 
 import redis
@@ -27,7 +27,9 @@ from ws4redis.redis_store import SELF, RedisStore, control_channels
 class Subscription(Protocol):
     """What a subscriber needs of its subscription (redis-py's ``PubSub`` has it all)."""
 
-    channels: dict[Any, Any]
+    @property
+    def channels(self) -> Collection[Any]:
+        """The channels it is subscribed to."""
 
     def subscribe(self, *channels: Any) -> Any: ...
 

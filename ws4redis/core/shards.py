@@ -29,6 +29,8 @@ from ws4redis.core.subscriptions import Commands, Subscriptions, Wait, keys
 
 Sink = TypeVar("Sink")
 Address = tuple[str, int]
+Routed = dict[Address | None, Commands]
+"""Commands per node (``None``: the one server that is not a cluster)."""
 
 SERVER: Address = ("", 0)
 """The node of a single server (standalone, or the master a Sentinel names)."""
@@ -118,7 +120,7 @@ class Shards(Generic[Sink]):
             book = self.books[node] = Subscriptions()
         return book
 
-    def join(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[dict, Wait]:
+    def join(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Routed, Wait]:
         """Add ``sink`` to ``channels``: the commands per node, and one wait done once every
         channel is subscribed on its node."""
         wait = Wait()
@@ -127,7 +129,7 @@ class Shards(Generic[Sink]):
             commands[node] = self.book(node).join(sink, routed, wait)[0]
         return _nonempty(commands), wait
 
-    def leave(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[dict, Wait]:
+    def leave(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Routed, Wait]:
         """Take ``sink`` off ``channels``: the commands per node, and one wait done once the
         channels nobody listens to any more are unsubscribed."""
         wait = Wait()
@@ -143,7 +145,7 @@ class Shards(Generic[Sink]):
             routed.setdefault(self.slots.node(key), []).append(key)
         return routed
 
-    def remap(self, slots: SlotMap) -> tuple[dict, list[Wait]]:
+    def remap(self, slots: SlotMap) -> tuple[Routed, list[Wait]]:
         """Follow a new slot map: every channel whose master changed moves to the new
         master's book. Returns the commands per node and the waits now done (those of
         unsubscribes on the old node: a node that lost the slot delivers it no more).
@@ -182,7 +184,7 @@ class Shards(Generic[Sink]):
         return book.listeners(key) if book is not None else ()
 
 
-def _nonempty(commands: dict) -> dict:
+def _nonempty(commands: Routed) -> Routed:
     return {node: each for node, each in commands.items() if each}
 
 

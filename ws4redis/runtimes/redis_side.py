@@ -76,7 +76,9 @@ def opened(subscriber: RedisSubscriber, request: HttpRequest) -> None:
 def new_subscriber(subscription: PubSubFactory) -> RedisSubscriber:
     """A ``WS4REDIS_SUBSCRIBER`` whose ``set_pubsub_channels`` subscribes through
     ``subscription``."""
-    subscriber = settings.load_callable("WS4REDIS_SUBSCRIBER")(get_redis())
+    make = settings.load_callable("WS4REDIS_SUBSCRIBER")
+    assert make is not None  # the setting has a default and is never None
+    subscriber = make(get_redis())
     subscriber.pubsub_factory = subscription
     return subscriber
 
@@ -117,8 +119,8 @@ def recover(subscriber: RedisSubscriber, since: dict[str, Position]) -> Start:
         key = channel.encode()
         start.labels[key] = name  # type: ignore[index]
         if kept is None:
-            if stored[n]:
-                start.messages.append(wire(name, stored[n]))
+            if message := stored[n]:
+                start.messages.append(wire(name, message))
             continue
         resume = since.get(name)
         window = history.read(connection, channel, resume.offset if resume else -1)

@@ -31,7 +31,10 @@ from ws4redis.runtimes import hubs
 class Sink(Protocol):
     """A local websocket as the hub sees it."""
 
-    relay: Relay | None
+    @property
+    def relay(self) -> Relay | None:
+        """Its relay, once it has one (a catch-up reads its positions)."""
+        ...
 
     def push(self, delivery: Delivery) -> bool:
         """Take a message; True when the sink needs a :meth:`flush`."""
@@ -61,7 +64,7 @@ class Hub:
         """Deliver ``channels`` to ``sink``; the result is done once Redis confirmed them."""
         return self._send(*self._state.join(sink, channels))
 
-    def remove(self, sink: Sink, channels: list[str]) -> Awaitable[None]:
+    def remove(self, sink: Sink, channels: list[str]) -> asyncio.Future[None]:
         """Stop delivering ``channels`` to ``sink``; the result is done once Redis confirmed
         the unsubscribe of channels nobody wants any more."""
         return self._send(*self._state.leave(sink, channels))
@@ -272,7 +275,7 @@ class HubSubscription(hubs.SharedSubscription):
         super().__init__()
         self.hub = hub
         self.sink = sink
-        self.released: Awaitable[None] | None = None
+        self.released: asyncio.Future[None] | None = None
 
     def _add(self, names: list[str]) -> None:
         async def add() -> None:

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.core.handlers.wsgi import WSGIRequest
@@ -220,7 +220,7 @@ class PersistedReads:
 
 
 def _mget(keys: list[str]) -> list[bytes | None]:
-    return get_redis().mget(keys)
+    return cast(list[bytes | None], get_redis().mget(keys))  # bytes: responses are not decoded
 
 
 NOT_JOINING: list[Awaitable[None]] = []
@@ -299,7 +299,7 @@ class Connection(asyncio.Protocol):
         self.subscriber: RedisSubscriber | None = None
         self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None
-        self.last_publish: asyncio.Future[None] | None = None
+        self.last_publish: asyncio.Future[int | None] | None = None
         self.phase = Phase.REQUEST
         self.opening: asyncio.Task[Rejection | Start] | None = None
         self.dirty = False
