@@ -21,6 +21,7 @@ ABOVE = sorted(
 FORBIDDEN = {
     "redis", "socket", "selectors", "select", "asyncio", "gevent", "uwsgi", "threading",
     "concurrent", "django", "ws4redis.settings", "ws4redis.runtimes", "ws4redis.management",
+    "ws4redis.bus",
     *ABOVE,
 }  # fmt: skip
 
@@ -44,3 +45,10 @@ def test_core_module_imports_no_io(path):
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
     }
     assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", CORE, ids=[p.name for p in CORE])
+def test_core_module_counts_into_the_stats_it_is_given(path):
+    """The process-wide counts are the runtimes' to hand in: a core object counts into the
+    ``Stats`` it was given, so that its unit tests (and two hubs) never share counts."""
+    assert "ws4redis.core.stats.STATS" not in imported(path), f"{path.name} imports STATS"

@@ -89,7 +89,7 @@ class LinkState(Generic[Sink]):
         self.sharded = hub.cluster
         self.message = b"smessage" if self.sharded else b"message"
         """What a message's reply starts with (a shard channel's on a cluster)."""
-        self.reconnection = Reconnection(hub.logger)
+        self.reconnection = Reconnection(hub.logger, hub.stats)
         # It carries channels of connections closed as it opens (a master that failed
         # over): their outage ends when it is up.
         self.reconnection.inherit(lost_at)
@@ -200,7 +200,7 @@ class HubState(Generic[Sink]):
         self._seeds = list(seeds or ())
         self.stats = stats
         self.logger = logger
-        self.shards: Shards[Sink] = Shards(None if self.cluster else SlotMap.single())
+        self.shards: Shards[Sink] = Shards(None if self.cluster else SlotMap.single(), stats)
         self.links: dict[Address, LinkState[Sink]] = {}
         self._stale = False
         self._backoff = Backoff()

@@ -25,6 +25,7 @@ from binascii import crc_hqx
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
+from ws4redis.core.stats import Stats
 from ws4redis.core.subscriptions import Commands, Subscriptions, Wait, keys
 
 Sink = TypeVar("Sink")
@@ -109,15 +110,17 @@ class Shards(Generic[Sink]):
     never online: its listeners' waits stay parked until a new map routes it somewhere.
     """
 
-    def __init__(self, slots: SlotMap | None = None) -> None:
+    def __init__(self, slots: SlotMap | None = None, stats: Stats | None = None) -> None:
         self.slots = slots or SlotMap()
+        self.stats = stats if stats is not None else Stats()
+        """Where every book counts its subscriptions and channels."""
         self.books: dict[Address | None, Subscriptions[Sink]] = {}
 
     def book(self, node: Address | None) -> Subscriptions[Sink]:
         """The book of ``node``, made on first use."""
         book = self.books.get(node)
         if book is None:
-            book = self.books[node] = Subscriptions()
+            book = self.books[node] = Subscriptions(self.stats)
         return book
 
     def join(self, sink: Sink, channels: Iterable[str | bytes]) -> tuple[Routed, Wait]:

@@ -4,7 +4,7 @@ Plain integers, no locks and no I/O: the core and the hubs add to them on their 
 addition per message or per write, not per lookup), and :mod:`ws4redis.metrics` reads them
 when Prometheus scrapes. Under the asyncio and gevent runtimes nothing interleaves an
 addition, except where websockets open in opener threads and close on the loop: the open
-counts change only in :meth:`Stats.change`, which :mod:`ws4redis.live`'s reporter calls
+counts change only in :meth:`Stats.change`, which :mod:`ws4redis.bus.live`'s reporter calls
 under its lock. Under ``runserver``'s threads another addition can very rarely be lost,
 which a development server can live with.
 
@@ -57,7 +57,7 @@ class Stats:
     def change(self, facility: str, delta: int) -> None:
         """A websocket on ``facility`` opened (+1, also counted as a 101) or closed (-1):
         the one place the open counts change. Not thread-safe: callers that open and close
-        on different threads hold a lock (:meth:`ws4redis.live.Reporter.change`)."""
+        on different threads hold a lock (:meth:`ws4redis.bus.live.Reporter.change`)."""
         self.connections += delta
         if delta > 0:
             self.handshakes[101] += 1

@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ws4redis.core.stats import STATS
+from ws4redis.core.stats import Stats
 
 Sink = TypeVar("Sink")
 
@@ -92,7 +92,9 @@ class Commands:
 class Subscriptions(Generic[Sink]):
     """Which local sinks listen on which channel, and what Redis was told about each."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats if stats is not None else Stats()
+        """Where its subscriptions and channels are counted (the process's, in a hub)."""
         self._sinks: dict[bytes, set[Sink]] = {}
         self._in_flight: dict[bytes, deque[_Command]] = {}
         self._subscribed: set[bytes] = set()
@@ -113,7 +115,7 @@ class Subscriptions(Generic[Sink]):
             sinks = self._sinks.setdefault(key, set())
             if sink not in sinks:
                 sinks.add(sink)
-                STATS.subscriptions += 1
+                self.stats.subscriptions += 1
             pending = self._in_flight.get(key)
             if not self.online:
                 self._parked.setdefault(key, []).append(wait)
@@ -139,7 +141,7 @@ class Subscriptions(Generic[Sink]):
             if sinks is None or sink not in sinks:
                 continue
             sinks.discard(sink)
-            STATS.subscriptions -= 1
+            self.stats.subscriptions -= 1
             if sinks:
                 continue
             del self._sinks[key]
@@ -181,10 +183,10 @@ class Subscriptions(Generic[Sink]):
         """Note whether Redis has ``key`` subscribed on this connection."""
         if subscribed and key not in self._subscribed:
             self._subscribed.add(key)
-            STATS.channels += 1
+            self.stats.channels += 1
         elif not subscribed and key in self._subscribed:
             self._subscribed.discard(key)
-            STATS.channels -= 1
+            self.stats.channels -= 1
 
     def lost(self) -> list[Wait]:
         """The connection is gone: nothing is subscribed or in flight any more.
@@ -193,7 +195,7 @@ class Subscriptions(Generic[Sink]):
         for a subscription are parked until the connection is back.
         """
         self.online = False
-        STATS.channels -= len(self._subscribed)
+        self.stats.channels -= len(self._subscribed)
         self._subscribed.clear()
         done: list[Wait] = []
         for key, pending in self._in_flight.items():
@@ -244,7 +246,7 @@ class Subscriptions(Generic[Sink]):
         """Forget ``key`` here: its listeners and the waits for its subscription, to go to
         another connection, and the waits now done (those for its unsubscribe)."""
         sinks = self._sinks.pop(key, set())
-        STATS.subscriptions -= len(sinks)
+        self.stats.subscriptions -= len(sinks)
         carried = self._parked.pop(key, [])
         done: list[Wait] = []
         for command in self._in_flight.pop(key, ()):
@@ -259,7 +261,7 @@ class Subscriptions(Generic[Sink]):
         """Carry ``key`` for ``sinks`` from now on; ``waits`` are settled by its
         subscription here."""
         here = self._sinks.setdefault(key, set())
-        STATS.subscriptions += len(sinks - here)
+        self.stats.subscriptions += len(sinks - here)
         here.update(sinks)
         if not self.online:
             self._parked.setdefault(key, []).extend(waits)
@@ -313,8 +315,10 @@ class Backoff:
 class Reconnection:
     """Backoff and the log lines of a lost subscription connection."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, stats: Stats | None = None) -> None:
         self.logger = logger
+        self.stats = stats if stats is not None else Stats()
+        """Where reconnections and the time without Redis are counted."""
         self.backoff = Backoff()
         self.lost_at: float | None = None
 
@@ -342,7 +346,7 @@ class Reconnection:
             self.logger.warning(
                 "Redis is back after %.1f s; %d channels resubscribed", now - self.lost_at, channels
             )
-            STATS.reconnects += 1
-            STATS.outage_seconds += now - self.lost_at
+            self.stats.reconnects += 1
+            self.stats.outage_seconds += now - self.lost_at
             self.lost_at = None
             self.backoff.reset()
