@@ -50,8 +50,8 @@ def topology_server(connection: dict, facilities: list[str]) -> Server:
     publisher's round trips do not weigh on the latency of the last facilities. The
     pipeline is redis-py's, as a Django view's would be: its cluster pipeline costs more
     client CPU, which shows in the latency."""
+    from ws4redis.bus.pool import is_cluster, make_client
     from ws4redis.core.names import channel_name
-    from ws4redis.redis_pool import is_cluster, make_client
     from ws4redis.settings import key_prefix
 
     os.environ["WS4REDIS_BENCH_CONNECTION"] = json.dumps(connection)  # read by bench.settings

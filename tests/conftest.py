@@ -19,9 +19,9 @@ from django.test import Client
 
 from tests.servers import InProcessServer, in_process_server, running_uwsgi
 from ws4redis import settings as ws_settings
+from ws4redis.bus.pool import get_redis
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
-from ws4redis.redis_pool import get_redis
 
 FACILITY = "unittest"
 

@@ -16,9 +16,9 @@ from django.test import override_settings
 from tests.conftest import FACILITY, connected, login
 from tests.servers import free_port, private_redis, redis_tls_files
 from ws4redis import settings as ws_settings
+from ws4redis.bus.pool import get_redis
 from ws4redis.context_processors import default as context_processor
 from ws4redis.publisher import RedisPublisher
-from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import SELF, RedisMessage
 
 

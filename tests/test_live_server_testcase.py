@@ -8,9 +8,9 @@ from django.conf import settings
 from django.test import LiveServerTestCase
 
 from tests.conftest import chat_line
+from ws4redis.bus.pool import get_redis
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
-from ws4redis.redis_pool import get_redis
 
 
 class ChatLiveServerTests(LiveServerTestCase):

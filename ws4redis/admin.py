@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from ws4redis import settings
+from ws4redis.bus.live import facilities
 from ws4redis.core.presence import tracked
-from ws4redis.live import facilities
 from ws4redis.presence import present
 
 RELOAD_SECONDS = 5

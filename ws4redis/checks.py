@@ -18,8 +18,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
+from ws4redis.bus.pool import connection_kwargs, make_client
 from ws4redis.core.names import AUDIENCES
-from ws4redis.redis_pool import connection_kwargs, make_client
 
 REDIS_CHECK_TIMEOUT = 1.0
 """Seconds the Redis check waits for an answer: a command must not hang on an absent one."""

@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete
 
+from ws4redis.bus.pool import get_redis, is_cluster
 from ws4redis.core.names import control_channel
 from ws4redis.core.relay import SESSION_ENDED
-from ws4redis.redis_pool import get_redis, is_cluster
 from ws4redis.settings import key_prefix
 
 __all__ = ["GROUPS_CHANGED", "disconnect"]

@@ -25,11 +25,11 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.bus.pool import get_redis
+from ws4redis.bus.process import per_process, process_name
 from ws4redis.core.history import PRESENCE
 from ws4redis.core.names import presence_keys
 from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
-from ws4redis.process import per_process, process_name
-from ws4redis.redis_pool import get_redis
 from ws4redis.redis_store import is_authenticated, known_session_key
 from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened

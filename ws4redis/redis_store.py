@@ -17,13 +17,13 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.bus.commands import Command, run_once
+from ws4redis.bus.history import publish_command
+from ws4redis.bus.history import read as read_history
+from ws4redis.bus.pool import get_redis, is_cluster
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
 from ws4redis.core.names import ARGUMENTS, AUDIENCES, channel_name, control_channel
-from ws4redis.history import publish_command
-from ws4redis.history import read as read_history
-from ws4redis.redis_commands import Command, run_once
-from ws4redis.redis_pool import get_redis, is_cluster
 from ws4redis.settings import key_prefix
 
 __all__ = ["SELF", "PublishError", "PublishOutcome", "RedisMessage", "RedisStore"]
@@ -217,7 +217,7 @@ class RedisStore:
         On a facility with history (``WS4REDIS_HISTORY``) the message is also appended to
         each channel's history and published with its position. All commands go out in one
         pipelined round trip per Redis node, and each reaches Redis at most once: nothing is
-        published twice, whatever fails in between (:mod:`ws4redis.redis_commands`).
+        published twice, whatever fails in between (:mod:`ws4redis.bus.commands`).
         Returns, per channel, how many Redis subscribers received the message; raises
         :class:`PublishError`, which says per channel what went out, when not everything did.
         """

@@ -17,10 +17,10 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
+from ws4redis.bus.pool import get_many
 from ws4redis.core.history import CLIENT
 from ws4redis.core.names import PUBLISH_KEYS, SUBSCRIBE_KEYS
 from ws4redis.core.opening import TooManyChannels
-from ws4redis.redis_pool import get_many
 from ws4redis.redis_store import SELF, RedisStore, control_channels
 
 
@@ -131,7 +131,7 @@ class RedisSubscriber(RedisStore):
             subscription.close()
         tracker().closed(self)
         if self.opened:
-            from ws4redis.live import reporter
+            from ws4redis.bus.live import reporter
 
             self.opened = False
             reporter().change(self.facility or "", -1)

@@ -171,7 +171,7 @@ def capture_published(connection: dict[str, Any] | None = None) -> Iterator[Capt
     arguments). On leaving, a marker is published and awaited, so everything published
     before the block ended is in :class:`Captured` (Redis delivers in order).
     Not for Redis Cluster: sharded channels cannot be subscribed by pattern."""
-    from ws4redis.redis_pool import connection_kwargs
+    from ws4redis.bus.pool import connection_kwargs
     from ws4redis.settings import key_prefix
 
     client = redis.Redis(**(connection or connection_kwargs()))

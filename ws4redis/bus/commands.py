@@ -21,7 +21,7 @@ import redis
 import redis.cluster
 import redis.exceptions
 
-from ws4redis.redis_pool import is_cluster
+from ws4redis.bus.pool import is_cluster
 
 RETRY_FOR = 5.0
 """Seconds a command Redis refused (or that could not be sent) is tried again: about what

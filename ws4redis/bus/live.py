@@ -18,10 +18,10 @@ from typing import Any, cast
 
 import redis
 
+from ws4redis.bus.pool import get_redis
+from ws4redis.bus.process import per_process, process_name
 from ws4redis.core.names import live_registry, live_report
 from ws4redis.core.stats import STATS, Stats
-from ws4redis.process import per_process, process_name
-from ws4redis.redis_pool import get_redis
 from ws4redis.settings import key_prefix
 
 logger = logging.getLogger("ws4redis.live")

@@ -17,13 +17,13 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ws4redis import history
+from ws4redis.bus import history
+from ws4redis.bus.pool import get_redis, make_client, node_kwargs
 from ws4redis.core.history import CLIENT, SERVER, Position, Window, envelope
 from ws4redis.core.links import LinkState, Missed, Plan
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import Address
 from ws4redis.core.stats import STATS
-from ws4redis.redis_pool import get_redis, make_client, node_kwargs
 
 logger = logging.getLogger("ws4redis.hub")
 faults = logging.getLogger("ws4redis")

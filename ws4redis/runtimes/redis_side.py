@@ -14,16 +14,17 @@ import redis
 from django.http import HttpRequest
 from websockets.frames import CloseCode
 
-from ws4redis import history, settings
+from ws4redis import settings
+from ws4redis.bus import history
+from ws4redis.bus.live import reporter
+from ws4redis.bus.pool import get_many, get_redis
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.history import Position, first_messages, label, wire
 from ws4redis.core.history import options as history_options
 from ws4redis.core.opening import Accepted, TooManyChannels
 from ws4redis.core.relay import Start
 from ws4redis.core.stats import STATS
-from ws4redis.live import reporter
 from ws4redis.presence import tracker
-from ws4redis.redis_pool import get_many, get_redis
 from ws4redis.redis_store import key_prefix
 from ws4redis.runtimes.opening import client_message_expiry
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber

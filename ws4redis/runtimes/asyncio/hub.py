@@ -19,12 +19,12 @@ from typing import Any, Protocol
 import redis.asyncio
 import redis.exceptions
 
+from ws4redis.bus.pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
 from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.shards import SlotMap
 from ws4redis.core.stats import STATS
 from ws4redis.core.subscriptions import Wait
-from ws4redis.redis_pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
 from ws4redis.runtimes import hubs
 
 

@@ -31,11 +31,11 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from ws4redis import settings
+from ws4redis.bus.pool import get_redis
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, FailureKind, Start
 from ws4redis.core.websocket import FramedRelay
-from ws4redis.redis_pool import get_redis
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
