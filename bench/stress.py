@@ -1,6 +1,7 @@
 """The manual's stress test at full size: 1,000 subscribers on one facility, one publish,
 every subscriber must receive it. Runs against ``runwebsocket`` and against uWSGI + gevent
-and prints how long the delivery took. Not a test (tests/test_stress.py is, with fewer)."""
+and prints how long the delivery took. Not a test
+(tests/operations/test_stress.py is, with fewer)."""
 
 from __future__ import annotations
 

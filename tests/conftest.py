@@ -7,23 +7,21 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-import websocket
 from django.contrib.auth.models import Group, User
-from django.test import Client
 
-from tests.servers import InProcessServer, in_process_server, running_uwsgi
+from tests.support.clients import (
+    SOCKET_RUNTIMES,
+    Server,
+)
+from tests.support.servers import InProcessServer, in_process_server, running_uwsgi
 from ws4redis import settings as ws_settings
 from ws4redis.bus.pool import get_redis
 from ws4redis.django_runserver import application
-from ws4redis.publisher import RedisPublisher
-
-FACILITY = "unittest"
 
 
 @pytest.fixture(scope="session")
@@ -47,29 +45,6 @@ def rdb(redis_server: redis.Redis) -> Iterator[redis.Redis]:
     """The test Redis database, emptied before each test."""
     redis_server.flushdb()
     yield get_redis()
-
-
-@dataclass
-class Server:
-    """A running server of one runtime: where its websockets are, and where Django's pages
-    are (the same place under runserver)."""
-
-    runtime: str
-    http_url: str
-    ws_base: str
-    log: Callable[[], str]
-    """The server's log during this test (captured here, or from uWSGI's log file)."""
-
-    @property
-    def ws_url(self) -> str:
-        return self.ws_base + "/ws/"
-
-    def url(self, query: str = "", facility: str = FACILITY) -> str:
-        return f"{self.ws_url}{facility}{'?' + query if query else ''}"
-
-    def connect(self, query: str = "", facility: str = FACILITY, **kwargs) -> websocket.WebSocket:
-        kwargs.setdefault("timeout", 10)
-        return websocket.create_connection(self.url(query, facility), **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +77,7 @@ def asgi_server(redis_server) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/uwsgi_app.py):
+    """``ws4redis.uwsgi_runserver`` under a real uWSGI with gevent (tests/support/uwsgi_app.py):
     its ws:// base and its log file."""
     from django.test.signals import setting_changed
 
@@ -127,7 +102,6 @@ def uwsgi_server(redis_server, django_db_setup, tmp_path_factory) -> Iterator[tu
     setting_changed.disconnect(mirror)
 
 
-SOCKET_RUNTIMES = ["runserver", "asyncio"]
 """Runtimes that own the socket, and so the handshake and the close handshake."""
 
 
@@ -181,51 +155,3 @@ def users(transactional_db) -> dict[str, User]:
         people[name].groups.add(chatters)
     people["eve"] = User.objects.create_user("eve", password="secret")
     return people
-
-
-def login(username: str) -> Client:
-    """A Django test client logged in as ``username`` (runs the user_logged_in signal)."""
-    client = Client()
-    assert client.login(username=username, password="secret")
-    return client
-
-
-def session_cookie(client: Client) -> str:
-    """The Cookie header line that carries ``client``'s session to a websocket."""
-    from django.conf import settings
-
-    name = settings.SESSION_COOKIE_NAME
-    return f"Cookie: {name}={client.cookies[name].value}"
-
-
-def recv_close(ws: websocket.WebSocket) -> int:
-    """Read until the server's close frame; return its close code."""
-    while True:
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            return int.from_bytes(frame.data[:2], "big")
-
-
-def chat_line(ws: websocket.WebSocket) -> str:
-    """The next line of the example's broadcast chat, past its join/leave announcements."""
-    while (message := ws.recv()).startswith('{"presence"'):
-        pass
-    return message
-
-
-def publish_marker(facility: str = FACILITY) -> bytes:
-    """Broadcast a marker on ``facility``. Redis delivers in order, so once a socket receives
-    the marker, anything published before it has arrived too: absences are shown without
-    waiting for a timeout."""
-    marker = b"--marker--"
-    RedisPublisher(facility=facility, broadcast=True).publish_message(marker, expire=0)
-    return marker
-
-
-@contextlib.contextmanager
-def connected(server: Server, query: str = "", **kwargs) -> Iterator[websocket.WebSocket]:
-    ws = server.connect(query, **kwargs)
-    try:
-        yield ws
-    finally:
-        ws.close()

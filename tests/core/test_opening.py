@@ -1,5 +1,6 @@
 """Deciding whether an upgrade becomes a websocket, from plain values: statuses, channel
-keys, hosts and origins, subprotocols (the Django side: ``tests/test_opening.py``)."""
+keys, hosts and origins, subprotocols (the Django side:
+``tests/connections/test_opening_in_django.py``)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 import websocket
 
-from tests.servers import ROOT, free_port, private_redis, uwsgi_binary, wait_for
+from tests.support.servers import ROOT, free_port, private_redis, uwsgi_binary, wait_for
 
 pytestmark = pytest.mark.autobahn
 
@@ -65,7 +65,7 @@ def command(runtime: str, port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
     return [
         uwsgi_binary(), "--http-socket", address, "--gevent", "100", "--http-websockets",
-        "--gevent-early-monkey-patch", "--module", "tests.uwsgi_app", "--master",
+        "--gevent-early-monkey-patch", "--module", "tests.support.uwsgi_app", "--master",
         "--die-on-term",
     ]  # fmt: skip
 
@@ -87,7 +87,7 @@ def runtime_server(request, tmp_path) -> Iterator[Running]:
     with private_redis(tmp_path, *args, port=redis_port):
         env = dict(
             os.environ,
-            DJANGO_SETTINGS_MODULE="tests.autobahn_settings",
+            DJANGO_SETTINGS_MODULE="tests.support.autobahn_settings",
             PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
             REDIS_HOST="127.0.0.1",
             REDIS_PORT=str(redis_port),

@@ -10,8 +10,8 @@ import websocket
 from django.test import RequestFactory
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FACILITY
-from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
+from tests.support.clients import FACILITY
+from tests.support.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
 from ws4redis import metrics
 from ws4redis.publisher import RedisPublisher
 

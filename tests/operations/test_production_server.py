@@ -15,8 +15,8 @@ import redis
 import websocket
 from django.test import override_settings
 
-from tests.conftest import FACILITY, recv_close
-from tests.servers import (
+from tests.support.clients import FACILITY, recv_close
+from tests.support.servers import (
     free_port,
     in_process_server,
     private_redis,

@@ -13,8 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
 
-from tests.conftest import FACILITY, connected, login
-from tests.servers import free_port, private_redis, redis_tls_files
+from tests.support.clients import FACILITY, connected, login
+from tests.support.servers import free_port, private_redis, redis_tls_files
 from ws4redis import settings as ws_settings
 from ws4redis.bus.pool import get_redis
 from ws4redis.context_processors import default as context_processor

@@ -7,7 +7,7 @@ import websocket
 from django.conf import settings
 from django.test import LiveServerTestCase
 
-from tests.conftest import chat_line
+from tests.support.clients import chat_line
 from ws4redis.bus.pool import get_redis
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher

@@ -9,7 +9,14 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from tests.conftest import FACILITY, connected, login, publish_marker, recv_close, session_cookie
+from tests.support.clients import (
+    FACILITY,
+    connected,
+    login,
+    publish_marker,
+    recv_close,
+    session_cookie,
+)
 from ws4redis import settings as ws_settings
 
 FORGED = "madeup0123456789forgedsessionkey"
@@ -42,7 +49,7 @@ PERMISSIONS = {
     "*": {"subscribe": "anyone", "publish": "authenticated"},
     "open": {},
     "staffroom": {"subscribe": {"broadcast": "staff", "user": "authenticated"}},
-    "coded": {"publish": "tests.callbacks.publish_on_header"},
+    "coded": {"publish": "tests.support.callbacks.publish_on_header"},
 }
 
 
@@ -154,7 +161,7 @@ def test_logout_closes_that_sessions_websockets_in_the_websocket_process(server,
                 assert anonymous.recv() == "--marker--"
 
 
-@override_settings(WS4REDIS_SUBSCRIBER="tests.callbacks.DisconnectedWhileOpening")
+@override_settings(WS4REDIS_SUBSCRIBER="tests.support.callbacks.DisconnectedWhileOpening")
 def test_a_session_ended_while_its_websocket_opens_closes_it(server, rdb, users):
     """Django ends the session after the websocket subscribed, before it opened: the
     command reaches it while opening and closes it once open (4001), never as a message."""

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import websocket
 from django.test import override_settings
 
-from tests.conftest import Server
+from tests.support.clients import Server
 
 
 def opens(server: Server, origin: str | None, **headers: str) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import websocket
 from django.test import override_settings
 
-from tests.conftest import FACILITY, login, session_cookie
+from tests.support.clients import FACILITY, login, session_cookie
 from ws4redis.core.stats import STATS
 from ws4redis.publisher import RedisPublisher
 from ws4redis.runtimes.asyncio import opening as asyncio_opening

@@ -11,8 +11,8 @@ import pytest
 import websocket
 from django.test import override_settings
 
-from tests.conftest import connected, publish_marker
-from tests.servers import free_port, private_redis
+from tests.support.clients import connected, publish_marker
+from tests.support.servers import free_port, private_redis
 from ws4redis.core.names import history_keys
 from ws4redis.publisher import RedisPublisher
 from ws4redis.settings import key_prefix

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test import override_settings
 
-from tests.conftest import SOCKET_RUNTIMES, login
-from tests.servers import free_port, in_process_server, system_binary
+from tests.support.clients import SOCKET_RUNTIMES, login
+from tests.support.servers import free_port, in_process_server, system_binary
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WELCOME = "Welcome to the broadcast chat: every page on /chat/ sees what you send."
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "chat.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat.png"
 
 
 @pytest.fixture(scope="session")

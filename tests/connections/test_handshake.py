@@ -18,7 +18,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.uri import parse_uri
 
-from tests.conftest import FACILITY, Server
+from tests.support.clients import FACILITY, Server
 from ws4redis.django_runserver import application
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -75,7 +75,7 @@ def test_bad_version_or_key_is_400(socket_server, changes):
 
 
 def test_permission_denied_by_dotted_path_callback_is_403(socket_server):
-    # tests.settings names tests.callbacks.deny_on_header by its dotted path.
+    # tests.support.settings names tests.support.callbacks.deny_on_header by its dotted path.
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         socket_server.connect("subscribe-broadcast", header=["Deny-Channels: YES"])
     assert refused.value.status_code == 403

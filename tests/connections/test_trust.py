@@ -8,8 +8,8 @@ import json
 import pytest
 from django.test import override_settings
 
-from tests.conftest import connected, publish_marker, recv_close
-from tests.servers import free_port, private_redis
+from tests.support.clients import connected, publish_marker, recv_close
+from tests.support.servers import free_port, private_redis
 from ws4redis.core.history import ENVELOPE
 from ws4redis.core.names import history_keys
 from ws4redis.core.stats import STATS

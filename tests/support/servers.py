@@ -33,7 +33,7 @@ from ws4redis.testing import (
     redis_server,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(condition, what: str, limit: float = 20.0) -> None:
@@ -116,14 +116,14 @@ def in_process_server(port: int = 0) -> Iterator[InProcessServer]:
 
 @contextlib.contextmanager
 def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
-    """uWSGI + gevent serving tests/uwsgi_app.py on a free port, with the test database;
+    """uWSGI + gevent serving tests/support/uwsgi_app.py on a free port, with the test database;
     ``env`` adds to its environment. Yields the port once it accepts connections."""
     from django.db import connection
 
     port = free_port()
     environment = dict(
         os.environ,
-        DJANGO_SETTINGS_MODULE="tests.settings",
+        DJANGO_SETTINGS_MODULE="tests.support.settings",
         WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
         **env,
@@ -131,7 +131,7 @@ def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
     command = [
         uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--gevent", "200",
         "--http-websockets", "--gevent-early-monkey-patch",
-        "--module", "tests.uwsgi_app", "--master", "--die-on-term",
+        "--module", "tests.support.uwsgi_app", "--master", "--die-on-term",
     ]  # fmt: skip
     with log.open("w") as output:
         process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
@@ -197,7 +197,10 @@ def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess
     """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr);
     ``environment`` adds to its environment (REDIS_PORT for a private Redis, say)."""
     env = dict(
-        os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1", **environment
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.support.settings",
+        PYTHONUNBUFFERED="1",
+        **environment,
     )
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "examples")])
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}", *extra]

@@ -20,8 +20,8 @@ import requests
 import websocket
 from django.conf import settings
 
-from tests.conftest import chat_line
-from tests.servers import ROOT, free_port, missing, system_binary, uwsgi_binary, wait_for
+from tests.support.clients import chat_line
+from tests.support.servers import ROOT, free_port, missing, system_binary, uwsgi_binary, wait_for
 from ws4redis import settings as ws_settings
 
 EXAMPLES = ROOT / "examples"

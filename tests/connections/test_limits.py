@@ -11,7 +11,7 @@ import websocket
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
-from tests.conftest import Server, connected, login, session_cookie
+from tests.support.clients import Server, connected, login, session_cookie
 from ws4redis.core.stats import STATS
 
 

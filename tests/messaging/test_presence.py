@@ -8,14 +8,14 @@ import signal
 import pytest
 import websocket
 
-from tests.conftest import connected, login, publish_marker, session_cookie
-from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
+from tests.support.clients import connected, login, publish_marker, session_cookie
+from tests.support.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
 from ws4redis.core.names import presence_keys
 from ws4redis.presence import present
 from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
 
-HERE = "here"  # the facility with presence in tests/settings.py
+HERE = "here"  # the facility with presence in tests/support/settings.py
 
 
 def test_who_is_here_across_runtimes(server, users):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import websocket
 
-from tests.servers import ROOT, free_port, wait_for
+from tests.support.servers import ROOT, free_port, wait_for
 
 README = (ROOT / "README.md").read_text()
 

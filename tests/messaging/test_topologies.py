@@ -8,8 +8,14 @@ import contextlib
 import redis
 from django.test import override_settings
 
-from tests.conftest import FACILITY, connected
-from tests.servers import PASSWORD, cluster_group, redis_tls_files, sentinel_group, wait_until
+from tests.support.clients import FACILITY, connected
+from tests.support.servers import (
+    PASSWORD,
+    cluster_group,
+    redis_tls_files,
+    sentinel_group,
+    wait_until,
+)
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import PublishError
 from ws4redis.testing import redis_cluster

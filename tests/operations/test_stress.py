@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import websocket
 
-from tests.conftest import FACILITY
+from tests.support.clients import FACILITY
 from ws4redis.publisher import RedisPublisher
 
 SUBSCRIBERS = 200

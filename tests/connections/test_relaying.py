@@ -11,8 +11,8 @@ import pytest
 import websocket
 from django.test import override_settings
 
-from tests import callbacks
-from tests.conftest import (
+from tests.support import callbacks
+from tests.support.clients import (
     FACILITY,
     connected,
     login,
@@ -238,7 +238,7 @@ def test_user_found_through_any_session_engine(server, rdb, users, engine):
 
 
 def test_process_request_setting_replaces_cookie_session(server, rdb, users):
-    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.callbacks.token_identity"):
+    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.support.callbacks.token_identity"):
         with connected(server, "subscribe-user&token=mary") as ws:
             RedisPublisher(facility=FACILITY, users=["mary"]).publish_message(MESSAGE)
             assert ws.recv() == MESSAGE
@@ -330,7 +330,9 @@ class QuietSubscriber(RedisSubscriber):
 
 
 def test_subscriber_subclass_adds_a_channel(server, rdb):
-    with override_settings(WS4REDIS_SUBSCRIBER="tests.test_relay.ExtraChannelSubscriber"):
+    with override_settings(
+        WS4REDIS_SUBSCRIBER="tests.connections.test_relaying.ExtraChannelSubscriber"
+    ):
         with connected(server, "subscribe-broadcast") as ws:
             rdb.publish("announcements", "site news")
             assert ws.recv() == "site news"
@@ -338,7 +340,7 @@ def test_subscriber_subclass_adds_a_channel(server, rdb):
 
 def test_subscriber_subclass_replaces_persisted_messages(server, rdb):
     RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
-    with override_settings(WS4REDIS_SUBSCRIBER="tests.test_relay.QuietSubscriber"):
+    with override_settings(WS4REDIS_SUBSCRIBER="tests.connections.test_relaying.QuietSubscriber"):
         with connected(server, "subscribe-broadcast") as ws:
             assert ws.recv() == "nothing persisted for you"
 
@@ -368,7 +370,7 @@ def test_websocket_url_override(server, rdb):
 def test_slow_identity_lookup_does_not_block_other_websockets(server, rdb):
     opened = []
     callbacks.GATE.clear()
-    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.callbacks.gated_identity"):
+    with override_settings(WS4REDIS_PROCESS_REQUEST="tests.support.callbacks.gated_identity"):
         gated = threading.Thread(target=lambda: opened.append(server.connect("gated")))
         gated.start()
         try:

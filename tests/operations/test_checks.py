@@ -10,7 +10,7 @@ import sys
 from django.core import checks
 from django.test import override_settings
 
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 from ws4redis.testing import free_port
 
 OPEN_DEFAULTS = {
@@ -45,7 +45,7 @@ def test_permissions_that_let_anonymous_clients_publish_are_named():
         found = our_warnings()
     assert set(found) == {"ws4redis.W001", "ws4redis.W003"}
     assert "chat, news, every facility not listed" in found["ws4redis.W001"]
-    closed = {"*": {"publish": "authenticated"}, "chat": {"publish": "tests.callbacks.x"}}
+    closed = {"*": {"publish": "authenticated"}, "chat": {"publish": "tests.support.callbacks.x"}}
     with override_settings(**{**OPEN_DEFAULTS, "WS4REDIS_PERMISSIONS": closed}):
         assert set(our_warnings()) == {"ws4redis.W003"}
 

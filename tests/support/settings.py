@@ -30,12 +30,12 @@ WS4REDIS_CONNECTION = {
 WS4REDIS_PREFIX = "ws4redis"
 WS4REDIS_EXPIRE = 10
 WS4REDIS_HEARTBEAT = None
-WS4REDIS_ALLOWED_CHANNELS = "tests.callbacks.deny_on_header"
+WS4REDIS_ALLOWED_CHANNELS = "tests.support.callbacks.deny_on_header"
 SESSION_REDIS = {**WS4REDIS_CONNECTION, "prefix": "session"}
-# Presence on the facility "here" (tests/test_presence.py); the expiry test starts a process
-# with a short time to live through the environment.
+# Presence on the facility "here" (tests/messaging/test_presence.py); the expiry test
+# starts a process with a short time to live through the environment.
 WS4REDIS_PRESENCE = {**WS4REDIS_PRESENCE, "here": {"announce": True}}  # noqa: F405
 WS4REDIS_PRESENCE_TTL = int(os.environ.get("WS4REDIS_TEST_PRESENCE_TTL", "60"))
 # The suite's clients publish on many facilities, as drop-in projects' do: the original's
-# open default here (tests/test_identity.py sets permissions where it tests them).
+# open default here (tests/connections/test_identity.py sets permissions where it tests them).
 WS4REDIS_PERMISSIONS = None

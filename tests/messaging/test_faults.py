@@ -15,8 +15,8 @@ import websocket
 from django.test import override_settings
 from websockets.frames import Frame, Opcode
 
-from tests.conftest import FACILITY, connected
-from tests.servers import free_port, private_redis, wait_until
+from tests.support.clients import FACILITY, connected
+from tests.support.servers import free_port, private_redis, wait_until
 from ws4redis.publisher import RedisPublisher
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"

@@ -9,9 +9,9 @@ import websocket
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
+from tests.support.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
 
-HERE = "here"  # presence is kept there (tests/settings.py)
+HERE = "here"  # presence is kept there (tests/support/settings.py)
 
 
 def live_page(client: Client) -> str:

@@ -5,7 +5,7 @@ raised to let them through, and no message is persisted (a new case's connection
 start with the previous case's last message).
 """
 
-from tests.settings import *  # noqa: F403
+from tests.support.settings import *  # noqa: F403
 
 WS4REDIS_EXPIRE = 0
 WS4REDIS_ALLOWED_CHANNELS = None

@@ -1,0 +1,1 @@
+"""Tests of Redis: publishing, history, presence, Cluster and Sentinel, Redis faults."""

@@ -1,0 +1,1 @@
+"""Tests of running it: checks, metrics, the live page, deployment, Autobahn, stress."""

@@ -1,0 +1,1 @@
+"""What the tests share: servers they start, settings, callbacks, websocket clients."""
