@@ -3,7 +3,9 @@ rule of the relay (echo, bounds, heartbeat) and shares one encoding per message.
 
 from __future__ import annotations
 
-from ws4redis.core.relay import Delivery, Relay, Start
+import pytest
+
+from ws4redis.core.relay import Delivery, Relay, SocketRelay, Start
 from ws4redis.core.stats import Stats
 from ws4redis.core.websocket import FramedRelay, frame_message
 
@@ -20,10 +22,12 @@ class EventRelay(Relay):
     encode = staticmethod(event)
 
 
+SETTINGS = dict(echo=False, heartbeat="--hb--", now=0.0, max_size=100, max_buffer=100,
+                max_pending=10, max_pending_bytes=1000)  # fmt: skip
+
+
 def open_relay(cls: type[Relay] = EventRelay, **options: object) -> Relay:
-    settings = dict(echo=False, heartbeat="--hb--", now=0.0, max_size=100, max_buffer=100,
-                    max_pending=10, max_pending_bytes=1000, stats=Stats())  # fmt: skip
-    relay = cls(**{**settings, **options})  # type: ignore[arg-type]
+    relay = cls(**{**SETTINGS, "stats": Stats(), **options})  # type: ignore[arg-type]
     relay.opened(Start([b"kept"]))
     return relay
 
@@ -54,5 +58,8 @@ def test_one_message_is_encoded_once_for_every_client_of_a_transport():
     assert plain.take_outbox()[-1] == b"hello"
 
 
-def test_the_websocket_transport_is_one_such_encoding():
+def test_the_websocket_transport_is_one_socket_transport_among_possible_others():
     assert FramedRelay.encode is frame_message
+    assert issubclass(FramedRelay, SocketRelay)  # what runserver, uWSGI and runwebsocket drive
+    with pytest.raises(TypeError, match="abstract"):
+        type("Half", (SocketRelay,), {"encode": staticmethod(event)})(**SETTINGS, stats=Stats())

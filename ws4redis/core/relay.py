@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -203,9 +204,8 @@ class Relay:
     holds it, shared by every client of that transport), :meth:`opened` (what goes out
     before the first message, such as a handshake response), :meth:`next_tick` and
     :meth:`tick` (its keepalive), :meth:`fail` and :meth:`_failed` (how it ends and counts
-    its close), and the methods a runtime calls to move its bytes (the websocket transport,
-    :class:`~ws4redis.core.websocket.FramedRelay`, reads them with ``receive_data`` and writes
-    ``frames_to_write``). ``failure`` is the :class:`Failure` once the connection must end.
+    its close), and, for the runtimes that own the socket, the five methods of
+    :class:`SocketRelay` that move its bytes. ``failure`` is the :class:`Failure` once the connection must end.
     ``stats`` is where it counts (the runtime's; the core imports no process-wide counts).
     Slots: a process holds one relay per client, tens of thousands of them.
     """
@@ -539,3 +539,33 @@ class Relay:
     def _failed(self, code: int) -> None:
         """Count the close ``code`` the server decided (once per connection)."""
         self.stats.closes[code] += 1
+
+
+class SocketRelay(Relay, metaclass=ABCMeta):
+    """A transport for the runtimes that own the client's socket (runwebsocket, runserver,
+    uWSGI): they feed it what they read and write what it hands out, and know nothing of
+    the wire format. The websocket framing is one (:class:`~ws4redis.core.websocket.FramedRelay`);
+    another plugs into those runtimes by implementing these five methods."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """Bytes read from the client: the messages to publish, in order."""
+
+    @abstractmethod
+    def receive_eof(self) -> None:
+        """The client closed its side of the connection."""
+
+    @abstractmethod
+    def frames_to_write(self, now: float) -> bytes | None:
+        """The queued messages as one chunk to write at ``now``; None once closing (then
+        :meth:`data_to_send` says what is left to write)."""
+
+    @abstractmethod
+    def data_to_send(self) -> list[bytes]:
+        """Everything to write, in order; an empty ``b""`` means: shut down the write side."""
+
+    @abstractmethod
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """End the connection from the server's side, the transport's way."""

@@ -16,7 +16,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ws4redis.core.relay import Failure, Relay, Start
+from ws4redis.core.relay import Failure, SocketRelay, Start
 
 OPEN = State.OPEN
 NOTHING: tuple[bytes, ...] = ()
@@ -40,7 +40,7 @@ def frame_message(message: bytes) -> bytes:
     return Frame(opcode, message).serialize(mask=False)
 
 
-class FramedRelay(Relay):
+class FramedRelay(SocketRelay):
     """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
 
     encode = staticmethod(frame_message)

@@ -2,7 +2,7 @@
 
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
 core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
-only moves bytes: client frames through :class:`~ws4redis.core.websocket.FramedRelay`, Redis
+only moves bytes: the client's through its :class:`~ws4redis.core.relay.SocketRelay`, Redis
 messages from the loop's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
 transport.
 """
@@ -34,8 +34,7 @@ from ws4redis import settings
 from ws4redis.bus.pool import get_redis
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
-from ws4redis.core.relay import Delivery, FailureKind, Start
-from ws4redis.core.websocket import FramedRelay
+from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
@@ -295,7 +294,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.handshake: RequestParser | None = RequestParser()
-        self.relay: FramedRelay | None = None
+        self.relay: SocketRelay | None = None
         self.subscriber: RedisSubscriber | None = None
         self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None

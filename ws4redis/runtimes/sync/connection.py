@@ -2,8 +2,9 @@
 
 Used by ``runserver`` (real threads) and by uWSGI with gevent (the same code as greenlets),
 both through :func:`serve_request`, the blocking model's one opening sequence. The reader
-feeds the client's bytes to the :class:`~ws4redis.core.websocket.FramedRelay` and publishes
-what it returns; the hub's thread queues Redis messages in the relay; the writer
+feeds the client's bytes to the :class:`~ws4redis.core.relay.SocketRelay` (the websocket
+framing, or any other transport) and publishes what it returns; the hub's thread queues
+Redis messages in the relay; the writer
 is the only one that writes to the socket, so frames never interleave. One lock guards the
 relay, and nobody blocks on the network while holding it.
 """
@@ -21,9 +22,8 @@ from typing import Protocol
 from django.core.handlers.wsgi import WSGIRequest
 
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.relay import Delivery, Failure, FailureKind, Start
+from ws4redis.core.relay import Delivery, Failure, FailureKind, SocketRelay, Start
 from ws4redis.core.stats import STATS
-from ws4redis.core.websocket import FramedRelay
 from ws4redis.runtimes.opening import open_connection
 from ws4redis.runtimes.redis_side import publish, subscribe
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
@@ -41,7 +41,7 @@ client that stopped reading cannot hold the writer for longer once it has been f
 class Connection:
     """A websocket whose socket this process holds, fed by the process's hub."""
 
-    def __init__(self, sock: socket.socket, relay: FramedRelay) -> None:
+    def __init__(self, sock: socket.socket, relay: SocketRelay) -> None:
         self.sock = sock
         self.relay = relay
         self.changed = threading.Condition()
@@ -219,7 +219,7 @@ def serve_request(
         return reject(NO_SOCKET, start_response)
     try:
         relay = outcome.relay(time.monotonic(), STATS)
-        assert isinstance(relay, FramedRelay)
+        assert isinstance(relay, SocketRelay)
         connection = Connection(sock, relay)
         hub = get_hub()
         started = subscribe(outcome, lambda: HubSubscription(hub, connection))
