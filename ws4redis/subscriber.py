@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from ws4redis import settings
 from ws4redis.bus.pool import get_many
 from ws4redis.core.history import CLIENT
-from ws4redis.core.names import PUBLISH_KEYS, SUBSCRIBE_KEYS
+from ws4redis.core.names import ARGUMENTS, PUBLISH_KEYS, SUBSCRIBE_KEYS
 from ws4redis.core.opening import TooManyChannels
 from ws4redis.redis_store import SELF, RedisStore, control_channels
 
@@ -70,13 +70,14 @@ class RedisSubscriber(RedisStore):
         """Its control channels (:func:`ws4redis.disconnect` closes it through them)."""
 
     @staticmethod
-    def _audience(kind: str, channels: list[str]) -> dict[str, Any]:
-        return {
-            "users": [SELF] if f"{kind}-user" in channels else [],
-            "groups": [SELF] if f"{kind}-group" in channels else [],
-            "sessions": [SELF] if f"{kind}-session" in channels else [],
-            "broadcast": f"{kind}-broadcast" in channels,
-        }
+    def _audience(action: str, channels: list[str]) -> dict[str, Any]:
+        """The audiences the channel keys of ``action`` (``subscribe``, ``publish``) ask for:
+        the requester itself in each, and everybody for ``broadcast``."""
+        audiences: dict[str, Any] = {}
+        for kind, argument in ARGUMENTS.items():
+            wanted = f"{action}-{kind}" in channels
+            audiences[argument] = wanted if kind == "broadcast" else [SELF] if wanted else []
+        return audiences
 
     def _new_subscription(self) -> Subscription:
         if self.pubsub_factory is not None:

@@ -205,7 +205,8 @@ class Relay:
     before the first message, such as a handshake response), :meth:`next_tick` and
     :meth:`tick` (its keepalive), :meth:`fail` and :meth:`_failed` (how it ends and counts
     its close), and, for the runtimes that own the socket, the five methods of
-    :class:`SocketRelay` that move its bytes. ``failure`` is the :class:`Failure` once the connection must end.
+    :class:`SocketRelay` that move its bytes. ``failure`` is the :class:`Failure` once the
+    connection must end.
     ``stats`` is where it counts (the runtime's; the core imports no process-wide counts).
     Slots: a process holds one relay per client, tens of thousands of them.
     """
