@@ -233,6 +233,43 @@ def test_a_publish_whose_connection_is_lost_after_sending_is_not_sent_again(tmp_
         listener.close()
 
 
+def test_a_cancelled_publish_gives_its_connection_back_and_publishes_nothing(tmp_path):
+    """A view cancelled (its client went away) while Redis holds its publish: the connection,
+    with a reply on the way, is closed and returned to the pool (of one connection here), so
+    the next publish has one, and Redis dropped the cancelled command."""
+    port = free_port()
+    with (
+        private_redis(tmp_path, port=port) as _,
+        override_settings(
+            WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port, "max_connections": 1}
+        ),
+    ):
+        admin = redis.Redis(port=port)
+        listener = admin.pubsub(ignore_subscribe_messages=True)
+        listener.subscribe(CHANNEL)
+        admin.execute_command("CLIENT", "PAUSE", 120_000, "WRITE")
+        publisher = RedisPublisher(facility=FACILITY, broadcast=True)
+
+        async def cancel_then_publish() -> dict[str, int]:
+            task = asyncio.create_task(publisher.apublish_message("never", expire=0))
+            while admin.info("clients")["blocked_clients"] == 0:
+                await asyncio.sleep(0.02)  # until Redis holds the publish
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            closed = lambda: admin.info("clients")["blocked_clients"] == 0  # noqa: E731
+            await asyncio.to_thread(wait_until, closed, "the cancelled publish's connection")
+            admin.execute_command("CLIENT", "UNPAUSE")
+            return await publisher.apublish_message("after", expire=0)
+
+        try:
+            assert asyncio.run(cancel_then_publish()) == {CHANNEL: 1}
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+        assert heard(listener) == [b"after"]
+        listener.close()
+
+
 def test_async_methods_refuse_a_blocking_client_they_were_given(rdb):
     publisher = RedisPublisher(connection=rdb, facility=FACILITY, broadcast=True)
     with pytest.raises(TypeError, match=r"need a redis\.asyncio client"):

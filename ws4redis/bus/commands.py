@@ -14,6 +14,7 @@ fate unknown: they are not sent again, and the caller is told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import time
@@ -82,7 +83,7 @@ async def arun_once(client: Any, commands: list[Command]) -> list[Any]:
         if inspect.isawaitable(pending := steps.settle(step)):
             try:
                 steps.reply = await pending
-            except Exception as exc:  # handed to _rounds, which decides what it means
+            except BaseException as exc:  # handed to _rounds, which decides what it means
                 steps.failure = exc
     return steps.results
 
@@ -94,7 +95,9 @@ class _Steps:
     def __init__(self, rounds: Rounds) -> None:
         self._rounds = rounds
         self.reply: Any = None
-        self.failure: Exception | None = None
+        self.failure: BaseException | None = None
+        """What the last step raised; a cancellation too, so that :func:`_rounds` closes
+        the connections it holds before letting it through."""
         self.results: list[Any] = []
 
     def next(self) -> Step | None:
@@ -112,14 +115,39 @@ class _Steps:
         (an awaitable that the async runner awaits)."""
         try:
             self.reply = step()
-        except Exception as exc:  # handed to _rounds, which decides what it means
+        except BaseException as exc:  # handed to _rounds, which decides what it means
             self.failure = exc
         return self.reply
 
 
+Held = dict[int, tuple[Any, Any]]
+"""The connections taken from their pools and not given back yet, with their pools."""
+
+
 def _rounds(client: Any, commands: list[Command], sleep: Callable[[float], Any]) -> Rounds:
     """The rounds of :func:`run_once`, written once for both kinds of client: each piece of
-    I/O is yielded as a :data:`Step`, and ``sleep`` is the runner's way of waiting."""
+    I/O is yielded as a :data:`Step`, and ``sleep`` is the runner's way of waiting.
+
+    Stopped half-way (a cancelled task, an interrupt), it closes the connections it holds:
+    they may have replies on the way, so they cannot serve anyone else, nor stay taken.
+    """
+    held: Held = {}
+    try:
+        return (yield from _attempts(client, commands, sleep, held))
+    except GeneratorExit:
+        raise
+    except BaseException:
+        for pool, connection in list(held.values()):
+            with contextlib.suppress(Exception):
+                yield from _give_back(pool, connection, held, broken=True)
+        raise
+
+
+def _attempts(
+    client: Any, commands: list[Command], sleep: Callable[[float], Any], held: Held
+) -> Rounds:
+    """Send what is pending, read the replies, and again while something was refused or
+    not sent, until :data:`RETRY_FOR` is over."""
     results: list[Any] = [None] * len(commands)
     pending = list(range(len(commands)))
     deadline = time.monotonic() + RETRY_FOR
@@ -128,10 +156,10 @@ def _rounds(client: Any, commands: list[Command], sleep: Callable[[float], Any])
         batches = yield from _route(client, commands, pending, results)
         sent = []
         for pool, indexes in batches:
-            connection = yield from _send(pool, [commands[i][1] for i in indexes])
+            connection = yield from _send(pool, [commands[i][1] for i in indexes], held)
             sent.append((pool, indexes, connection))
         for pool, indexes, connection in sent:
-            replies = yield from _read(pool, connection, len(indexes))
+            replies = yield from _read(pool, connection, len(indexes), held)
             for index, reply in zip(indexes, replies, strict=True):
                 results[index] = reply
         pending = [i for i in pending if isinstance(results[i], (*REFUSED, NotSent))]
@@ -197,28 +225,29 @@ class _AsyncNodePool:
         self._node.release(connection)
 
 
-def _send(pool: Any, commands: list[Sequence[Any]]) -> Generator[Step, Any, Any]:
+def _send(pool: Any, commands: list[Sequence[Any]], held: Held) -> Generator[Step, Any, Any]:
     """Write ``commands`` on a connection of ``pool``: the connection, or the exception
     that kept them from being sent (a half-sent batch is :class:`Unknown`)."""
     try:
         connection = yield pool.get_connection  # connects, or checks a pooled connection
     except (*LOST, redis.exceptions.RedisError) as exc:
         return NotSent(str(exc))
+    held[id(connection)] = (pool, connection)
     packed = connection.pack_commands(commands)
     try:
         yield functools.partial(connection.send_packed_command, packed, check_health=False)
     except LOST as exc:
-        yield connection.disconnect
-        yield functools.partial(pool.release, connection)
+        yield from _give_back(pool, connection, held, broken=True)
         return Unknown(str(exc))
     return connection
 
 
-def _read(pool: Any, connection: Any, count: int) -> Generator[Step, Any, list[Any]]:
+def _read(pool: Any, connection: Any, count: int, held: Held) -> Generator[Step, Any, list[Any]]:
     """The replies of ``count`` commands written on ``connection`` (see :func:`_send`)."""
     if isinstance(connection, Exception):
         return [connection] * count
     replies: list[Any] = []
+    broken = False
     try:
         while len(replies) < count:
             try:
@@ -226,10 +255,21 @@ def _read(pool: Any, connection: Any, count: int) -> Generator[Step, Any, list[A
             except redis.exceptions.ResponseError as exc:
                 replies.append(exc)
     except LOST as exc:
-        yield connection.disconnect
+        broken = True
         replies += [Unknown(str(exc))] * (count - len(replies))
-    yield functools.partial(pool.release, connection)
+    yield from _give_back(pool, connection, held, broken=broken)
     return replies
+
+
+def _give_back(
+    pool: Any, connection: Any, held: Held, *, broken: bool
+) -> Generator[Step, Any, None]:
+    """Return ``connection`` to ``pool``, closed first when ``broken`` (lost, or with
+    replies that will never be read)."""
+    if broken:
+        yield connection.disconnect
+    yield functools.partial(pool.release, connection)
+    held.pop(id(connection), None)
 
 
 def _reread_slots(client: Any) -> Generator[Step, Any, None]:
