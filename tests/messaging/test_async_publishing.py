@@ -5,11 +5,12 @@ rules and errors as the blocking calls."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -75,11 +76,23 @@ def get(url: str, *headers: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def in_a_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a thread of its own: the browser tests' Playwright keeps an
+    event loop running in the main thread, where no other loop may run."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(function, *args).result()
+
+
+def on_a_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coroutine`` to its end on a new event loop, as async code runs."""
+    return in_a_thread(asyncio.run, coroutine)
+
+
 def publish(how: str, publisher: RedisPublisher, message: str, **kwargs: Any) -> dict[str, int]:
     """``publish_message`` (``sync``) or ``await apublish_message`` on a loop (``async``)."""
     if how == "sync":
         return publisher.publish_message(message, **kwargs)
-    return asyncio.run(publisher.apublish_message(message, **kwargs))
+    return on_a_loop(publisher.apublish_message(message, **kwargs))
 
 
 def heard(listener: redis.client.PubSub) -> list[bytes]:
@@ -225,7 +238,7 @@ def test_a_publish_whose_connection_is_lost_after_sending_is_not_sent_again(tmp_
             return raised.value
 
         try:
-            error = asyncio.run(publish_and_kill())
+            error = on_a_loop(publish_and_kill())
         finally:
             admin.execute_command("CLIENT", "UNPAUSE")
         assert isinstance(error.outcome.failed[CHANNEL], Unknown)
@@ -263,7 +276,7 @@ def test_a_cancelled_publish_gives_its_connection_back_and_publishes_nothing(tmp
             return await publisher.apublish_message("after", expire=0)
 
         try:
-            assert asyncio.run(cancel_then_publish()) == {CHANNEL: 1}
+            assert on_a_loop(cancel_then_publish()) == {CHANNEL: 1}
         finally:
             admin.execute_command("CLIENT", "UNPAUSE")
         assert heard(listener) == [b"after"]
@@ -273,28 +286,32 @@ def test_a_cancelled_publish_gives_its_connection_back_and_publishes_nothing(tmp
 def test_async_methods_refuse_a_blocking_client_they_were_given(rdb):
     publisher = RedisPublisher(connection=rdb, facility=FACILITY, broadcast=True)
     with pytest.raises(TypeError, match=r"need a redis\.asyncio client"):
-        asyncio.run(publisher.apublish_message("x"))
+        on_a_loop(publisher.apublish_message("x"))
 
 
 def test_on_commit_publishes_after_the_commit_only(rdb, transactional_db):
     from asgiref.sync import async_to_sync
-    from django.db import transaction
+    from django.db import connection, transaction
 
     publisher = RedisPublisher(facility=FACILITY, broadcast=True)
 
     def in_transaction(message: str, fail: bool) -> None:
-        with transaction.atomic():
-            async_to_sync(publisher.apublish_on_commit)(message)
-            assert rdb.get(CHANNEL) is None  # not before the commit
-            if fail:
-                raise RuntimeError("rolled back")
+        """Sync code in a transaction that calls async code, which publishes on commit."""
+        try:
+            with transaction.atomic():
+                async_to_sync(publisher.apublish_on_commit)(message)
+                assert rdb.get(CHANNEL) is None  # not before the commit
+                if fail:
+                    raise RuntimeError("rolled back")
+        finally:
+            connection.close()  # this thread's
 
     with pytest.raises(RuntimeError):
-        in_transaction("rolled back", fail=True)
+        in_a_thread(in_transaction, "rolled back", True)
     assert rdb.get(CHANNEL) is None
-    in_transaction("committed", fail=False)
+    in_a_thread(in_transaction, "committed", False)
     assert rdb.get(CHANNEL) == b"committed"
-    asyncio.run(publisher.apublish_on_commit("outside"))  # no transaction: at once
+    on_a_loop(publisher.apublish_on_commit("outside"))  # no transaction: at once
     assert rdb.get(CHANNEL) == b"outside"
 
 
@@ -317,5 +334,5 @@ def test_a_cluster_routes_each_async_publish_to_its_slot_once(tmp_path, short_re
             channel: [(1, b"one"), (2, b"two")] for channel in channels
         }
         publish("async", RedisPublisher(facility=FACILITY, broadcast=True), "all", expire=60)
-        fetched = asyncio.run(RedisPublisher().afetch_message(None, FACILITY))
+        fetched = on_a_loop(RedisPublisher().afetch_message(None, FACILITY))
         assert fetched == b"all"  # read from the broadcast channel's shard
