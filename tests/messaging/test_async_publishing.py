@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import override_settings
 from django.urls import path
@@ -23,6 +24,7 @@ from tests.support.clients import FACILITY, Server, connected, login, session_co
 from tests.support.servers import free_port, private_redis, wait_until
 from ws4redis.bus import commands
 from ws4redis.bus.commands import NotSent, Unknown
+from ws4redis.bus.pool import connection_kwargs
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import PublishError
 from ws4redis.testing import redis_cluster
@@ -281,6 +283,24 @@ def test_a_cancelled_publish_gives_its_connection_back_and_publishes_nothing(tmp
             admin.execute_command("CLIENT", "UNPAUSE")
         assert heard(listener) == [b"after"]
         listener.close()
+
+
+def test_async_methods_use_the_asyncio_client_they_were_given(rdb):
+    elsewhere = {**connection_kwargs(), "db": 14}  # not the database of the settings
+    other = redis.Redis(**elsewhere)
+    other.delete(CHANNEL)
+
+    async def publish_on_it() -> dict[str, int]:
+        client = redis.asyncio.Redis(**elsewhere)
+        publisher = RedisPublisher(connection=client, facility=FACILITY, broadcast=True)
+        try:
+            return await publisher.apublish_message("given")
+        finally:
+            await client.aclose()
+
+    assert on_a_loop(publish_on_it()) == {CHANNEL: 0}
+    assert (rdb.get(CHANNEL), other.get(CHANNEL)) == (None, b"given")
+    other.delete(CHANNEL)
 
 
 def test_async_methods_refuse_a_blocking_client_they_were_given(rdb):
