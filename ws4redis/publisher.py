@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
 from ws4redis.core.names import AUDIENCES, channel_name
@@ -35,13 +36,32 @@ class RedisPublisher(RedisStore):
         With ``audience='any'`` the session's message wins over the user's, the user's over
         the groups', and those over the broadcast one.
         """
+        for key in self._stored_keys(request, facility, audience):
+            if message := self._connection.get(key):
+                return RedisMessage(message)
+        return None
+
+    async def afetch_message(
+        self, request: HttpRequest | None, facility: str, audience: str = "any"
+    ) -> RedisMessage | None:
+        """:meth:`fetch_message` for async code. The requester's groups and session come
+        from the database or session store, so they are looked up in Django's thread for
+        synchronous code; Redis is read on the running loop's ``redis.asyncio`` client."""
+        keys = await sync_to_async(self._stored_keys)(request, facility, audience)
+        client = self._async_client()
+        for key in keys:
+            if message := await client.get(key):
+                return RedisMessage(message)
+        return None
+
+    @staticmethod
+    def _stored_keys(request: HttpRequest | None, facility: str, audience: str) -> list[str]:
+        """The keys :meth:`fetch_message` reads, the one that wins first."""
         if audience != "any" and audience not in AUDIENCES:
             raise ValueError(f"audience must be one of {', '.join(AUDIENCES)} or 'any'")
         kinds = AUDIENCES if audience == "any" else (audience,)
-        for kind in kinds:
-            names = [None] if kind == "broadcast" else own_names(kind, request)
-            for name in names:
-                message = self._connection.get(channel_name(key_prefix(), kind, facility, name))
-                if message:
-                    return RedisMessage(message)
-        return None
+        return [
+            channel_name(key_prefix(), kind, facility, name)
+            for kind in kinds
+            for name in ([None] if kind == "broadcast" else own_names(kind, request))
+        ]

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import redis
+import redis.asyncio
+from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends import signed_cookies
 from django.db import transaction
 from django.http import HttpRequest
 
 from ws4redis import settings
-from ws4redis.bus.commands import Command, run_once
+from ws4redis.bus.commands import Command, arun_once, run_once
 from ws4redis.bus.history import publish_command
 from ws4redis.bus.history import read as read_history
-from ws4redis.bus.pool import get_redis, is_cluster
+from ws4redis.bus.pool import aget_redis, get_redis, is_cluster
 from ws4redis.core.history import CLIENT, PRESENCE, SERVER, Window, envelope, enveloped_facility
 from ws4redis.core.history import options as history_options
 from ws4redis.core.names import ARGUMENTS, AUDIENCES, channel_name, control_channel
@@ -170,13 +172,45 @@ class PublishError(redis.RedisError):
         self.outcome = outcome
 
 
+@dataclass
+class _Plan:
+    """The commands of one publish, and how to read their replies: the same for the
+    blocking and the async runner (:mod:`ws4redis.bus.commands`)."""
+
+    channels: list[str]
+    commands: list[Command]
+    kept: bool
+    """Whether the message goes through the history script (its reply is a list)."""
+    stored: bool
+    """Whether a ``SET`` follows each channel's publish."""
+
+    def outcome(self, replies: list[Any]) -> dict[str, int]:
+        """Receivers per channel, or :class:`PublishError` saying what did not go out."""
+        step = 2 if self.stored else 1
+        outcome = PublishOutcome({}, {}, {})
+        for n, channel in enumerate(self.channels):
+            reply = replies[n * step]
+            if isinstance(reply, Exception):
+                outcome.failed[channel] = reply
+            else:
+                outcome.published[channel] = reply[0] if self.kept else reply
+            if self.stored and isinstance(replies[n * step + 1], Exception):
+                outcome.unstored[channel] = replies[n * step + 1]
+        if outcome.failed or outcome.unstored:
+            raise PublishError(outcome)
+        return outcome.published
+
+
 class RedisStore:
     """Base of publisher and subscriber: a Redis connection plus the channels to publish on."""
 
-    __slots__ = ("_connection", "_publishers", "facility")
+    __slots__ = ("_connection", "_given", "_publishers", "facility")
 
     def __init__(self, connection: redis.Redis | None = None) -> None:
         self._connection = connection if connection is not None else get_redis()
+        self._given = connection is not None
+        """Whether ``connection`` was chosen by the caller (else the async methods take the
+        running loop's shared client)."""
         self._publishers: set[str] = set()
         self.facility: str | None = None
         """The facility published to; it decides whether messages keep a history."""
@@ -226,12 +260,28 @@ class RedisStore:
             expire = settings.WS4REDIS_EXPIRE
         return self._publish(data, expire, self.origin)
 
+    async def apublish_message(self, message: Any, expire: int | None = None) -> dict[str, int]:
+        """:meth:`publish_message` for async code (views, tasks, ASGI apps): the same
+        commands, the same at-most-once rules and the same :class:`PublishError`, on the
+        ``redis.asyncio`` client of the running event loop, which it never blocks."""
+        data = _message_bytes(message)
+        if expire is None:
+            expire = settings.WS4REDIS_EXPIRE
+        client = self._async_client()
+        plan = self._plan(data, expire, self.origin, cluster=is_cluster(client))
+        return plan.outcome(await arun_once(client, plan.commands))
+
     def _publish(self, data: bytes, expire: int | None, origin: bytes) -> dict[str, int]:
-        """:meth:`publish_message` for messages of ``origin``. On a facility with history
-        or presence every message travels in the envelope that says who made it. A client's
-        message is kept in the history only while client messages are stored at all
-        (``expire``), and never keeps the history alive longer than that; presence
-        announcements are never kept."""
+        """:meth:`publish_message` for messages of ``origin``."""
+        plan = self._plan(data, expire, origin, cluster=is_cluster(self._connection))
+        return plan.outcome(run_once(self._connection, plan.commands))
+
+    def _plan(self, data: bytes, expire: int | None, origin: bytes, *, cluster: bool) -> _Plan:
+        """The commands that publish ``data`` from ``origin`` on this store's channels. On
+        a facility with history or presence every message travels in the envelope that says
+        who made it. A client's message is kept in the history only while client messages
+        are stored at all (``expire``), and never keeps the history alive longer than that;
+        presence announcements are never kept."""
         facility = self.facility
         kept_by = settings.WS4REDIS_HISTORY
         kept = history_options(kept_by, facility) if facility is not None else None
@@ -244,34 +294,31 @@ class RedisStore:
         elif origin == CLIENT and kept is not None:
             client_ttl = min(kept.ttl, expire or 0)
         payload = envelope(origin, None, data) if wrapped else data
-        channels = list(self._publishers)
-        cluster = is_cluster(self._connection)
         verb = "SPUBLISH" if cluster else "PUBLISH"  # sharded pub/sub
-        commands: list[Command] = []
-        for channel in channels:
+        plan = _Plan(list(self._publishers), [], kept is not None, bool(expire))
+        for channel in plan.channels:
             if kept is None:
-                commands.append((channel, (verb, channel, payload)))
+                plan.commands.append((channel, (verb, channel, payload)))
             else:
                 command = publish_command(
                     channel, data, kept, cluster=cluster, origin=origin, client_ttl=client_ttl
                 )
-                commands.append((channel, command))
+                plan.commands.append((channel, command))
             if expire:  # stored apart: a store Redis refused is retried without publishing
-                commands.append((channel, ("SET", channel, data, "EX", expire)))
-        replies = run_once(self._connection, commands)
-        step = 2 if expire else 1
-        outcome = PublishOutcome({}, {}, {})
-        for n, channel in enumerate(channels):
-            reply = replies[n * step]
-            if isinstance(reply, Exception):
-                outcome.failed[channel] = reply
-            else:
-                outcome.published[channel] = reply if kept is None else reply[0]
-            if expire and isinstance(replies[n * step + 1], Exception):
-                outcome.unstored[channel] = replies[n * step + 1]
-        if outcome.failed or outcome.unstored:
-            raise PublishError(outcome)
-        return outcome.published
+                plan.commands.append((channel, ("SET", channel, data, "EX", expire)))
+        return plan
+
+    def _async_client(self) -> Any:
+        """The ``redis.asyncio`` client the async methods use: the one this store was given,
+        else the running loop's shared one."""
+        if _is_async_client(self._connection):
+            return self._connection
+        if not self._given:
+            return aget_redis()
+        raise TypeError(
+            "the async methods need a redis.asyncio client: this store was given a blocking "
+            f"one ({type(self._connection).__name__}); pass connection=None for the shared one"
+        )
 
     def history(self, since: int = 0) -> dict[str, Window]:
         """What each channel of this store keeps of its history after offset ``since``:
@@ -298,6 +345,16 @@ class RedisStore:
         data = _message_bytes(message)
         transaction.on_commit(lambda: self.publish_message(data, expire), using, robust=True)
 
+    async def apublish_on_commit(
+        self, message: Any, expire: int | None = None, using: str | None = None
+    ) -> None:
+        """:meth:`publish_on_commit` for async code. Django runs transactions in its thread
+        for synchronous code (``sync_to_async``), never on the event loop, so the callback
+        is registered there, with the transaction that thread has open (that of the sync
+        code which called this through ``async_to_sync``, if any), and publishes there when
+        it commits: at once, outside a transaction. The event loop is never blocked."""
+        await sync_to_async(self.publish_on_commit)(message, expire, using)
+
 
 def _message_bytes(message: Any) -> bytes:
     """Accept what users pass to ``publish_message``: RedisMessage, str or bytes."""
@@ -308,3 +365,8 @@ def _message_bytes(message: Any) -> bytes:
     if isinstance(message, bytearray | memoryview):
         return bytes(message)
     raise ValueError(f"message must be a RedisMessage, str or bytes, got {type(message).__name__}")
+
+
+def _is_async_client(client: Any) -> bool:
+    """Whether ``client`` is a ``redis.asyncio`` client (a server's or a cluster's)."""
+    return isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster)

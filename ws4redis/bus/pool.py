@@ -14,11 +14,14 @@ from), where publishing uses sharded pub/sub (see ``docs/reference.md#redis-topo
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
@@ -30,6 +33,11 @@ from ws4redis.core.shards import SERVER, Address
 ConnectionKey = tuple[tuple[str, str], ...]
 
 _clients: dict[ConnectionKey, redis.Redis] = {}
+_aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ConnectionKey, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The ``redis.asyncio`` clients, per event loop: their connections belong to the loop that
+opened them, so each loop gets its own, and loses them with the loop."""
 _lock = threading.Lock()
 
 
@@ -74,20 +82,19 @@ def node_kwargs(kwargs: dict[str, Any], node: Address) -> dict[str, Any]:
 
 def make_client(kwargs: dict[str, Any], *, asyncio: bool = False) -> Any:
     """A redis-py client (``redis.asyncio`` with ``asyncio``) for :func:`connection_kwargs`:
-    a server, the master that the Sentinels name for ``service_name``, or (blocking only)
-    a cluster client that routes each command to the master of its slot."""
+    a server, the master that the Sentinels name for ``service_name``, or a cluster client
+    that routes each command to the master of its slot."""
     kwargs = dict(kwargs)
     seeds = cluster_seeds(kwargs)
     if seeds is not None:
-        if asyncio:
-            raise ImproperlyConfigured("a cluster is reached node by node from an event loop")
         kwargs.pop("cluster_nodes")
         if kwargs.pop("db", 0):
             raise ImproperlyConfigured("WS4REDIS_CONNECTION: a cluster has database 0 only")
         kwargs.pop("host", None)
         kwargs.pop("port", None)
-        nodes = [redis.cluster.ClusterNode(host, port) for host, port in seeds]
-        return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+        cluster = redis.asyncio.cluster if asyncio else redis.cluster
+        nodes = [cluster.ClusterNode(host, port) for host, port in seeds]
+        return cluster.RedisCluster(startup_nodes=nodes, **kwargs)
     sentinels = kwargs.pop("sentinels", None)
     if sentinels is None:
         return (redis.asyncio.Redis if asyncio else redis.Redis)(**kwargs)
@@ -104,7 +111,10 @@ def make_client(kwargs: dict[str, Any], *, asyncio: bool = False) -> Any:
 
 def is_cluster(client: Any) -> bool:
     """Whether ``client`` talks to a Redis Cluster (it then publishes with ``SPUBLISH``)."""
-    return isinstance(client, redis.cluster.RedisCluster | redis.cluster.ClusterPipeline)
+    return isinstance(
+        client,
+        redis.cluster.RedisCluster | redis.cluster.ClusterPipeline | redis.asyncio.RedisCluster,
+    )
 
 
 def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
@@ -114,16 +124,30 @@ def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
 
 def get_redis() -> redis.Redis:
     """Return the process-wide client for the configured Redis server."""
+    return _shared(_clients, asyncio=False)
+
+
+def aget_redis() -> Any:
+    """Return the ``redis.asyncio`` client of the running event loop for the configured
+    Redis (a server, Sentinel's master or a cluster): one pool per loop and setting."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        clients = _aclients.setdefault(loop, {})
+    return _shared(clients, asyncio=True)
+
+
+def _shared(clients: dict[ConnectionKey, Any], *, asyncio: bool) -> Any:
+    """The client in ``clients`` for the current ``WS4REDIS_CONNECTION``, made once."""
     kwargs = connection_kwargs()
     key = connection_key(kwargs)
-    client = _clients.get(key)
+    client = clients.get(key)
     if client is None:
         with _lock:
-            client = _clients.get(key)
+            client = clients.get(key)
             if client is None:
                 try:
-                    client = make_client(kwargs)
+                    client = make_client(kwargs, asyncio=asyncio)
                 except TypeError as exc:
                     raise ImproperlyConfigured(f"WS4REDIS_CONNECTION: {exc}") from exc
-                _clients[key] = client
+                clients[key] = client
     return client
