@@ -149,6 +149,7 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WS4REDIS_MAX_CHANNELS": (100, _is_positive_int, "a positive int (channels)"),
     "WS4REDIS_MAX_PENDING_BYTES": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_CLIENT_PENDING_BYTES": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_TOKEN_MAX_AGE": (300, _is_positive_int, "a positive int (seconds)"),
 }
 
 
