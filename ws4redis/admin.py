@@ -8,21 +8,34 @@ from collections import Counter
 from typing import Any
 
 import redis
-from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from ws4redis import settings
 from ws4redis.bus.live import facilities
+from ws4redis.control import disconnect
 from ws4redis.core.presence import tracked
 from ws4redis.presence import present
 
 RELOAD_SECONDS = 5
 
 
+DISCONNECTED = 4003
+"""Close code of websockets a staff member closed from the live page."""
+MAY_DISCONNECT = "auth.change_user"
+"""Who may close other users' websockets: those who may change users (and so deactivate
+them, which closes their websockets anyway)."""
+
+
 def live_view(request: HttpRequest) -> HttpResponse:
-    """Facilities with open websockets (over every websocket process), and presence."""
+    """Facilities with open websockets (over every websocket process), and presence; a POST
+    closes one user's websockets (on one facility, or all)."""
+    if request.method == "POST":
+        return _disconnect(request)
     try:
         counts, processes = facilities()
         error = None
@@ -43,8 +56,31 @@ def live_view(request: HttpRequest) -> HttpResponse:
         "processes": processes,
         "error": error,
         "reload": RELOAD_SECONDS,
+        "may_disconnect": request.user.has_perm(MAY_DISCONNECT),
     }
     return TemplateResponse(request, "ws4redis/live.html", context)
+
+
+def _disconnect(request: HttpRequest) -> HttpResponse:
+    """Close the websockets of the user named in the form, in every process, and say how
+    many processes heard it (the admin's CSRF protection guards the form)."""
+    if not request.user.has_perm(MAY_DISCONNECT):
+        raise PermissionDenied(f"closing websockets needs the {MAY_DISCONNECT} permission")
+    user = request.POST.get("user", "").strip()
+    facility = request.POST.get("facility", "").strip() or None
+    if not user:
+        messages.error(request, "Name the user whose websockets are to close.")
+    else:
+        heard = disconnect(user=user, facility=facility, code=DISCONNECTED, reason="by staff")
+        if heard is None:
+            messages.error(request, f"Redis does not answer: {user}'s websockets stay open.")
+        else:
+            where = f" on {facility}" if facility else ""
+            processes = f"{heard} websocket process{pluralize(heard, 'es')}"
+            messages.success(
+                request, f"Closed the websockets of {user}{where}: {processes} heard it."
+            )
+    return HttpResponseRedirect(reverse("admin:ws4redis_live"))
 
 
 def _with_live_page(get_urls: Any) -> Any:

@@ -17,7 +17,7 @@ from django.db.models.signals import post_delete
 
 from ws4redis.bus.pool import get_redis, is_cluster
 from ws4redis.core.names import control_channel
-from ws4redis.core.relay import SESSION_ENDED
+from ws4redis.core.relay import SESSION_ENDED, Control, Failure, FailureKind
 from ws4redis.settings import key_prefix
 
 __all__ = ["GROUPS_CHANGED", "disconnect"]
@@ -29,11 +29,13 @@ def disconnect(
     *,
     session: str | None = None,
     user: str | None = None,
+    facility: str | None = None,
     code: int = SESSION_ENDED,
     reason: str = "session ended",
 ) -> int | None:
     """Close the websockets of session key ``session`` and/or of user name ``user``, in
-    every process, with ``code`` (4000-4999) and ``reason``.
+    every process, with ``code`` (4000-4999) and ``reason`` (at most 120 bytes of it
+    reach the client); only those on ``facility`` when it is given.
 
     Returns how many websocket processes heard it, or None when Redis could not be reached:
     that is logged, not raised, since callers are logout views and deletions that must not
@@ -46,7 +48,7 @@ def disconnect(
         channels.append(control_channel(key_prefix(), "user", user))
     if not channels:
         return 0
-    payload = f"{code} {reason}".encode()
+    payload = Control(Failure(code, reason, FailureKind.ENDED), facility).encode()
     try:
         connection = get_redis()
         verb = "SPUBLISH" if is_cluster(connection) else "PUBLISH"

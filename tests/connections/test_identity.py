@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+import ws4redis
 from tests.support.clients import (
     FACILITY,
     connected,
@@ -181,8 +182,6 @@ def test_a_deleted_session_closes_its_websockets(server, rdb, users):
 
 
 def test_disconnect_while_redis_is_unreachable_logs_and_does_not_raise(caplog):
-    import ws4redis
-
     with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": 1}):
         assert ws4redis.disconnect(session="abcdefgh12345678") is None
     assert "Cannot close the websockets" in caplog.text
@@ -278,3 +277,23 @@ def test_each_audience_reaches_its_people_and_nobody_else(server, rdb, users, au
     finally:
         for ws in sockets.values():
             ws.close()
+
+
+def test_disconnect_on_one_facility_leaves_the_user_s_other_websockets_open(server, rdb, users):
+    """``disconnect(user=..., facility=...)`` closes that user's websockets on the facility,
+    with the code and reason asked for; on other facilities they stay open and hear on."""
+    john = login("john")
+    cookie = [session_cookie(john)]
+    with connected(server, "subscribe-broadcast", header=cookie) as here:
+        with connected(server, "subscribe-broadcast", facility="elsewhere", header=cookie) as other:
+            assert ws4redis.disconnect(user="john", facility=FACILITY, code=4010, reason="moved")
+            opcode, frame = here.recv_data_frame(control_frame=True)
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert (int.from_bytes(frame.data[:2], "big"), frame.data[2:]) == (4010, b"moved")
+            publish_marker("elsewhere")
+            assert other.recv() == "--marker--"
+
+
+def test_disconnect_refuses_a_code_a_client_could_mistake():
+    with pytest.raises(ValueError, match="4000-4999"):
+        ws4redis.disconnect(user="john", code=1000)

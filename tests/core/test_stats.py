@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ws4redis.core.relay import Failure, FailureKind, control_close
+from ws4redis.core.relay import Failure, FailureKind
 from ws4redis.core.stats import Stats
 
 
@@ -20,7 +20,4 @@ def test_open_counts_change_in_one_place():
 
 
 def test_a_failure_says_its_kind_whatever_its_reason_says():
-    assert control_close(b"4002 moved") == Failure(4002, "moved", FailureKind.ENDED)
-    assert control_close(b"garbage") is Failure.SESSION_ENDED
-    assert control_close(b"1000 normal") is Failure.SESSION_ENDED  # only 4000-4999
     assert Failure.TOO_SLOW.code == 1008 and Failure.TOO_SLOW.kind is FailureKind.TOO_SLOW

@@ -9,6 +9,14 @@ import websocket
 from django.contrib.auth.models import User
 from django.test import Client
 
+from tests.support.clients import (
+    FACILITY,
+    connected,
+    login,
+    publish_marker,
+    recv_close,
+    session_cookie,
+)
 from tests.support.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
 
 HERE = "here"  # presence is kept there (tests/support/settings.py)
@@ -58,3 +66,30 @@ def test_the_admin_index_links_to_the_live_page(rdb, transactional_db):
     staff.force_login(User.objects.create_user("staff", is_staff=True, is_superuser=True))
     index = staff.get("/admin/").content.decode()
     assert 'href="/admin/ws4redis/live/"' in index and "Live websockets" in index
+
+
+def test_staff_who_may_change_users_close_a_user_s_websockets_from_the_live_page(
+    socket_server, rdb, users
+):
+    """The form closes john's websockets on one facility (4003), in the websocket process;
+    his others stay open. Staff without the permission get 403 and close nothing."""
+    boss = Client()
+    boss.force_login(User.objects.create_user("boss", is_staff=True, is_superuser=True))
+    viewer = Client()
+    viewer.force_login(User.objects.create_user("viewer", is_staff=True))
+    assert 'id="ws4redis-disconnect"' in live_page(boss)
+    assert 'id="ws4redis-disconnect"' not in live_page(viewer)
+    cookie = [session_cookie(login("john"))]
+    with connected(socket_server, "subscribe-broadcast", header=cookie) as here:
+        with connected(
+            socket_server, "subscribe-broadcast", facility="elsewhere", header=cookie
+        ) as other:
+            refused = viewer.post("/admin/ws4redis/live/", {"user": "john"})
+            assert refused.status_code == 403
+            answer = boss.post(
+                "/admin/ws4redis/live/", {"user": "john", "facility": FACILITY}, follow=True
+            )
+            assert "Closed the websockets of john on unittest" in answer.content.decode()
+            assert recv_close(here) == 4003
+            publish_marker("elsewhere")  # the refused POST closed nothing either
+            assert other.recv() == "--marker--"

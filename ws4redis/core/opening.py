@@ -116,6 +116,7 @@ class Accepted:
             "max_pending_bytes": max(options.max_client_pending_bytes, options.max_message_size),
             "positions": self.since is not None,
             "enveloped": enveloped_facility(self.facility, options.history, options.presence),
+            "facility": self.facility,
         }
         if self.protocol is None or self.response is None:
             return Relay(**limits)  # type: ignore[arg-type]

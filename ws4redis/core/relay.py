@@ -11,6 +11,7 @@ runtime uses :class:`Relay` itself and sends what it takes from the outbox.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class FailureKind(enum.Enum):
     SERVER_ERROR = enum.auto()
     """Something on the server side failed (1011)."""
     ENDED = enum.auto()
-    """Django ended the websocket's session or user (a 4000-4999 code, :func:`control_close`)."""
+    """Django ended the websocket's session or user (a 4000-4999 code, :class:`Control`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +102,38 @@ Failure.SERVER_ERROR = Failure(CloseCode.INTERNAL_ERROR, "server error", Failure
 Failure.SESSION_ENDED = Failure(SESSION_ENDED, "session ended", FailureKind.ENDED)
 
 
-def control_close(data: bytes) -> Failure:
-    """The close a control message asks for (``b"4001 session ended"``); what cannot be
-    read, or a code outside 4000-4999, closes with :data:`Failure.SESSION_ENDED`."""
-    code, _, reason = data.partition(b" ")
-    try:
-        number = int(code)
-    except ValueError:
-        number = 0
-    if not 4000 <= number <= 4999:
-        return Failure.SESSION_ENDED
-    # a close reason has 123 bytes
-    return Failure(number, reason.decode("utf-8", "replace")[:120], FailureKind.ENDED)
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What Django asks of the websockets a control channel reaches (a session's, a user's):
+    to close with ``failure``, on ``facility`` only or (None) on every facility. The one
+    place its bytes are written (:meth:`encode`, by :func:`ws4redis.control.disconnect`)
+    and read (:meth:`decode`, by every relay)."""
+
+    failure: Failure
+    facility: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"code": self.failure.code, "reason": self.failure.reason, "facility": self.facility}
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Control:
+        """Never raises: only Django publishes on control channels, so what cannot be read
+        (or a code outside 4000-4999) still ends the websocket, with
+        :data:`Failure.SESSION_ENDED`, on every facility."""
+        try:
+            fields = json.loads(data)
+            code, reason, facility = fields["code"], fields["reason"], fields["facility"]
+        except (ValueError, TypeError, KeyError):
+            return cls(Failure.SESSION_ENDED)
+        if not (isinstance(code, int) and 4000 <= code <= 4999 and isinstance(reason, str)):
+            return cls(Failure.SESSION_ENDED)
+        if facility is not None and not isinstance(facility, str):
+            return cls(Failure.SESSION_ENDED)
+        # a close reason has 123 bytes at most: 120 characters of it, cut where UTF-8 allows
+        reason = reason.encode()[:120].decode("utf-8", "ignore")
+        return cls(Failure(code, reason, FailureKind.ENDED), facility)
 
 
 NO_POSITIONS: dict[bytes, Position] = {}
@@ -192,7 +213,7 @@ class Start:
     labels: dict[bytes, str] | None = None
     positions: dict[bytes, Position] = field(default_factory=dict)
     control: frozenset[bytes] = NO_CONTROL
-    """Its control channels: a message there closes it (:func:`control_close`)."""
+    """Its control channels: a :class:`Control` there closes it."""
 
 
 class Relay:
@@ -219,6 +240,7 @@ class Relay:
         "early",
         "echo",
         "enveloped",
+        "facility",
         "failure",
         "heartbeat",
         "held",
@@ -253,8 +275,11 @@ class Relay:
         max_backlog: int = 0,
         positions: bool = False,
         enveloped: bool = False,
+        facility: str = "",
     ) -> None:
         self.stats = stats
+        self.facility = facility
+        """Its facility: a :class:`Control` for another facility passes it by."""
         self.echo = echo
         # Whether its facility's messages travel in the envelope (history or presence): only
         # then is what Redis delivers read as one; elsewhere it is the payload, as sent.
@@ -383,7 +408,10 @@ class Relay:
         get JSON messages, where they are told apart by their channel name: in a plain
         stream they could not be told from a client's message of the same text."""
         if self.control and delivery.channel in self.control:  # Django ended its session
-            self.fail(control_close(delivery.data))
+            command = Control.decode(delivery.data)
+            if command.facility is not None and command.facility != self.facility:
+                return False
+            self.fail(command.failure)
             return True
         if self.labels is not None or self.early is not None:
             return self._deliver_positioned(delivery)  # with positions, or still subscribing
