@@ -23,6 +23,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.utils.crypto import constant_time_compare
 
 from ws4redis import settings
 from ws4redis.core.names import CHANNEL_KEYS
@@ -41,11 +42,25 @@ password reset links...): none of those verifies as a connection token, nor the 
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What a verified token grants: the primary key of its user (as a string), the channel
-    keys and the facilities it may open."""
+    keys and the facilities it may open, and the start of the user's session auth hash
+    when it was minted."""
 
     user: str
     channels: frozenset[str]
     facilities: frozenset[str]
+    auth_hash: str = ""
+
+
+AUTH_HASH_LENGTH = 16
+"""Hex digits of the user's session auth hash a token carries: enough to see the password
+changed (the token is signed, so the digits cannot be chosen), short for URLs."""
+
+
+def _auth_hash(user: AbstractBaseUser) -> str:
+    """What changes with the user's password, as Django's sessions see it (empty for a
+    user model without ``get_session_auth_hash``)."""
+    get_hash = getattr(user, "get_session_auth_hash", None)
+    return get_hash()[:AUTH_HASH_LENGTH] if get_hash is not None else ""
 
 
 def _facilities(facility: str | Iterable[str]) -> list[str]:
@@ -62,17 +77,27 @@ def claims(
     max_age: int | None = None,
 ) -> dict[str, Any]:
     """What a token says, before it is signed: user (``u``), channel keys (``c``),
-    facilities (``f``) and lifetime in seconds (``a``). ValueError for an unknown channel
-    key, no facility or a lifetime that is not a positive int."""
+    facilities (``f``), lifetime in seconds (``a``) and the start of the user's session
+    auth hash (``h``: a password change ends the user's tokens as it ends their sessions).
+    ValueError for an unknown channel key, a session key (a token opening has no session),
+    no facility or a lifetime that is not a positive int."""
     keys = sorted({key.strip().lower() for key in channels})
     if unknown := [key for key in keys if key not in CHANNEL_KEYS]:
         raise ValueError(f"unknown channel keys {unknown}; known are {sorted(CHANNEL_KEYS)}")
+    if session := [key for key in keys if key.endswith("-session")]:
+        raise ValueError(f"a token opening has no session: {', '.join(session)} grants nothing")
     age = settings.WS4REDIS_TOKEN_MAX_AGE if max_age is None else max_age
     if not isinstance(age, int) or isinstance(age, bool) or age <= 0:
         raise ValueError(f"max_age must be a positive number of seconds, got {age!r}")
     if user.pk is None or not user.is_authenticated:
         raise ValueError("a connection token is for a saved, authenticated user")
-    return {"u": str(user.pk), "c": keys, "f": _facilities(facility), "a": age}
+    return {
+        "u": str(user.pk),
+        "c": keys,
+        "f": _facilities(facility),
+        "a": age,
+        "h": _auth_hash(user),
+    }
 
 
 def connection_token(
@@ -96,7 +121,7 @@ def verify(token: str) -> Grant:
         # The signature first (without an age), so that the lifetime read is the signed one.
         lifetime = signing.loads(token, salt=SALT)["a"]
         data = signing.loads(token, salt=SALT, max_age=lifetime)
-        grant = Grant(str(data["u"]), frozenset(data["c"]), frozenset(data["f"]))
+        grant = Grant(str(data["u"]), frozenset(data["c"]), frozenset(data["f"]), data["h"])
     except signing.SignatureExpired as exc:
         raise PermissionDenied(f"The connection token has expired ({exc}).") from exc
     except signing.BadSignature as exc:
@@ -108,7 +133,8 @@ def verify(token: str) -> Grant:
 
 def token_user(grant: Grant) -> AbstractBaseUser:
     """The user ``grant`` names as the database has it now; PermissionDenied when that
-    user no longer exists or is inactive (a token outlives neither)."""
+    user no longer exists, is inactive or changed their password since (a token outlives
+    none of these)."""
     model = get_user_model()
     try:
         user = model._default_manager.get(pk=grant.user)
@@ -116,6 +142,8 @@ def token_user(grant: Grant) -> AbstractBaseUser:
         raise PermissionDenied("The connection token's user does not exist.") from exc
     if not getattr(user, "is_active", True):
         raise PermissionDenied("The connection token's user is inactive.")
+    if not constant_time_compare(_auth_hash(user), grant.auth_hash):
+        raise PermissionDenied("The connection token predates its user's password change.")
     return user
 
 

@@ -114,6 +114,19 @@ def test_an_inactive_or_deleted_user_token_is_refused(server, rdb, users):
     assert status == 403 and "does not exist" in body
 
 
+def test_a_password_change_ends_the_users_tokens(server, rdb, users):
+    john = users["john"]
+    old = connection_token(john, ["subscribe-user"], FACILITY)
+    john.set_password("changed")
+    john.save()
+    status, body = refusal(server, with_token("subscribe-user", old))
+    assert status == 403 and "password change" in body
+    with connected(
+        server, with_token("subscribe-user", connection_token(john, ["subscribe-user"], FACILITY))
+    ):
+        pass
+
+
 def test_disconnect_user_closes_a_token_websocket(server, rdb, users):
     token = connection_token(users["john"], ["subscribe-user"], FACILITY)
     with connected(server, with_token("subscribe-user", token)) as ws:
@@ -151,5 +164,7 @@ def test_minting_refuses_unknown_channel_keys_and_bad_lifetimes(users):
         connection_token(users["john"], ["subscribe-everything"], FACILITY)
     with pytest.raises(ValueError, match="max_age"):
         connection_token(users["john"], ["subscribe-user"], FACILITY, max_age=0)
+    with pytest.raises(ValueError, match="has no session"):
+        connection_token(users["john"], ["subscribe-user", "subscribe-session"], FACILITY)
     with pytest.raises(ValueError, match="facility"):
         connection_token(users["john"], ["subscribe-user"], [])

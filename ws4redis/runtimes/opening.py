@@ -118,15 +118,16 @@ def identify(request: HttpRequest, token: str | None = None) -> Grant | None:
     The cookie's user is loaded lazily: connections that never ask for user or group
     channels cost no database query.
     """
+    engine = import_module(django_settings.SESSION_ENGINE)
     if token is not None:
         grant = verify(token)
         request.user = token_user(grant)
+        request.session = engine.SessionStore(None)  # for callbacks: empty, never loaded
         return grant
     process = settings.load_callable("WS4REDIS_PROCESS_REQUEST")
     if process is not None:
         process(request)
     else:
-        engine = import_module(django_settings.SESSION_ENGINE)
         session_key = request.COOKIES.get(django_settings.SESSION_COOKIE_NAME)
         request.session = engine.SessionStore(session_key)
         request.user = SimpleLazyObject(lambda: get_user(request))
