@@ -111,8 +111,9 @@ def identify(request: HttpRequest, token: str | None = None) -> Grant | None:
     """Attach ``session`` and ``user`` to ``request`` as Django's middleware would; with a
     connection ``token``, return what it grants.
 
-    A token names the user, loaded now (it must exist and be active), and no session: its
-    opening touches neither the cookies nor the session store, so a bad token is refused
+    A token names the user, loaded now (:func:`~ws4redis.tokens.token_user`: it must exist,
+    be active and keep its password), and no session: its opening touches neither the
+    cookies nor the session store, so a bad token is refused
     (PermissionDenied) rather than opened anonymous or with the cookie's session.
     ``WS4REDIS_PROCESS_REQUEST`` replaces the cookie-session default (custom auth).
     The cookie's user is loaded lazily: connections that never ask for user or group
