@@ -9,6 +9,7 @@ Every value is checked when read; the system check ``ws4redis.E001`` (see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +150,11 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "WS4REDIS_MAX_CHANNELS": (100, _is_positive_int, "a positive int (channels)"),
     "WS4REDIS_MAX_PENDING_BYTES": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_CLIENT_PENDING_BYTES": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_DRAIN_SECONDS": (
+        5,
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf,
+        "a number of seconds >= 0 (0 closes every websocket at once)",
+    ),
     "WS4REDIS_TOKEN_MAX_AGE": (300, _is_positive_int, "a positive int (seconds)"),
 }
 

@@ -1,9 +1,10 @@
-"""``manage.py runwebsocket [addr:]port [--workers N] [--metrics [addr:]port]``: the production
-websocket loop."""
+"""``manage.py runwebsocket [addr:]port [--workers N] [--metrics [addr:]port] [--drain S]``: the
+production websocket loop."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,12 +14,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ws4redis.runtimes.asyncio.server import bind_check, run_worker
+from ws4redis.runtimes.asyncio.server import SHUTDOWN_GRACE, bind_check, drain_seconds, run_worker
 
 logger = logging.getLogger("ws4redis.server")
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8001
+STOP_MARGIN = 5.0
+"""Seconds a stopping supervisor waits for its workers beyond their drain and shutdown
+grace (their Redis publishes, the interpreter's exit) before it kills them."""
 
 
 def parse_addrport(value: str) -> tuple[str, int]:
@@ -51,13 +55,29 @@ class Command(BaseCommand):
             metavar="[ADDR:]PORT",
             help="serve Prometheus metrics there (worker n of --workers on PORT + n)",
         )
+        parser.add_argument(
+            "--drain",
+            type=float,
+            metavar="SECONDS",
+            help="on SIGTERM, close the websockets spread over this many seconds"
+            " (default: WS4REDIS_DRAIN_SECONDS; 0: all at once)",
+        )
 
     def handle(
-        self, *args: Any, addrport: str, workers: int, metrics: str | None, **options: Any
+        self,
+        *args: Any,
+        addrport: str,
+        workers: int,
+        metrics: str | None,
+        drain: float | None,
+        **options: Any,
     ) -> None:
         host, port = parse_addrport(addrport)
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        if drain is not None and not 0 <= drain < float("inf"):
+            raise CommandError("--drain must be a number of seconds >= 0")
+        window = drain_seconds(drain)
         metrics_at = parse_addrport(metrics) if metrics else None
         _log_to_stderr()
         try:
@@ -67,9 +87,9 @@ class Command(BaseCommand):
         connections.close_all()  # neither a worker nor the supervisor inherits DB sockets
         if workers == 1:
             serve_metrics(metrics_at, 0)
-            run_worker(host, port, reuse_port=False)
+            run_worker(host, port, reuse_port=False, drain=window)
         else:
-            supervise(host, port, workers, metrics_at)
+            supervise(host, port, workers, metrics_at, drain=window)
 
 
 def _log_to_stderr() -> None:
@@ -92,15 +112,26 @@ def serve_metrics(address: tuple[str, int] | None, slot: int) -> None:
 
 
 def supervise(
-    host: str, port: int, workers: int, metrics_at: tuple[str, int] | None = None
+    host: str,
+    port: int,
+    workers: int,
+    metrics_at: tuple[str, int] | None = None,
+    *,
+    drain: float = 0.0,
 ) -> None:
-    """Fork ``workers`` processes on one port; restart any that crash; forward SIGTERM."""
-    stopping = False
+    """Fork ``workers`` processes on one port; restart any that crash; forward SIGTERM.
+
+    Each worker drains on its own over ``drain`` seconds; the supervisor waits for that,
+    and kills the workers still there ``drain`` + their shutdown grace + ``STOP_MARGIN``
+    seconds after the first signal. A second signal is forwarded too: the workers close
+    the rest of their websockets at once."""
+    deadline: float | None = None  # set by the first signal
     children: dict[int, int] = {}
 
     def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal deadline
+        if deadline is None:
+            deadline = time.monotonic() + drain + SHUTDOWN_GRACE + STOP_MARGIN
         for pid in children:
             os.kill(pid, signal.SIGTERM)
 
@@ -112,7 +143,7 @@ def supervise(
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
                 serve_metrics(metrics_at, slot)
-                run_worker(host, port, reuse_port=True, supervisor=supervisor)
+                run_worker(host, port, reuse_port=True, supervisor=supervisor, drain=drain)
             finally:
                 os._exit(0)
         children[pid] = slot
@@ -122,12 +153,22 @@ def supervise(
     for slot in range(workers):
         spawn(slot)
     while children:
+        if deadline is not None and time.monotonic() > deadline:
+            for pid in children:
+                logger.error("Worker %d did not stop in time; killing it", pid)
+                os.kill(pid, signal.SIGKILL)
+            deadline = math.inf  # killed: only reaping is left
         try:
-            pid, status = os.wait()
+            # Polled, not blocking: os.wait() resumes after a signal (PEP 475), so it would
+            # never see the deadline of a worker that does not end.
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
+        if pid == 0:
+            time.sleep(0.1)
+            continue
         ended = children.pop(pid, None)
-        if ended is not None and not stopping:
+        if ended is not None and deadline is None:
             logger.error("Worker %d ended (status %d); starting another", pid, status)
             time.sleep(1)
             spawn(ended)

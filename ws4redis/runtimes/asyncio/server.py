@@ -10,6 +10,7 @@ transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import gc
 import io
@@ -32,6 +33,7 @@ from websockets.streams import StreamReader
 
 from ws4redis import settings
 from ws4redis.bus.pool import get_redis
+from ws4redis.core.drain import DrainSchedule
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
@@ -115,6 +117,35 @@ class WebsocketServer:
             now = time.monotonic()
             for connection in list(self.ticking):
                 connection.tick(now)
+
+    async def drain(self, window: float, hurry: asyncio.Event) -> None:
+        """Stop accepting at once, then close the open websockets with 1001 spread evenly
+        over ``window`` seconds (:class:`~ws4redis.core.drain.DrainSchedule`), so their
+        clients come back to the other servers a few at a time; until its turn, a websocket
+        keeps receiving. ``hurry`` being set ends the drain early (:meth:`shutdown` then
+        closes the rest at once)."""
+        if self._server is not None:
+            # The listening socket goes now: the kernel refuses new clients, or hands them
+            # to the other workers on the port, while these websockets drain.
+            self._server.close()
+        waiting = []
+        for connection in list(self.connections):
+            if connection.phase is Phase.OPEN:
+                waiting.append(connection)
+            else:  # not a websocket yet: its client retries elsewhere at once
+                connection.going_away()
+        loop = asyncio.get_running_loop()
+        schedule = DrainSchedule(len(waiting), window, loop.time())
+        while not hurry.is_set():
+            for _ in range(schedule.due(loop.time())):
+                connection = waiting.pop()
+                if connection in self.connections:  # else its client left meanwhile
+                    connection.going_away()
+            at = schedule.next_at()
+            if at is None:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), max(0.0, at - loop.time()))
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> bool:
         """Stop accepting, close every websocket with 1001, publish what clients sent; all
@@ -562,19 +593,39 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+def install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, hurry: asyncio.Event
+) -> None:
+    """The first SIGTERM or SIGINT sets ``stop`` (drain), the next one ``hurry`` (close the
+    rest at once: an operator who cannot wait, or a second Ctrl-C)."""
+
+    def signalled() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, signalled)
+
+
+def drain_seconds(drain: float | None) -> float:
+    """The drain window: ``--drain`` when given, else ``WS4REDIS_DRAIN_SECONDS``."""
+    return float(settings.WS4REDIS_DRAIN_SECONDS if drain is None else drain)
 
 
 async def serve(
-    host: str, port: int, *, reuse_port: bool = False, supervisor: int | None = None
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    supervisor: int | None = None,
+    drain: float | None = None,
 ) -> bool:
     """Run one server until SIGTERM or SIGINT (or, for a worker, until its ``supervisor``
-    process is gone), then shut down gracefully; False if that left a thread blocked."""
+    process is gone), then drain over ``drain`` seconds (:func:`drain_seconds`) and shut
+    down gracefully; False if that left a thread blocked."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    install_signal_handlers(loop, stop)
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    install_signal_handlers(loop, stop, hurry)
+    window = drain_seconds(drain)
     watchdog = None if supervisor is None else loop.create_task(_orphaned(supervisor, stop))
     server = WebsocketServer()
     bound = await server.start(host, port, reuse_port=reuse_port)
@@ -583,9 +634,13 @@ async def serve(
     gc.freeze()
     logger.info("ws4redis websocket server listening on %s:%d", host, bound)
     await stop.wait()
-    logger.info("Shutting down: closing %d websocket(s)", len(server.connections))
     if watchdog is not None:
         watchdog.cancel()
+    if window and server.connections:
+        logger.info("Draining: closing %d websocket(s) over %g s (signal again to close them"
+                    " at once)", len(server.connections), window)  # fmt: skip
+        await server.drain(window, hurry)
+    logger.info("Shutting down: closing %d websocket(s)", len(server.connections))
     return await server.shutdown()
 
 
@@ -616,10 +671,18 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(host: str, port: int, *, reuse_port: bool, supervisor: int | None = None) -> None:
+def run_worker(
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    supervisor: int | None = None,
+    drain: float | None = None,
+) -> None:
     """Run one server process to the end."""
+    serving = serve(host, port, reuse_port=reuse_port, supervisor=supervisor, drain=drain)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        clean = runner.run(serve(host, port, reuse_port=reuse_port, supervisor=supervisor))
+        clean = runner.run(serving)
     if not clean:  # the publishing thread still waits for Redis: do not wait for it
         logging.shutdown()
         os._exit(0)
