@@ -155,6 +155,7 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf,
         "a number of seconds >= 0 (0 closes every websocket at once)",
     ),
+    "WS4REDIS_TOKEN_MAX_AGE": (300, _is_positive_int, "a positive int (seconds)"),
 }
 
 

@@ -7,6 +7,7 @@ Pages come from Django's live server; their websockets go to the runtime under t
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -261,3 +262,79 @@ def test_client_loads_as_an_es_module_too(browser_context, site):
         ".then(m => [typeof m.default, m.WS4Redis === window.WS4Redis])"
     )
     assert loaded == ["function", True]
+
+
+TOKEN_CLIENT = """([uri, token, refresh]) => new Promise(resolve => {
+    window.received = [];
+    window.tokenClient = WS4Redis({
+        uri, token,
+        token_refresh: refresh || (() => window.mintToken()),
+        connected: () => resolve(),
+        receive_message: message => window.received.push(message),
+    });
+})"""
+
+
+def websocket_uri(site: str) -> str:
+    """Where the site's pages open websockets, for the runtime under test."""
+    from ws4redis import settings as ws4redis_settings
+
+    return (ws4redis_settings.WS4REDIS_WEBSOCKET_HOST or site.replace("http", "ws", 1)) + "/ws/"
+
+
+def test_client_refreshes_a_refused_token_and_connects_with_the_fresh_one(
+    browser_context, site, users
+):
+    """A page without a session cookie starts with an expired token: the handshake is
+    refused, the client asks its token_refresh for one token and opens with it as john."""
+    from django.core import signing
+
+    from ws4redis import tokens
+
+    class Earlier(signing.TimestampSigner):
+        def timestamp(self) -> str:
+            return signing.b62_encode(int(time.time()) - 120)
+
+    expired = Earlier(salt=tokens.SALT).sign_object(
+        tokens.claims(users["john"], ["subscribe-user"], "tokens", max_age=60)
+    )
+    minted: list[str] = []
+
+    def mint() -> dict:
+        minted.append(tokens.connection_token(users["john"], ["subscribe-user"], "tokens"))
+        return {"token": minted[-1], "max_age": 60}
+
+    page = open_page(browser_context, f"{site}/chat/")
+    page.expose_function("mintToken", mint)
+    page.evaluate(TOKEN_CLIENT, [f"{websocket_uri(site)}tokens?subscribe-user", expired, None])
+    assert len(minted) == 1
+    RedisPublisher(facility="tokens", users=["john"]).publish_message("for john")
+    page.wait_for_function("window.received.length > 0")
+    assert page.evaluate("window.received") == ["for john"]
+
+
+def test_client_fetches_its_first_token_from_the_token_view(browser_context, site, users):
+    """With only a token_refresh URL the client fetches a token first (the answer of
+    ws4redis.tokens.token_view for mary, served at that URL) and opens with it."""
+    from django.test import RequestFactory
+
+    from ws4redis import tokens
+
+    view = tokens.token_view(["subscribe-user"], facility="tokens", max_age=60)
+    fetched: list[str] = []
+
+    def answer(route) -> None:
+        request = RequestFactory().get("/ws-token/")
+        request.user = users["mary"]  # the view as it answers mary's page
+        response = view(request)
+        fetched.append(route.request.url)
+        route.fulfill(status=response.status_code, body=response.content,
+                      content_type=response["Content-Type"])  # fmt: skip
+
+    page = open_page(browser_context, f"{site}/chat/")
+    page.route("**/ws-token/", answer)
+    page.evaluate(TOKEN_CLIENT, [f"{websocket_uri(site)}tokens?subscribe-user", None, "/ws-token/"])
+    assert len(fetched) == 1
+    RedisPublisher(facility="tokens", users=["mary"]).publish_message("for mary")
+    page.wait_for_function("window.received.length > 0")
+    assert page.evaluate("window.received") == ["for mary"]

@@ -87,8 +87,16 @@ class Rejection:
         return self.text.encode()
 
 
-def check_request(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | None:
-    """The checks made before anything else (``docs/reference.md#http-statuses``)."""
+def check_request(
+    upgrade: Upgrade, options: HandshakeOptions, *, ambient: bool = True
+) -> Rejection | None:
+    """The checks made before anything else (``docs/reference.md#http-statuses``).
+
+    ``ambient``: the opening may use what the browser sends by itself (cookies), so the
+    Origin must be allowed. Without (``False``) the Origin is not checked here: an opening
+    with a connection token ignores cookies, and only :func:`origin_refusal` judges the
+    Origin of one without (``docs/reference.md#connection-tokens``).
+    """
     headers = upgrade.headers
     if not upgrade.path.startswith(options.websocket_url):
         return Rejection(404, f"{upgrade.path} is not under WEBSOCKET_URL.\n")
@@ -98,8 +106,8 @@ def check_request(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | No
         return Rejection(400, "The client does not wish to upgrade to a websocket.\n")
     if "Sec-WebSocket-Version" not in headers:
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
-    if not origin_allowed(upgrade, options):
-        return Rejection(403, f"Origin {headers['Origin']!r} is not allowed.\n")
+    if ambient and (rejection := origin_refusal(upgrade, options)) is not None:
+        return rejection
     limit = options.max_query_size
     if len(upgrade.query) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")
@@ -109,6 +117,13 @@ def check_request(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | No
         text = f"The facility name is longer than WS4REDIS_MAX_FACILITY_LENGTH ({longest} bytes).\n"
         return Rejection(414, text)
     return None
+
+
+def origin_refusal(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | None:
+    """403 for an Origin that may not open websockets with its visitors' cookies."""
+    if origin_allowed(upgrade, options):
+        return None
+    return Rejection(403, f"Origin {upgrade.headers['Origin']!r} is not allowed.\n")
 
 
 def over_capacity(open_connections: int, capacity: int) -> Rejection | None:

@@ -27,7 +27,13 @@ from django.utils.module_loading import import_string
 from websockets.datastructures import Headers
 
 from ws4redis import settings
-from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, check_request
+from ws4redis.core.handshake import (
+    HandshakeOptions,
+    Rejection,
+    Upgrade,
+    check_request,
+    origin_refusal,
+)
 from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.opening import (
     Accepted,
@@ -38,6 +44,7 @@ from ws4redis.core.opening import (
 )
 from ws4redis.core.permissions import USER_RULES, Who, allows, has_callable_rules, is_named, rules
 from ws4redis.core.stats import STATS, Stats
+from ws4redis.tokens import QUERY_KEY, Grant, token_user, verify
 
 logger = logging.getLogger("ws4redis")
 
@@ -100,23 +107,43 @@ def refusal(request: HttpRequest) -> Rejection | None:
     return check_request(upgrade_of(request), read_options().handshake)
 
 
-def identify(request: HttpRequest) -> None:
-    """Attach ``session`` and ``user`` to ``request`` as Django's middleware would.
+def identify(request: HttpRequest, token: str | None = None) -> Grant | None:
+    """Attach ``session`` and ``user`` to ``request`` as Django's middleware would; with a
+    connection ``token``, return what it grants.
 
-    ``WS4REDIS_PROCESS_REQUEST`` replaces the cookie-session default (tokens, custom auth).
-    The user is loaded lazily: connections that never ask for user or group channels cost
-    no database query.
+    A token names the user, loaded now (:func:`~ws4redis.tokens.token_user`: it must exist,
+    be active and keep its password), and no session: its opening touches neither the
+    cookies nor the session store, so a bad token is refused
+    (PermissionDenied) rather than opened anonymous or with the cookie's session.
+    ``WS4REDIS_PROCESS_REQUEST`` replaces the cookie-session default (custom auth).
+    The cookie's user is loaded lazily: connections that never ask for user or group
+    channels cost no database query.
     """
+    engine = import_module(django_settings.SESSION_ENGINE)
+    if token is not None:
+        grant = verify(token)
+        request.user = token_user(grant)
+        request.session = engine.SessionStore(None)  # for callbacks: empty, never loaded
+        return grant
     process = settings.load_callable("WS4REDIS_PROCESS_REQUEST")
     if process is not None:
         process(request)
     else:
-        engine = import_module(django_settings.SESSION_ENGINE)
         session_key = request.COOKIES.get(django_settings.SESSION_COOKIE_NAME)
         request.session = engine.SessionStore(session_key)
         request.user = SimpleLazyObject(lambda: get_user(request))
     if not hasattr(request, "user"):
         request.user = AnonymousUser()
+    return None
+
+
+def check_grant(grant: Grant, facility: str, channels: list[str]) -> None:
+    """PermissionDenied when a token's opening asks for a facility or channel keys its
+    ``grant`` does not give (a token is for what it names, not for what the query asks)."""
+    if facility not in grant.facilities:
+        raise PermissionDenied(f"The connection token does not grant facility {facility!r}.")
+    if beyond := [key for key in channels if key not in grant.channels]:
+        raise PermissionDenied(f"The connection token does not grant {', '.join(beyond)}.")
 
 
 def may_block(request: HttpRequest) -> bool:
@@ -128,6 +155,8 @@ def may_block(request: HttpRequest) -> bool:
     if settings.WS4REDIS_PROCESS_REQUEST or settings.WS4REDIS_ALLOWED_CHANNELS:
         return True
     if has_callable_rules(settings.WS4REDIS_PERMISSIONS):  # the project's code, like those
+        return True
+    if QUERY_KEY in request.META.get("QUERY_STRING", ""):  # a token: its user is loaded
         return True
     return django_settings.SESSION_COOKIE_NAME in request.COOKIES
 
@@ -194,15 +223,20 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
     try:
         options = read_options()
         upgrade = upgrade_of(request)
-        rejection = check_request(upgrade, options.handshake)
+        rejection = check_request(upgrade, options.handshake, ambient=False)
         if rejection is not None:
             return rejection
-        identify(request)
-        fields = dict(request.GET.items())
+        fields = dict(request.GET.items())  # the query's size is checked: parsing is bounded
+        token = fields.get(QUERY_KEY)  # with one, cookies count for nothing: Origin neither
+        if token is None and (rejection := origin_refusal(upgrade, options.handshake)):
+            return rejection
+        grant = identify(request, token)
         channels, echo = requested_keys(fields)
         since = requested_positions(fields)
-        channels = allowed_channels(request, channels)
         facility = options.handshake.facility(upgrade)
+        if grant is not None:
+            check_grant(grant, facility, channels)
+        channels = allowed_channels(request, channels)
         if refusals := refused(request, facility, channels):
             raise PermissionDenied(
                 f"WS4REDIS_PERMISSIONS refuses {', '.join(refusals)} on facility {facility!r}"

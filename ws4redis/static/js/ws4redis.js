@@ -15,7 +15,11 @@
  *     disconnected: function (event) {},   // closed; a reconnect follows unless close()
  *     unrecovered: function (channel) {},  // with `recover`: messages of that channel were
  *                                          // lost while disconnected (reload its state)
- *     heartbeat_msg: {{ WS4REDIS_HEARTBEAT }}
+ *     heartbeat_msg: {{ WS4REDIS_HEARTBEAT }},
+ *     token: "...",                        // a connection token (ws4redis.tokens), for a
+ *                                          // page without the site's session cookie
+ *     token_refresh: "/ws-token/"          // or function () { return promise of
+ *                                          // {token, max_age} (or the token) }
  *   });
  *   chat.send_message("hello");
  *   chat.close();                          // for good: no reconnect after this
@@ -36,6 +40,15 @@
  * last one per channel and reconnects with `since=...`, so receive_message sees each
  * message once, in order, across reconnects. When the server no longer holds what was
  * missed, unrecovered(channel) is called instead.
+ *
+ * Tokens: with `token` or `token_refresh`, every connection carries the token in the query
+ * field `ws4redis-token`. A token counts only when a connection opens, so the client gets
+ * a fresh one from token_refresh (a URL answering {"token", "max_age"} as
+ * ws4redis.tokens.token_view does, fetched with the page's credentials, or a function)
+ * before a connection whenever it has none, its token is past 80% of its lifetime, or the
+ * last attempt never opened (a browser cannot see the 403 of a refused handshake: an
+ * expired or revoked token looks like any failed attempt). A failed refresh is retried
+ * with the reconnect delay.
  */
 (function (root) {
   "use strict";
@@ -45,6 +58,21 @@
   var BACKOFF_START = 500;      // ms, first ceiling of the reconnect delay
   var BACKOFF_MAX = 30000;      // ms, largest ceiling
   var QUEUE_LIMIT = 100;        // messages kept while disconnected
+  var TOKEN_KEY = "ws4redis-token";  // the query field of ws4redis.tokens.QUERY_KEY
+  var TOKEN_USE = 0.8;          // share of a token's lifetime after which it is refreshed
+
+  // The lifetime in seconds a token of ws4redis.tokens names (its signed JSON's "a"); null
+  // when it cannot be read (then only a failed attempt makes the client refresh it).
+  function tokenLifetime(token) {
+    try {
+      var payload = token.split(":")[0].replace(/-/g, "+").replace(/_/g, "/");
+      while (payload.length % 4) payload += "=";
+      var lifetime = JSON.parse(atob(payload)).a;
+      return typeof lifetime === "number" ? lifetime : null;
+    } catch (error) {
+      return null;
+    }
+  }
 
   function WS4Redis(options) {
     var opts = options || {};
@@ -59,6 +87,10 @@
     var heartbeat = opts.heartbeat_msg || null;
     var recovering = /[?&]recover(&|=|$)/i.test(opts.uri);
     var positions = {};  // channel -> "epoch:offset" of the last message seen
+    var token = null;
+    var tokenStaleAt = Infinity;  // Date.now() after which the token is refreshed first
+    var refresh = opts.token_refresh || null;
+    var failedOpening = false;    // the last attempt closed before it opened
 
     var ws = null;
     var closedForGood = false;
@@ -104,12 +136,45 @@
       ceiling = Math.min(ceiling * 2, BACKOFF_MAX);
     }
 
-    // The uri of the next connection: with recovery, where each channel left off.
+    // The uri of the next connection: its token, and with recovery where each channel
+    // left off.
     function currentUri() {
+      var fields = [];
+      if (token !== null) fields.push(TOKEN_KEY + "=" + encodeURIComponent(token));
       var since = [];
       for (var channel in positions) since.push(channel + ":" + positions[channel]);
-      if (!since.length) return opts.uri;
-      return opts.uri + "&since=" + encodeURIComponent(since.join(","));
+      if (since.length) fields.push("since=" + encodeURIComponent(since.join(",")));
+      if (!fields.length) return opts.uri;
+      return opts.uri + (opts.uri.indexOf("?") < 0 ? "?" : "&") + fields.join("&");
+    }
+
+    function setToken(value, maxAge) {
+      token = value;
+      var lifetime = typeof maxAge === "number" ? maxAge : tokenLifetime(value);
+      tokenStaleAt = lifetime === null ? Infinity : Date.now() + lifetime * 1000 * TOKEN_USE;
+    }
+
+    function fetchToken() {
+      if (typeof refresh === "function") return Promise.resolve(refresh());
+      return fetch(refresh, { credentials: "include", cache: "no-store" }).then(function (r) {
+        if (!r.ok) throw new Error("WS4Redis: " + refresh + " answered " + r.status);
+        return r.json();
+      });
+    }
+
+    // Connect once a fresh token is at hand; a failed refresh waits as a failed attempt.
+    function refreshThenConnect() {
+      fetchToken().then(function (answer) {
+        if (closedForGood) return;
+        if (typeof answer === "string") setToken(answer, null);
+        else setToken(answer.token, answer.max_age);
+        failedOpening = false;
+        connect();
+      }, function () {
+        if (closedForGood) return;
+        reconnectTimer = setTimeout(connect, Math.random() * ceiling);
+        ceiling = Math.min(ceiling * 2, BACKOFF_MAX);
+      });
     }
 
     // A message of a connection with recovery: keep its position, hand over its data.
@@ -128,10 +193,16 @@
 
     function connect() {
       reconnectTimer = null;
+      if (refresh && (token === null || failedOpening || Date.now() >= tokenStaleAt)) {
+        refreshThenConnect();
+        return;
+      }
       onConnecting();
       var socket = new WebSocket(currentUri());
+      var opened = false;
       ws = socket;
       socket.onopen = function () {
+        opened = true;
         ceiling = BACKOFF_START;
         startHeartbeat();
         while (queue.length && socket.readyState === WebSocket.OPEN) socket.send(queue.shift());
@@ -145,9 +216,13 @@
         if (recovering) receivePositioned(event.data);
         else onMessage(event.data);
       };
-      socket.onclose = lost;
+      socket.onclose = function (event) {
+        failedOpening = !opened;
+        lost(event);
+      };
     }
 
+    if (opts.token) setToken(opts.token, null);
     connect();
 
     return {
