@@ -36,8 +36,9 @@ class RedisPublisher(RedisStore):
         With ``audience='any'`` the session's message wins over the user's, the user's over
         the groups', and those over the broadcast one.
         """
+        client = self._blocking_client()
         for key in self._stored_keys(request, facility, audience):
-            if message := self._connection.get(key):
+            if message := client.get(key):
                 return RedisMessage(message)
         return None
 

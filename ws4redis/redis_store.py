@@ -273,8 +273,9 @@ class RedisStore:
 
     def _publish(self, data: bytes, expire: int | None, origin: bytes) -> dict[str, int]:
         """:meth:`publish_message` for messages of ``origin``."""
-        plan = self._plan(data, expire, origin, cluster=is_cluster(self._connection))
-        return plan.outcome(run_once(self._connection, plan.commands))
+        client = self._blocking_client()
+        plan = self._plan(data, expire, origin, cluster=is_cluster(client))
+        return plan.outcome(run_once(client, plan.commands))
 
     def _plan(self, data: bytes, expire: int | None, origin: bytes, *, cluster: bool) -> _Plan:
         """The commands that publish ``data`` from ``origin`` on this store's channels. On
@@ -320,13 +321,24 @@ class RedisStore:
             f"one ({type(self._connection).__name__}); pass connection=None for the shared one"
         )
 
+    def _blocking_client(self) -> Any:
+        """The client the blocking methods use; one given a ``redis.asyncio`` client says
+        which methods are for it, instead of failing somewhere inside redis-py."""
+        if _is_async_client(self._connection):
+            raise TypeError(
+                "this store was given a redis.asyncio client: await its async twins "
+                "(apublish_message, afetch_message) instead"
+            )
+        return self._connection
+
     def history(self, since: int = 0) -> dict[str, Window]:
         """What each channel of this store keeps of its history after offset ``since``:
         epoch, first and last offsets, and the messages (offset, bytes) in order. Its
         ``epoch`` and ``last`` are the current position; with no history kept (none
         configured, or expired) the epoch is ``""``."""
         return {
-            channel: read_history(self._connection, channel, since) for channel in self._publishers
+            channel: read_history(self._blocking_client(), channel, since)
+            for channel in self._publishers
         }
 
     pipeline_publish_message = publish_message

@@ -309,6 +309,21 @@ def test_async_methods_refuse_a_blocking_client_they_were_given(rdb):
         on_a_loop(publisher.apublish_message("x"))
 
 
+def test_blocking_methods_refuse_an_asyncio_client_they_were_given(rdb):
+    """Rather than a coroutine never awaited deep inside redis-py, the caller is told which
+    methods fit the client it passed; nothing is published."""
+    client = redis.asyncio.Redis(**connection_kwargs())
+    publisher = RedisPublisher(connection=client, facility=FACILITY, broadcast=True)
+    for call in (
+        lambda: publisher.publish_message("x"),
+        lambda: publisher.fetch_message(None, FACILITY),
+        lambda: publisher.history(),
+    ):
+        with pytest.raises(TypeError, match="await its async twins"):
+            call()
+    assert rdb.get(CHANNEL) is None
+
+
 def test_on_commit_publishes_after_the_commit_only(rdb, transactional_db):
     from asgiref.sync import async_to_sync
     from django.db import connection, transaction
