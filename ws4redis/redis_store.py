@@ -336,10 +336,8 @@ class RedisStore:
         epoch, first and last offsets, and the messages (offset, bytes) in order. Its
         ``epoch`` and ``last`` are the current position; with no history kept (none
         configured, or expired) the epoch is ``""``."""
-        return {
-            channel: read_history(self._blocking_client(), channel, since)
-            for channel in self._publishers
-        }
+        client = self._blocking_client()
+        return {channel: read_history(client, channel, since) for channel in self._publishers}
 
     pipeline_publish_message = publish_message
     """Kept from the original API, where only this spelling saved round trips."""
