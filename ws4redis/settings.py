@@ -156,6 +156,19 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a number of seconds >= 0 (0 closes every websocket at once)",
     ),
     "WS4REDIS_TOKEN_MAX_AGE": (300, _is_positive_int, "a positive int (seconds)"),
+    "WS4REDIS_MAX_FACILITIES": (16, _is_positive_int, "a positive int (per connection)"),
+    "WS4REDIS_HOOKS": (
+        {},
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                isinstance(k, str) and (isinstance(f, str) or callable(f)) for k, f in v.items()
+            )
+        ),
+        "a dict of facility (or '*') -> a callable f(message) or its dotted path",
+    ),
+    "WS4REDIS_HOOK_THREADS": (4, _is_positive_int, "a positive int (threads per process)"),
+    "WS4REDIS_HOOK_TIMEOUT": (5, _is_positive_number, "a positive number of seconds"),
 }
 
 

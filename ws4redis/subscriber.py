@@ -104,6 +104,11 @@ class RedisSubscriber(RedisStore):
             self._subscription.subscribe(*keys, *self.control)
 
     @property
+    def publishes(self) -> bool:
+        """Whether its channel keys let its client publish anywhere."""
+        return bool(self._publishers)
+
+    @property
     def subscribed_channels(self) -> list[str]:
         """Names of the channels this websocket listens to (not its control channels,
         which carry no messages for it)."""

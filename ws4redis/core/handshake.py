@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader
+from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
@@ -228,10 +230,32 @@ def origin_allowed(upgrade: Upgrade, options: HandshakeOptions) -> bool:
     return host_matches(host, options.allowed_hosts)
 
 
+SUBPROTOCOL = "ws4redis.v1"
+"""The websocket subprotocol of many facilities on one connection
+(:mod:`ws4redis.core.facilities`)."""
+
+
+def multiplexed(upgrade: Upgrade) -> bool:
+    """Whether the client offers :data:`SUBPROTOCOL` (a header that cannot be read offers
+    nothing: the handshake refuses it)."""
+    try:
+        offered = [
+            name
+            for value in upgrade.headers.get_all("Sec-WebSocket-Protocol")
+            for name in parse_subprotocol(value)
+        ]
+    except InvalidHeader:
+        return False
+    return SUBPROTOCOL in offered
+
+
 def _first_offered(
     protocol: ServerProtocol, subprotocols: Sequence[Subprotocol]
 ) -> Subprotocol | None:
-    """Answer a requested subprotocol with the first one the client offered."""
+    """Answer a requested subprotocol with ours when offered, else with the first one the
+    client offered (what a one-facility websocket always did)."""
+    if SUBPROTOCOL in subprotocols:
+        return Subprotocol(SUBPROTOCOL)
     return subprotocols[0] if subprotocols else None
 
 

@@ -61,6 +61,8 @@ class Options:
     """``WS4REDIS_HISTORY``."""
     presence: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
     """``WS4REDIS_PRESENCE``."""
+    max_facilities: int = 16
+    """``WS4REDIS_MAX_FACILITIES``: facilities of one ``ws4redis.v1`` connection."""
 
 
 def requested_keys(keys: Iterable[str]) -> tuple[list[str], bool]:
@@ -97,13 +99,18 @@ class Accepted:
     """With the ``recover`` key: the positions the client resumes from, by channel label."""
     protocol: ServerProtocol | None = None
     response: Response | None = None
+    multiplex: bool = False
+    """The client speaks ``ws4redis.v1``: its facilities come by message
+    (:mod:`ws4redis.core.facilities`)."""
+    grant: Any = None
+    """What its connection token grants (a :class:`ws4redis.tokens.Grant`), if it has one:
+    its facilities' subscriptions are checked against it."""
 
-    def relay(self, now: float, stats: Stats) -> Relay:
-        """The relay of the connection, with the limits of the options, counting into
-        ``stats``. For a runtime that owns the socket it frames, and the handshake response
-        will be its first output."""
+    def limits(self, now: float, stats: Stats) -> dict[str, Any]:
+        """The keyword arguments of its relay: the limits of the options, counting into
+        ``stats``."""
         options = self.options
-        limits = {
+        return {
             "echo": self.echo,
             "heartbeat": options.heartbeat,
             "now": now,
@@ -118,8 +125,14 @@ class Accepted:
             "enveloped": enveloped_facility(self.facility, options.history, options.presence),
             "facility": self.facility,
         }
+
+    def relay(self, now: float, stats: Stats) -> Relay:
+        """The relay of the connection, counting into ``stats``. For a runtime that owns
+        the socket it frames, and the handshake response will be its first output."""
+        limits = self.limits(now, stats)
+        options = self.options
         if self.protocol is None or self.response is None:
-            return Relay(**limits)  # type: ignore[arg-type]
+            return Relay(**limits)
         return FramedRelay(
             self.protocol,
             self.response,

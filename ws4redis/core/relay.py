@@ -385,6 +385,19 @@ class Relay:
             return True
         return len(outbox) == 1
 
+    def forward(self, items: list[bytes]) -> bool:
+        """Queue ``items`` another relay already encoded for this connection (a facility of
+        a ``ws4redis.v1`` connection, :mod:`ws4redis.core.facilities`, which applied its
+        own echo rule); bounded as :meth:`push`. True when the runtime must write."""
+        if self.failure is not None or not items:
+            return False
+        was_empty = not self.outbox
+        self.outbox.extend(items)
+        self.outbox_bytes += sum(map(len, items))
+        if self.outbox_bytes > self.max_buffer and self._over_bound():
+            return True
+        return was_empty
+
     def _over_bound(self) -> bool:
         """With more than ``max_buffer`` waiting: whether that fails the client (it is
         stalled, or even a reading client may not have that much wait)."""

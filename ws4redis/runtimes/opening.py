@@ -28,12 +28,15 @@ from websockets.datastructures import Headers
 
 from ws4redis import settings
 from ws4redis.core.handshake import (
+    SUBPROTOCOL,
     HandshakeOptions,
     Rejection,
     Upgrade,
     check_request,
+    multiplexed,
     origin_refusal,
 )
+from ws4redis.core.history import Position
 from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.opening import (
     Accepted,
@@ -77,6 +80,7 @@ def read_options() -> Options:
         ping_timeout=settings.WS4REDIS_PING_TIMEOUT,
         history=settings.WS4REDIS_HISTORY,
         presence=settings.WS4REDIS_PRESENCE,
+        max_facilities=settings.WS4REDIS_MAX_FACILITIES,
     )
 
 
@@ -107,9 +111,12 @@ def refusal(request: HttpRequest) -> Rejection | None:
     return check_request(upgrade_of(request), read_options().handshake)
 
 
-def identify(request: HttpRequest, token: str | None = None) -> Grant | None:
+def identify(
+    request: HttpRequest, token: str | None = None, grant: Grant | None = None
+) -> Grant | None:
     """Attach ``session`` and ``user`` to ``request`` as Django's middleware would; with a
-    connection ``token``, return what it grants.
+    connection ``token``, return what it grants (or, with the ``grant`` it gave already,
+    load its user again: a connection outlives its token, not its user).
 
     A token names the user, loaded now (:func:`~ws4redis.tokens.token_user`: it must exist,
     be active and keep its password), and no session: its opening touches neither the
@@ -120,8 +127,8 @@ def identify(request: HttpRequest, token: str | None = None) -> Grant | None:
     channels cost no database query.
     """
     engine = import_module(django_settings.SESSION_ENGINE)
-    if token is not None:
-        grant = verify(token)
+    if token is not None or grant is not None:
+        grant = grant or verify(token)  # type: ignore[arg-type]
         request.user = token_user(grant)
         request.session = engine.SessionStore(None)  # for callbacks: empty, never loaded
         return grant
@@ -219,6 +226,40 @@ def open_connection(
     return outcome
 
 
+def permitted(
+    request: HttpRequest, grant: Grant | None, facility: str, fields: dict[str, str]
+) -> tuple[list[str], bool, dict[str, Position] | None]:
+    """The channel keys the query ``fields`` ask for on ``facility``, as the rules allow
+    them to ``request`` (a token's ``grant``, ``WS4REDIS_ALLOWED_CHANNELS``,
+    ``WS4REDIS_PERMISSIONS``); whether ``echo`` was asked; the positions with
+    ``recover``. PermissionDenied or ValueError say what is refused."""
+    channels, echo = requested_keys(fields)
+    since = requested_positions(fields)
+    if grant is not None:
+        check_grant(grant, facility, channels)
+    channels = allowed_channels(request, channels)
+    if refusals := refused(request, facility, channels):
+        raise PermissionDenied(
+            f"WS4REDIS_PERMISSIONS refuses {', '.join(refusals)} on facility {facility!r}"
+        )
+    return channels, echo, since
+
+
+MULTIPLEX_URL = (
+    f"With the {SUBPROTOCOL} subprotocol the URL names no facility and no channel keys:"
+    " facilities are subscribed by message."
+)
+
+
+def refusal_for(exc: Exception) -> Rejection | None:
+    """What a refusal raised while deciding is answered (None: not a refusal)."""
+    if isinstance(exc, ValueError | SuspiciousOperation):  # e.g. too many query fields
+        return Rejection(400, f"{exc}\n")
+    if isinstance(exc, PermissionDenied):
+        return Rejection(403, f"{exc or 'Permission denied'}\n")
+    return None
+
+
 def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
     try:
         options = read_options()
@@ -231,24 +272,17 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
         if token is None and (rejection := origin_refusal(upgrade, options.handshake)):
             return rejection
         grant = identify(request, token)
-        channels, echo = requested_keys(fields)
-        since = requested_positions(fields)
         facility = options.handshake.facility(upgrade)
-        if grant is not None:
-            check_grant(grant, facility, channels)
-        channels = allowed_channels(request, channels)
-        if refusals := refused(request, facility, channels):
-            raise PermissionDenied(
-                f"WS4REDIS_PERMISSIONS refuses {', '.join(refusals)} on facility {facility!r}"
-            )
-        accepted = Accepted(request, facility, channels, echo, options, since)
+        if multiplexed(upgrade):
+            if facility or requested_keys(fields)[0] or requested_positions(fields) is not None:
+                raise ValueError(MULTIPLEX_URL)
+            accepted = Accepted(request, "", [], True, options, multiplex=True, grant=grant)
+        else:
+            channels, echo, since = permitted(request, grant, facility, fields)
+            accepted = Accepted(request, facility, channels, echo, options, since, grant=grant)
         return accept(upgrade, accepted, framing=framing)
-    except ValueError as exc:
-        return Rejection(400, f"{exc}\n")
-    except PermissionDenied as exc:
-        return Rejection(403, f"{exc or 'Permission denied'}\n")
-    except SuspiciousOperation as exc:  # e.g. more query fields than Django accepts
-        return Rejection(400, f"{exc}\n")
-    except Exception:
+    except Exception as exc:
+        if (rejection := refusal_for(exc)) is not None:
+            return rejection
         logger.exception("Cannot open websocket %s", request.get_full_path())
         return Rejection(500, "The websocket could not be opened; see the server log.\n")

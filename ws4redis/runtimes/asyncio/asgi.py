@@ -19,9 +19,11 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
-from ws4redis.core.handshake import Rejection
+from ws4redis.core.handshake import SUBPROTOCOL, Rejection
+from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.websocket import is_text
+from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
@@ -43,9 +45,11 @@ class ASGISink:
     ``WS4REDIS_MAX_BUFFER_SIZE`` (see :meth:`~ws4redis.core.relay.Relay.stall`).
     """
 
-    def __init__(self, send: Send, hub: Hub) -> None:
+    def __init__(self, send: Send, hub: Hub, publisher: Publisher) -> None:
         self.send = send
         self.hub = hub
+        self.publisher = publisher
+        self.facilities: Facilities | None = None
         self.relay: Relay | None = None  # made by the opening, before it subscribes
         self.subscriber: RedisSubscriber | None = None
         self.open = False
@@ -59,8 +63,17 @@ class ASGISink:
     def new_subscription(self) -> HubSubscription:
         return HubSubscription(self.hub, self)
 
+    def multiplexed(self, accepted: Accepted) -> None:
+        self.facilities = Facilities(self, accepted, self.publisher, None, self.flush)
+
     def push(self, delivery: Delivery) -> bool:
         return self.relay.deliver(delivery) and self.open  # type: ignore[union-attr]
+
+    def wanted(self) -> bool:
+        return self.open
+
+    def wake(self) -> None:
+        self.flush()
 
     def flush(self, now: float | None = None) -> None:
         if self._sending is None or self._sending.done():
@@ -123,7 +136,7 @@ class ASGIApplication:
         if (await receive())["type"] != "websocket.connect":
             return
         request = ASGIRequest({**scope, "method": "GET"}, io.BytesIO())
-        sink = ASGISink(send, get_hub())
+        sink = ASGISink(send, get_hub(), self._publisher)
         start = await open_in_thread(request, sink, framing=False)
         if isinstance(start, Rejection):
             await _reject(scope, send, start)
@@ -132,13 +145,16 @@ class ASGIApplication:
         assert subscriber is not None and relay is not None
         try:
             offered = scope.get("subprotocols") or []
-            await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+            chosen = SUBPROTOCOL if sink.facilities else offered[0] if offered else None
+            await send({"type": "websocket.accept", "subprotocol": chosen})
             relay.opened(start)
             sink.open = True
             sink.flush()  # the persisted messages, and whatever the hub delivered meanwhile
             await self._relay(receive, sink, subscriber)
         finally:
             subscriber.release()
+            if sink.facilities is not None:
+                sink.facilities.release()
 
     async def _relay(self, receive: Receive, sink: ASGISink, subscriber: RedisSubscriber) -> None:
         loop = asyncio.get_running_loop()
@@ -168,10 +184,12 @@ class ASGIApplication:
                 text = message.get("text")
                 data = text.encode() if text is not None else message.get("bytes") or b""
                 publishing = relay.receive_message(data)
-                if publishing is not None:
+                if publishing is not None and sink.facilities is not None:
+                    sink.facilities.receive([publishing])
+                elif publishing is not None:
                     self._publisher.offer(relay, subscriber, [publishing], sink.flush)
-                if relay.failure is not None:
-                    sink.flush()  # sends the close
+                if relay.failure is not None or relay.outbox:
+                    sink.flush()  # sends the close, or answers
         finally:
             ended.cancel()
             if receiving is not None:

@@ -47,6 +47,11 @@ class Opening(Protocol):
         """Its subscription through the loop's hub (the hub was got on the loop)."""
         ...
 
+    def multiplexed(self, accepted: Accepted) -> None:
+        """The client speaks ``ws4redis.v1``: it gets its facilities (before anything it
+        sends is read)."""
+        ...
+
 
 def decide(request: HttpRequest, opening: Opening, *, framing: bool) -> Accepted | Rejection:
     """Open ``request`` and give ``opening`` its relay; blocks unless
@@ -54,6 +59,8 @@ def decide(request: HttpRequest, opening: Opening, *, framing: bool) -> Accepted
     outcome = open_connection(request, framing=framing)
     if isinstance(outcome, Accepted):
         opening.relay = outcome.relay(time.monotonic(), STATS)
+        if outcome.multiplex:
+            opening.multiplexed(outcome)
     return outcome
 
 

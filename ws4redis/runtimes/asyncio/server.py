@@ -37,6 +37,7 @@ from ws4redis.core.drain import DrainSchedule
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
+from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
@@ -309,6 +310,7 @@ class Connection(asyncio.Protocol):
         "deadline",
         "dirty",
         "early",
+        "facilities",
         "handshake",
         "hub",
         "last_publish",
@@ -335,6 +337,7 @@ class Connection(asyncio.Protocol):
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
         self.deadline: asyncio.TimerHandle | None = None
+        self.facilities: Facilities | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -356,7 +359,9 @@ class Connection(asyncio.Protocol):
             assert self.relay is not None
             relay, publisher, subscriber = self.relay, self.server.publisher, self.subscriber
             messages = relay.receive_data(data)
-            if messages and subscriber is not None:
+            if self.facilities is not None:
+                self.facilities.receive(messages)
+            elif messages and subscriber is not None:
                 publishing = publisher.offer(relay, subscriber, messages, self._not_published)
                 self.last_publish = publishing or self.last_publish
             self._write_protocol_output()
@@ -484,6 +489,12 @@ class Connection(asyncio.Protocol):
             early, self.early = self.early, b""
             self.data_received(early)
 
+    def multiplexed(self, accepted: Accepted) -> None:
+        server = self.server
+        self.facilities = Facilities(
+            self, accepted, server.publisher, server.openers, self._not_published
+        )
+
     def _reject(self, rejection: Rejection) -> None:
         handshake = ServerProtocol()  # made for the answer: most connections never need one
         response = handshake.reject(rejection.status, rejection.text)
@@ -500,6 +511,18 @@ class Connection(asyncio.Protocol):
             self.dirty = True
             return True
         return False
+
+    def wanted(self) -> bool:
+        """One of its facilities queued a message: True when it needs a flush."""
+        if not self.dirty and self.phase is Phase.OPEN:
+            self.dirty = True
+            return True
+        return False
+
+    def wake(self) -> None:
+        """Write what its facilities queued outside of a delivery (their answers)."""
+        if self.relay is not None and self.phase is Phase.OPEN:
+            self._write_protocol_output()
 
     def flush(self, now: float) -> None:
         """Write every queued frame at once; close a client that stopped reading.
@@ -539,7 +562,10 @@ class Connection(asyncio.Protocol):
             # A client failed by the server (backlog, size, protocol) is not owed that.
             released = self.subscription.released if self.subscription else None
             published = self.last_publish if relay.failure is None else None
-            waiting = [f for f in (released, published) if f is not None and not f.done()]
+            futures = [released, published]
+            if self.facilities is not None:
+                futures += [*self.facilities.release(), self.facilities.last_publish]
+            waiting = [f for f in futures if f is not None and not f.done()]
             if waiting:
                 gathered = asyncio.gather(*waiting, return_exceptions=True)
                 gathered.add_done_callback(lambda _: self._write_protocol_output())
@@ -572,6 +598,8 @@ class Connection(asyncio.Protocol):
     def _release(self) -> None:
         if self.subscriber is not None:
             self.subscriber.release()
+        if self.facilities is not None:
+            self.facilities.release()
 
     # -- server-driven -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ws4redis.core.relay import Delivery, Failure, FailureKind, SocketRelay, Sta
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.opening import open_connection
 from ws4redis.runtimes.redis_side import publish, subscribe
+from ws4redis.runtimes.sync.facilities import Facilities
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
 from ws4redis.runtimes.sync.wsgi import StartResponse, reject
 from ws4redis.subscriber import RedisSubscriber
@@ -48,6 +49,8 @@ class Connection:
         self.publishing = False
         self.released = False
         self.finished = False
+        self.facilities: Facilities | None = None
+        """With ``ws4redis.v1``: its facilities, whose requests its reading thread runs."""
 
     def push(self, delivery: Delivery) -> bool:
         """From the hub's thread: queue a message and wake the writer."""
@@ -79,7 +82,12 @@ class Connection:
                 self.finished = True
                 self.changed.notify()
             writer.join()
-            subscriber.release()
+            self._release(subscriber)
+
+    def _release(self, subscriber: RedisSubscriber) -> None:
+        subscriber.release()
+        if self.facilities is not None:
+            self.facilities.release()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -94,12 +102,18 @@ class Connection:
                 if messages:
                     # In this thread: while Redis is slow this client is not read, so what
                     # waits for Redis is at most one read's messages.
-                    failure = publish(subscriber, messages)
+                    failure = None
+                    if self.facilities is not None:
+                        self.facilities.receive(messages)
+                    else:
+                        failure = publish(subscriber, messages)
                     with self.changed:
                         if failure is not None:
                             relay.published(0, failure)  # the client is told: closed
                         self.publishing = False
                         self.changed.notify()
+            if self.facilities is not None and self.facilities.ended:
+                self.facilities.release_ended()
             try:
                 data = self.sock.recv(READ_SIZE)
             except TimeoutError:
@@ -151,7 +165,7 @@ class Connection:
                 due = relay.next_tick()
                 self.changed.wait(None if due is None else max(due - time.monotonic(), 0))
                 relay.tick(time.monotonic())
-        subscriber.release()
+        self._release(subscriber)
         with self.changed:
             self.released = True
         return []
@@ -222,6 +236,8 @@ def serve_request(
         assert isinstance(relay, SocketRelay)
         connection = Connection(sock, relay)
         hub = get_hub()
+        if outcome.multiplex:
+            connection.facilities = Facilities(relay, connection.changed, outcome, hub)
         started = subscribe(outcome, lambda: HubSubscription(hub, connection))
         if isinstance(started, Rejection):
             return reject(started, start_response)

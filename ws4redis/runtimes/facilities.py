@@ -1,0 +1,78 @@
+"""Subscribing a facility on an open ``ws4redis.v1`` connection, above the core
+(``docs/reference.md#many-facilities-on-one-websocket``).
+
+A subscription is an opening without the handshake: the same rules
+(:func:`ws4redis.runtimes.opening.permitted`), with the session and user as Django has them
+now, and the same subscribing (:func:`ws4redis.runtimes.redis_side.subscribe`). Blocking:
+asyncio runtimes call :func:`open_facility` in a thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Protocol
+
+from django.http import HttpRequest
+
+from ws4redis import settings
+from ws4redis.core.facilities import FacilityRelay, Request, RequestError, facility_relay
+from ws4redis.core.opening import Accepted
+from ws4redis.core.relay import Encoder, Start
+from ws4redis.core.stats import Stats
+from ws4redis.runtimes.opening import identify, permitted, refusal_for
+from ws4redis.runtimes.redis_side import subscribe
+from ws4redis.subscriber import PubSubFactory, RedisSubscriber
+from ws4redis.tokens import QUERY_KEY
+
+CACHED = ("user", "_cached_user", "session", "auth")
+"""What identifying a request attaches to it: a facility's copy loads its own."""
+
+
+class FacilitySink(Protocol):
+    """A facility as the runtime's hub sees it: its relay is set before it subscribes."""
+
+    relay: FacilityRelay | None
+
+
+def facility_request(request: HttpRequest, facility: str) -> HttpRequest:
+    """A copy of the connection's ``request`` for ``facility``: its path names it (the
+    subscriber reads the facility there), and its session and user are loaded afresh."""
+    copied = copy.copy(request)
+    for name in CACHED:
+        copied.__dict__.pop(name, None)
+    copied.path_info = settings.WEBSOCKET_URL + facility
+    copied.path = request.path[: len(request.path) - len(request.path_info)] + copied.path_info
+    return copied
+
+
+def open_facility(
+    connection: Accepted,
+    request: Request,
+    sink: FacilitySink,
+    subscription: PubSubFactory,
+    stats: Stats,
+    encode: Encoder,
+) -> tuple[RedisSubscriber, Start]:
+    """Check and subscribe the facility ``request`` asks for on ``connection``, for
+    ``sink`` (given its relay, encoding with the connection's ``encode``); RequestError
+    says why not (the status an opening would have had)."""
+    facility = request.facility
+    django_request = facility_request(connection.request, facility)
+    fields: dict[str, Any] = dict.fromkeys(request.keys, "")
+    fields.update(recover="", since=request.since)  # every facility's messages are JSON here
+    try:
+        token = connection.request.GET.get(QUERY_KEY)
+        grant = identify(django_request, token, connection.grant)
+        channels, echo, since = permitted(django_request, grant, facility, fields)
+    except Exception as exc:
+        rejection = refusal_for(exc)
+        if rejection is None:
+            raise
+        raise RequestError(rejection.status, rejection.text.strip(), request.id, facility) from exc
+    accepted = Accepted(django_request, facility, channels, echo, connection.options, since)
+    sink.relay = facility_relay(accepted, time.monotonic(), stats, encode)
+    started = subscribe(accepted, subscription)
+    if isinstance(started, tuple):
+        return started
+    raise RequestError(started.status, started.text.strip(), request.id, facility)
