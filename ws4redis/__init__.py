@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["__version__", "disconnect"]
+__all__ = ["__version__", "disconnect", "unsubscribe"]
 
 __version__ = "1.0.0"  # the one source: pyproject.toml reads it
 
@@ -16,3 +16,11 @@ def disconnect(**kwargs: Any) -> int | None:
     from ws4redis.control import disconnect
 
     return disconnect(**kwargs)
+
+
+def unsubscribe(**kwargs: Any) -> int | None:
+    """End one facility of a session's or user's websockets in every process: see
+    :func:`ws4redis.control.unsubscribe`."""
+    from ws4redis.control import unsubscribe
+
+    return unsubscribe(**kwargs)

@@ -17,10 +17,10 @@ from django.db.models.signals import post_delete
 
 from ws4redis.bus.pool import get_redis, is_cluster
 from ws4redis.core.names import control_channel
-from ws4redis.core.relay import SESSION_ENDED, Control, Failure, FailureKind
+from ws4redis.core.relay import SESSION_ENDED, UNSUBSCRIBED, Control, Failure, FailureKind
 from ws4redis.settings import key_prefix
 
-__all__ = ["GROUPS_CHANGED", "disconnect"]
+__all__ = ["GROUPS_CHANGED", "disconnect", "unsubscribe"]
 
 logger = logging.getLogger("ws4redis")
 
@@ -41,14 +41,41 @@ def disconnect(
     that is logged, not raised, since callers are logout views and deletions that must not
     fail for it (their websockets then stay open until they close or reconnect).
     """
+    return _command(session, user, Control(_failure(code, reason, FailureKind.ENDED), facility))
+
+
+def unsubscribe(
+    *,
+    facility: str,
+    session: str | None = None,
+    user: str | None = None,
+    code: int = UNSUBSCRIBED,
+    reason: str = "unsubscribed",
+) -> int | None:
+    """End ``facility`` for session key ``session`` and/or user name ``user``, in every
+    process: a ``ws4redis.v1`` connection drops that facility (its client is told, with
+    ``code`` and ``reason``) and stays open for its others; a websocket of that facility
+    alone closes with ``code``. Returns as :func:`disconnect` does."""
+    if not facility:
+        raise ValueError("unsubscribe() names the facility to end")
+    failure = _failure(code, reason, FailureKind.UNSUBSCRIBED)
+    return _command(session, user, Control(failure, facility))
+
+
+def _failure(code: int, reason: str, kind: FailureKind) -> Failure:
     if not 4000 <= code <= 4999:
-        raise ValueError(f"a close code for disconnect() is 4000-4999, got {code}")
+        raise ValueError(f"a close code of Django's commands is 4000-4999, got {code}")
+    return Failure(code, reason, kind)
+
+
+def _command(session: str | None, user: str | None, command: Control) -> int | None:
+    """Publish ``command`` on the control channels of ``session`` and ``user``."""
     channels = [control_channel(key_prefix(), "session", session)] if session else []
     if user:
         channels.append(control_channel(key_prefix(), "user", user))
     if not channels:
         return 0
-    payload = Control(Failure(code, reason, FailureKind.ENDED), facility).encode()
+    payload = command.encode()
     try:
         connection = get_redis()
         verb = "SPUBLISH" if is_cluster(connection) else "PUBLISH"

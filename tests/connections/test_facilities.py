@@ -206,23 +206,31 @@ def test_each_facility_recovers_from_its_own_position(server):
         assert [(m["data"], m["offset"]) for m in got] == [("entry 2", 3), ("entry 3", 4)]
 
 
-def test_django_ends_one_facility_or_the_whole_websocket(server, users):
-    """``disconnect(user=..., facility=...)`` unsubscribes only that facility, and the
-    client is told with the code; without a facility the websocket closes."""
+def test_django_unsubscribes_one_facility_or_closes_the_websocket(server, users):
+    """``unsubscribe(user=..., facility=...)`` drops only that facility, and the client is
+    told with the code; ``disconnect(facility=...)`` closes a websocket that carries it."""
     cookie = session_cookie(login("john"))
     with multiplexed(server, header=[cookie]) as mux:
         mux.subscribe("alpha", "subscribe-user")
         mux.subscribe("beta", "subscribe-user")
-        assert ws4redis.disconnect(user="john", facility="beta", code=4003, reason="go") >= 1
+        assert ws4redis.unsubscribe(user="john", facility="beta", reason="go") >= 1
         while (told := mux.next())["type"] != "unsubscribed":
             pass
         assert told == {"type": "unsubscribed", "id": None, "facility": "beta",
-                        "code": 4003, "reason": "go"}  # fmt: skip
+                        "code": 4004, "reason": "go"}  # fmt: skip
         RedisPublisher(facility="beta", users=["john"]).publish_message("gone", expire=0)
         RedisPublisher(facility="alpha", users=["john"]).publish_message("here", expire=0)
         assert [m["facility"] for m in mux.until("alpha", "here")] == ["alpha"]
-        ws4redis.disconnect(user="john")
-        assert recv_close(mux.ws) == 4001
+        ws4redis.unsubscribe(user="john", facility="gamma")  # none of its facilities
+        ws4redis.disconnect(user="john", facility="alpha", code=4003, reason="by staff")
+        assert recv_close(mux.ws) == 4003
+
+
+def test_unsubscribe_closes_a_websocket_of_that_facility_alone(server, users):
+    cookie = session_cookie(login("john"))
+    with connected(server, "subscribe-user", header=[cookie]) as ws:
+        ws4redis.unsubscribe(user="john", facility="unittest")
+        assert recv_close(ws) == 4004
 
 
 def test_identity_is_read_at_each_subscription(server, users):

@@ -51,3 +51,11 @@ def test_a_command_for_another_facility_passes_the_websocket_by():
     assert news.failure is None and not news.closing
     news.deliver(Delivery(CONTROL, Control(Failure.SESSION_ENDED).encode()))  # every facility
     assert news.failure == Failure.SESSION_ENDED
+
+
+def test_an_unsubscribe_reads_back_and_needs_a_facility():
+    command = Control(Failure(4004, "unsubscribed", FailureKind.UNSUBSCRIBED), "chat")
+    assert Control.decode(command.encode()) == command
+    # an unsubscribe of no facility is not one: it ends the websocket, as a disconnect
+    data = b'{"code": 4004, "reason": "", "facility": null, "unsubscribe": true}'
+    assert Control.decode(data).failure.kind is FailureKind.ENDED

@@ -222,13 +222,13 @@ class Multiplex(Generic[Sink]):
 
 def forward(connection: Relay, facility: Relay, ended: Callable[[], None]) -> bool:
     """Hand what ``facility`` queued to the ``connection``'s relay; True when the
-    connection must be written. A facility failed by Django (its session's command for
-    that facility, :class:`~ws4redis.core.relay.Control`) ends alone: ``ended`` is called
-    for the runtime to unsubscribe it and tell the client; any other failure (a backlog)
-    fails the connection."""
+    connection must be written. A facility Django unsubscribed
+    (:attr:`~ws4redis.core.relay.FailureKind.UNSUBSCRIBED`) ends alone: ``ended`` is
+    called for the runtime to release it and tell the client; any other failure (Django
+    ended the session, or a backlog) fails the connection."""
     failure = facility.failure
     if failure is not None:
-        if failure.kind is FailureKind.ENDED:
+        if failure.kind is FailureKind.UNSUBSCRIBED:
             ended()
         else:
             connection.fail(failure)

@@ -40,6 +40,9 @@ HEARTBEAT_INTERVAL = 4.0
 SESSION_ENDED = 4001
 """Close code when Django ended the websocket's session or user (logout, a deleted session):
 see :func:`ws4redis.disconnect`."""
+UNSUBSCRIBED = 4004
+"""Close code (or, on a ``ws4redis.v1`` connection, code of the ``unsubscribed`` notice) when
+Django unsubscribed a facility: see :func:`ws4redis.unsubscribe`."""
 NO_CONTROL: frozenset[bytes] = frozenset()
 """The control channels of every websocket without a session or user: none."""
 
@@ -64,6 +67,9 @@ class FailureKind(enum.Enum):
     """Something on the server side failed (1011)."""
     ENDED = enum.auto()
     """Django ended the websocket's session or user (a 4000-4999 code, :class:`Control`)."""
+    UNSUBSCRIBED = enum.auto()
+    """Django unsubscribed its facility (a 4000-4999 code, :class:`Control`): a
+    one-facility websocket closes, a ``ws4redis.v1`` connection drops that facility."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +111,23 @@ Failure.SESSION_ENDED = Failure(SESSION_ENDED, "session ended", FailureKind.ENDE
 @dataclass(frozen=True, slots=True)
 class Control:
     """What Django asks of the websockets a control channel reaches (a session's, a user's):
-    to close with ``failure``, on ``facility`` only or (None) on every facility. The one
-    place its bytes are written (:meth:`encode`, by :func:`ws4redis.control.disconnect`)
-    and read (:meth:`decode`, by every relay)."""
+    to close with ``failure``, on ``facility`` only or (None) on every facility; or, when
+    the failure is :attr:`FailureKind.UNSUBSCRIBED`, to drop that facility. The one place
+    its bytes are written (:meth:`encode`, by :mod:`ws4redis.control`) and read
+    (:meth:`decode`, by every relay)."""
 
     failure: Failure
     facility: str | None = None
 
     def encode(self) -> bytes:
+        unsubscribe = self.failure.kind is FailureKind.UNSUBSCRIBED
         return json.dumps(
-            {"code": self.failure.code, "reason": self.failure.reason, "facility": self.facility}
+            {
+                "code": self.failure.code,
+                "reason": self.failure.reason,
+                "facility": self.facility,
+                "unsubscribe": unsubscribe,
+            }
         ).encode()
 
     @classmethod
@@ -131,9 +144,11 @@ class Control:
             return cls(Failure.SESSION_ENDED)
         if facility is not None and not isinstance(facility, str):
             return cls(Failure.SESSION_ENDED)
+        unsubscribe = fields.get("unsubscribe") is True and facility is not None
+        kind = FailureKind.UNSUBSCRIBED if unsubscribe else FailureKind.ENDED
         # a close reason has 123 bytes at most: 120 characters of it, cut where UTF-8 allows
         reason = reason.encode()[:120].decode("utf-8", "ignore")
-        return cls(Failure(code, reason, FailureKind.ENDED), facility)
+        return cls(Failure(code, reason, kind), facility)
 
 
 NO_POSITIONS: dict[bytes, Position] = {}
