@@ -53,3 +53,27 @@ class DisconnectedWhileOpening(_subscriber_base()):
 
         assert ws4redis.disconnect(session=self.session_key)  # some process heard it
         super().send_persisted_messages(websocket)
+
+
+def moderate(message):
+    """A WS4REDIS_HOOKS hook: rejects "forbidden", answers "ping" to its sender alone, turns
+    "shout" into "SHOUT" and publishes the rest; answers the call "whoami" with the user
+    Django has now, fails on "fail", takes its time on "slow" and refuses other calls."""
+    import time
+
+    from ws4redis.hooks import Reject, Reply
+
+    if message.call == "whoami":
+        return {"user": message.request.user.get_username(), "data": message.data}
+    if message.call == "fail" or message.data == "fail":
+        raise RuntimeError("the hook failed on purpose")
+    if message.call == "slow":
+        time.sleep(3)
+        return "late"
+    if message.call is not None:
+        raise Reject(f"no call {message.call}")
+    if message.data == "forbidden":
+        return Reject("not here")
+    if message.data == "ping":
+        return Reply("pong")
+    return "SHOUT" if message.data == "shout" else None

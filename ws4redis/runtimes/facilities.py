@@ -9,41 +9,25 @@ asyncio runtimes call :func:`open_facility` in a thread.
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any, Protocol
 
-from django.http import HttpRequest
-
-from ws4redis import settings
 from ws4redis.core.facilities import FacilityRelay, Request, RequestError, facility_relay
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Encoder, Start
 from ws4redis.core.stats import Stats
-from ws4redis.runtimes.opening import identify, permitted, refusal_for
+from ws4redis.runtimes.hooks import Hook, hook_for
+from ws4redis.runtimes.opening import facility_request, identify, permitted, refusal_for
 from ws4redis.runtimes.redis_side import subscribe
 from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 from ws4redis.tokens import QUERY_KEY
-
-CACHED = ("user", "_cached_user", "session", "auth")
-"""What identifying a request attaches to it: a facility's copy loads its own."""
 
 
 class FacilitySink(Protocol):
     """A facility as the runtime's hub sees it: its relay is set before it subscribes."""
 
     relay: FacilityRelay | None
-
-
-def facility_request(request: HttpRequest, facility: str) -> HttpRequest:
-    """A copy of the connection's ``request`` for ``facility``: its path names it (the
-    subscriber reads the facility there), and its session and user are loaded afresh."""
-    copied = copy.copy(request)
-    for name in CACHED:
-        copied.__dict__.pop(name, None)
-    copied.path_info = settings.WEBSOCKET_URL + facility
-    copied.path = request.path[: len(request.path) - len(request.path_info)] + copied.path_info
-    return copied
+    hook: Hook | None
 
 
 def open_facility(
@@ -72,6 +56,8 @@ def open_facility(
         raise RequestError(rejection.status, rejection.text.strip(), request.id, facility) from exc
     accepted = Accepted(django_request, facility, channels, echo, connection.options, since)
     sink.relay = facility_relay(accepted, time.monotonic(), stats, encode)
+    if (function := hook_for(facility)) is not None:
+        sink.hook = Hook(function, django_request, facility, token, connection.grant)
     started = subscribe(accepted, subscription)
     if isinstance(started, tuple):
         return started

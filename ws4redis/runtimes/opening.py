@@ -14,6 +14,7 @@ through its hub (:mod:`ws4redis.runtimes.redis_side`).
 
 from __future__ import annotations
 
+import copy
 import logging
 from importlib import import_module
 
@@ -142,6 +143,23 @@ def identify(
     if not hasattr(request, "user"):
         request.user = AnonymousUser()
     return None
+
+
+IDENTIFIED = ("user", "_cached_user", "session", "auth")
+"""What identifying a request attaches to it: a copy of it loads its own."""
+
+
+def facility_request(request: HttpRequest, facility: str) -> HttpRequest:
+    """A copy of a websocket's ``request`` for ``facility`` (its path names it: the
+    subscriber reads the facility there) whose session and user are still to be loaded
+    (:func:`identify`): a facility subscribed on an open connection, or a hook's message,
+    sees them as Django has them now."""
+    copied = copy.copy(request)
+    for name in IDENTIFIED:
+        copied.__dict__.pop(name, None)
+    copied.path_info = settings.WEBSOCKET_URL + facility
+    copied.path = request.path[: len(request.path) - len(request.path_info)] + copied.path_info
+    return copied
 
 
 def check_grant(grant: Grant, facility: str, channels: list[str]) -> None:

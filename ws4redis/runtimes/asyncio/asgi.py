@@ -14,6 +14,7 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
@@ -24,9 +25,11 @@ from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.websocket import is_text
 from ws4redis.runtimes.asyncio.facilities import Facilities
+from ws4redis.runtimes.asyncio.hooks import Hooked, act
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
+from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.opening import refusal
 from ws4redis.subscriber import RedisSubscriber
 
@@ -50,6 +53,7 @@ class ASGISink:
         self.hub = hub
         self.publisher = publisher
         self.facilities: Facilities | None = None
+        self.hooked: Hooked | None = None
         self.relay: Relay | None = None  # made by the opening, before it subscribes
         self.subscriber: RedisSubscriber | None = None
         self.open = False
@@ -186,6 +190,9 @@ class ASGIApplication:
                 publishing = relay.receive_message(data)
                 if publishing is not None and sink.facilities is not None:
                     sink.facilities.receive([publishing])
+                elif publishing is not None and sink.hooked is not None:
+                    judged = partial(self._judged, sink, subscriber)
+                    sink.hooked.offer(text_of(publishing), None, None, relay, judged)
                 elif publishing is not None:
                     self._publisher.offer(relay, subscriber, [publishing], sink.flush)
                 if relay.failure is not None or relay.outbox:
@@ -194,6 +201,12 @@ class ASGIApplication:
             ended.cancel()
             if receiving is not None:
                 receiving.cancel()
+
+    def _judged(self, sink: ASGISink, subscriber: RedisSubscriber, verdict: Verdict) -> None:
+        """The hook of its facility judged a message of the client."""
+        assert sink.relay is not None
+        act(verdict, sink.relay, subscriber, self._publisher, sink.flush)
+        sink.flush()
 
 
 async def _refuse_http(scope: Scope, send: Send) -> None:

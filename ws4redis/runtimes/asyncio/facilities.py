@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
+from functools import partial
 from typing import Protocol
 
 from ws4redis.core.facilities import (
@@ -29,9 +30,11 @@ from ws4redis.core.facilities import (
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.stats import STATS
+from ws4redis.runtimes.asyncio.hooks import Hooked
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.facilities import open_facility
+from ws4redis.runtimes.hooks import Hook, Verdict
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
 from ws4redis.subscriber import RedisSubscriber
 
@@ -63,12 +66,14 @@ class Owner(Protocol):
 class FacilitySink:
     """One facility of a connection, as the hub sees it: a sink with its own relay."""
 
-    __slots__ = ("facilities", "name", "relay", "subscriber", "subscription")
+    __slots__ = ("facilities", "hook", "hooked", "name", "relay", "subscriber", "subscription")
 
     def __init__(self, facilities: Facilities, name: str) -> None:
         self.facilities = facilities
         self.name = name
         self.relay: FacilityRelay | None = None  # made before it subscribes
+        self.hook: Hook | None = None  # and its hook, if it has one
+        self.hooked: Hooked | None = None
         self.subscriber: RedisSubscriber | None = None
         self.subscription: HubSubscription | None = None
 
@@ -141,14 +146,36 @@ class Facilities:
         self._next()
 
     def _publish(self, sink: FacilitySink, request: Request) -> None:
-        subscriber, relay = sink.subscriber, sink.relay
-        assert subscriber is not None and relay is not None
-        if not subscriber.publishes:
+        """A publish, or a call, for ``sink``'s facility: through its hook if it has one."""
+        subscriber = sink.subscriber
+        assert subscriber is not None
+        if request.kind == "publish" and not subscriber.publishes:
             raise RequestError(404, "its keys publish nowhere", request.id, request.facility)
-        data = request.data.encode()
+        if sink.hooked is not None:
+            name = request.name if request.kind == "call" else None
+            verdict = partial(self._verdict, sink)
+            if not sink.hooked.offer(request.data, name, request.id, self.relay, verdict):
+                self.owner.wake()  # failed: too many wait for the hooks
+        elif request.kind == "call":
+            raise RequestError(404, "no hook answers calls here", request.id, request.facility)
+        else:
+            self._offer(sink, request.data.encode())
+
+    def _offer(self, sink: FacilitySink, data: bytes) -> None:
+        relay, subscriber = sink.relay, sink.subscriber
+        assert relay is not None and subscriber is not None
         if relay.accept(data):  # the facility's echo rule
             publishing = self.publisher.offer(self.relay, subscriber, [data], self.not_published)
             self.last_publish = publishing or self.last_publish
+
+    def _verdict(self, sink: FacilitySink, verdict: Verdict) -> None:
+        """What ``sink``'s hook decided about a message of the client."""
+        if self.closed:
+            return
+        if verdict.publish is not None and self.multiplex.facilities.get(sink.name) is sink:
+            self._offer(sink, verdict.publish)
+        if verdict.told is not None:
+            self._answer(verdict.told)
 
     # -- subscribing, in order -------------------------------------------------------------
 
@@ -192,6 +219,7 @@ class Facilities:
             subscriber.release()
             return
         sink.subscriber = subscriber
+        sink.hooked = Hooked(sink.hook) if sink.hook is not None else None
         self.multiplex.facilities[request.facility] = sink
         self.relay.send(answer("subscribed", request.id, request.facility))
         assert sink.relay is not None

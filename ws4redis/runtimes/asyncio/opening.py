@@ -21,7 +21,9 @@ from ws4redis.core.handshake import Rejection
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Start
 from ws4redis.core.stats import STATS
+from ws4redis.runtimes.asyncio.hooks import Hooked
 from ws4redis.runtimes.asyncio.hub import HubSubscription
+from ws4redis.runtimes.hooks import opening_hook
 from ws4redis.runtimes.opening import open_connection
 from ws4redis.runtimes.redis_side import subscribe
 from ws4redis.subscriber import RedisSubscriber
@@ -38,6 +40,8 @@ class Opening(Protocol):
     """A :class:`~ws4redis.core.relay.Relay` once made: a ``FramedRelay`` where the
     runtime owns the socket, which each runtime's attribute says (hence not typed here)."""
     subscriber: RedisSubscriber | None
+    hooked: Hooked | None
+    """Its facility's hook, if it has one (set with the relay)."""
 
     def gone(self) -> bool:
         """Whether the client already left (the work is skipped)."""
@@ -61,6 +65,8 @@ def decide(request: HttpRequest, opening: Opening, *, framing: bool) -> Accepted
         opening.relay = outcome.relay(time.monotonic(), STATS)
         if outcome.multiplex:
             opening.multiplexed(outcome)
+        elif (hook := opening_hook(outcome)) is not None:
+            opening.hooked = Hooked(hook)
     return outcome
 
 

@@ -38,9 +38,11 @@ from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
 from ws4redis.runtimes.asyncio.facilities import Facilities
+from ws4redis.runtimes.asyncio.hooks import Hooked, act
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.publisher import Publisher
+from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
 from ws4redis.runtimes.opening import may_block
 from ws4redis.runtimes.redis_side import failed, new_subscriber, opened
@@ -312,6 +314,7 @@ class Connection(asyncio.Protocol):
         "early",
         "facilities",
         "handshake",
+        "hooked",
         "hub",
         "last_publish",
         "opening",
@@ -338,6 +341,7 @@ class Connection(asyncio.Protocol):
         self.early = b""  # what the client sent before its websocket was open
         self.deadline: asyncio.TimerHandle | None = None
         self.facilities: Facilities | None = None
+        self.hooked: Hooked | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -361,6 +365,10 @@ class Connection(asyncio.Protocol):
             messages = relay.receive_data(data)
             if self.facilities is not None:
                 self.facilities.receive(messages)
+            elif messages and subscriber is not None and self.hooked is not None:
+                for message in messages:
+                    if not self.hooked.offer(text_of(message), None, None, relay, self._judged):
+                        break  # failed: too many wait for the hooks
             elif messages and subscriber is not None:
                 publishing = publisher.offer(relay, subscriber, messages, self._not_published)
                 self.last_publish = publishing or self.last_publish
@@ -371,6 +379,15 @@ class Connection(asyncio.Protocol):
             self.early += data
             if len(self.early) > settings.WS4REDIS_MAX_BUFFER_SIZE:
                 self.abort()
+
+    def _judged(self, verdict: Verdict) -> None:
+        """The hook of its facility judged a message of the client."""
+        relay, subscriber = self.relay, self.subscriber
+        if relay is None or subscriber is None or self.gone():
+            return
+        publishing = act(verdict, relay, subscriber, self.server.publisher, self._not_published)
+        self.last_publish = publishing or self.last_publish
+        self._write_protocol_output()
 
     def _not_published(self) -> None:
         """Redis did not take what the client sent: its relay is failed, send the close."""

@@ -24,6 +24,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.relay import Delivery, Failure, FailureKind, SocketRelay, Start
 from ws4redis.core.stats import STATS
+from ws4redis.runtimes.hooks import Hook, judged, opening_hook, text_of
 from ws4redis.runtimes.opening import open_connection
 from ws4redis.runtimes.redis_side import publish, subscribe
 from ws4redis.runtimes.sync.facilities import Facilities
@@ -51,6 +52,8 @@ class Connection:
         self.finished = False
         self.facilities: Facilities | None = None
         """With ``ws4redis.v1``: its facilities, whose requests its reading thread runs."""
+        self.hook: Hook | None = None
+        """Its facility's hook, if it has one."""
 
     def push(self, delivery: Delivery) -> bool:
         """From the hub's thread: queue a message and wake the writer."""
@@ -105,6 +108,8 @@ class Connection:
                     failure = None
                     if self.facilities is not None:
                         self.facilities.receive(messages)
+                    elif self.hook is not None:
+                        failure = self._judge(subscriber, messages, self.hook)
                     else:
                         failure = publish(subscriber, messages)
                     with self.changed:
@@ -124,6 +129,26 @@ class Connection:
                     relay.receive_eof()
                     self.finished = True
                     self.changed.notify()
+
+    def _judge(self, subscriber: RedisSubscriber, messages: list[bytes], hook: Hook) -> int | None:
+        """Run the client's messages through its facility's hook, in order; publish what it
+        lets through and tell the client what it says. The close code if publishing failed."""
+        for message in messages:
+            verdict = judged(hook, text_of(message), None, None)
+            with self.changed:
+                if verdict is None:  # too many wait for the hooks: as when Redis is behind
+                    self.relay.fail(Failure.BACKED_UP)
+                elif verdict.told is not None:
+                    self.relay.send(verdict.told)
+                self.changed.notify()
+            if verdict is None:
+                return None
+            if verdict.publish is not None:
+                with self.changed:
+                    self.relay.accept(verdict.publish)
+                if (failure := publish(subscriber, [verdict.publish])) is not None:
+                    return failure
+        return None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -238,6 +263,7 @@ def serve_request(
         hub = get_hub()
         if outcome.multiplex:
             connection.facilities = Facilities(relay, connection.changed, outcome, hub)
+        connection.hook = opening_hook(outcome)
         started = subscribe(outcome, lambda: HubSubscription(hub, connection))
         if isinstance(started, Rejection):
             return reject(started, start_response)

@@ -23,9 +23,10 @@ from ws4redis.core.facilities import (
     parse_request,
 )
 from ws4redis.core.opening import Accepted
-from ws4redis.core.relay import Delivery, SocketRelay
+from ws4redis.core.relay import Delivery, Failure, SocketRelay
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.facilities import open_facility
+from ws4redis.runtimes.hooks import Hook, judged
 from ws4redis.runtimes.redis_side import publish
 from ws4redis.runtimes.sync.hub import Hub, HubSubscription
 from ws4redis.subscriber import RedisSubscriber
@@ -36,12 +37,13 @@ logger = logging.getLogger("ws4redis")
 class FacilitySink:
     """One facility of a connection, as the hub sees it: a sink with its own relay."""
 
-    __slots__ = ("facilities", "name", "relay", "subscriber")
+    __slots__ = ("facilities", "hook", "name", "relay", "subscriber")
 
     def __init__(self, facilities: Facilities, name: str) -> None:
         self.facilities = facilities
         self.name = name
         self.relay: FacilityRelay | None = None  # made before it subscribes
+        self.hook: Hook | None = None  # and its hook, if it has one
         self.subscriber: RedisSubscriber | None = None
 
     def push(self, delivery: Delivery) -> bool:
@@ -118,11 +120,31 @@ class Facilities:
         subscriber.release()
 
     def _publish(self, sink: FacilitySink, request: Request) -> None:
-        subscriber, relay = sink.subscriber, sink.relay
-        assert subscriber is not None and relay is not None
-        if not subscriber.publishes:
+        """A publish, or a call, for ``sink``'s facility: through its hook if it has one."""
+        subscriber = sink.subscriber
+        assert subscriber is not None
+        if request.kind == "publish" and not subscriber.publishes:
             raise RequestError(404, "its keys publish nowhere", request.id, request.facility)
-        data = request.data.encode()
+        if sink.hook is not None:
+            name = request.name if request.kind == "call" else None
+            verdict = judged(sink.hook, request.data, name, request.id)
+            if verdict is None:  # too many wait for the hooks: as when Redis is behind
+                with self.changed:
+                    self.relay.fail(Failure.BACKED_UP)
+                    self.changed.notify()
+                return
+            if verdict.publish is not None:
+                self._offer(sink, verdict.publish)
+            if verdict.told is not None:
+                self._answer(verdict.told)
+        elif request.kind == "call":
+            raise RequestError(404, "no hook answers calls here", request.id, request.facility)
+        else:
+            self._offer(sink, request.data.encode())
+
+    def _offer(self, sink: FacilitySink, data: bytes) -> None:
+        relay, subscriber = sink.relay, sink.subscriber
+        assert relay is not None and subscriber is not None
         with self.changed:
             accepted = relay.accept(data)  # the facility's echo rule
         if accepted and (failure := publish(subscriber, [data])) is not None:
