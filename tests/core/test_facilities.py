@@ -76,7 +76,7 @@ def test_a_facility_message_carries_its_facility_and_is_encoded_once_per_transpo
 
 
 def test_requests_wait_in_order_and_within_the_bound():
-    multiplex: Multiplex[object] = Multiplex(max_facilities=2)
+    multiplex: Multiplex[object] = Multiplex(2, 20, 50)
     first, second = (
         parse({"type": "subscribe", "facility": "a"}),
         parse({"type": "unsubscribe", "facility": "a"}),
@@ -92,7 +92,7 @@ def test_requests_wait_in_order_and_within_the_bound():
 
 
 def test_subscribing_twice_or_beyond_the_bound_and_publishing_unsubscribed_are_refused():
-    multiplex: Multiplex[str] = Multiplex(max_facilities=1)
+    multiplex: Multiplex[str] = Multiplex(1, 20, 50)
     request = parse({"type": "subscribe", "facility": "a"})
     multiplex.check_subscribe(request)
     multiplex.facilities["a"] = "sink"

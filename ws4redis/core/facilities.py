@@ -175,12 +175,18 @@ class Multiplex(Generic[Sink]):
     subscribed. Publishing and calls go to their facility at once, in order.
     """
 
-    def __init__(self, max_facilities: int) -> None:
+    def __init__(self, max_facilities: int, max_facility_length: int, max_since: int) -> None:
         self.max_facilities = max_facilities
+        self.limits = (max_facility_length, max_since)
+        """What :func:`parse_request` allows: the longest facility and ``since``."""
         self.facilities: dict[str, Sink] = {}
         self.waiting: deque[Request] = deque()
         self.busy = False
         """A subscribe or unsubscribe is under way."""
+
+    def read(self, message: bytes) -> Request:
+        """What the client's ``message`` asks (see :func:`parse_request`)."""
+        return parse_request(message, *self.limits)
 
     def take(self, request: Request) -> None:
         """Queue a subscribe or unsubscribe; RequestError (429) when too many wait."""
@@ -218,6 +224,17 @@ class Multiplex(Generic[Sink]):
         if sink is None:
             raise RequestError(404, "not subscribed", request.id, request.facility)
         return sink
+
+
+def through_hook(request: Request, publishes: bool, hooked: bool) -> bool:
+    """Whether ``request`` (a publish or a call) goes to its facility's hook (True) or is
+    published as sent (False): RequestError (404) when neither may be, for a publish on a
+    facility whose keys publish nowhere, or a call where no hook answers."""
+    if request.kind == "publish" and not publishes:
+        raise RequestError(404, "its keys publish nowhere", request.id, request.facility)
+    if request.kind == "call" and not hooked:
+        raise RequestError(404, "no hook answers calls here", request.id, request.facility)
+    return hooked
 
 
 def forward(connection: Relay, facility: Relay, ended: Callable[[], None]) -> bool:

@@ -10,9 +10,15 @@ asyncio runtimes call :func:`open_facility` in a thread.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from ws4redis.core.facilities import FacilityRelay, Request, RequestError, facility_relay
+from ws4redis.core.facilities import (
+    FacilityRelay,
+    Multiplex,
+    Request,
+    RequestError,
+    facility_relay,
+)
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Encoder, Start
 from ws4redis.core.stats import Stats
@@ -23,11 +29,29 @@ from ws4redis.subscriber import PubSubFactory, RedisSubscriber
 from ws4redis.tokens import QUERY_KEY
 
 
-class FacilitySink(Protocol):
-    """A facility as the runtime's hub sees it: its relay is set before it subscribes."""
+class FacilitySink:
+    """One facility of a connection, as the hub sees it: a sink with its own relay (made
+    before it subscribes, so that what Redis delivers meanwhile waits in it) and its hook.
+    Each runtime's subclass says how what it queues reaches the connection."""
 
-    relay: FacilityRelay | None
-    hook: Hook | None
+    __slots__ = ("facilities", "hook", "name", "relay", "subscriber")
+
+    def __init__(self, facilities: Any, name: str) -> None:
+        self.facilities = facilities
+        """The runtime's facilities of the connection."""
+        self.name = name
+        self.relay: FacilityRelay | None = None
+        self.hook: Hook | None = None
+        self.subscriber: RedisSubscriber | None = None
+
+
+def new_multiplex(accepted: Accepted) -> Multiplex[Any]:
+    """The bookkeeping of a ``ws4redis.v1`` connection's facilities, with its limits."""
+    options = accepted.options
+    handshake = options.handshake
+    return Multiplex(
+        options.max_facilities, handshake.max_facility_length, handshake.max_query_size
+    )
 
 
 def open_facility(

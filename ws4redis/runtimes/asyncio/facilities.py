@@ -19,13 +19,12 @@ from typing import Protocol
 
 from ws4redis.core.facilities import (
     QUEUED,
-    FacilityRelay,
     Multiplex,
     Request,
     RequestError,
     answer,
     forward,
-    parse_request,
+    through_hook,
 )
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay
@@ -33,10 +32,10 @@ from ws4redis.core.stats import STATS
 from ws4redis.runtimes.asyncio.hooks import Hooked
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
 from ws4redis.runtimes.asyncio.publisher import Publisher
-from ws4redis.runtimes.facilities import open_facility
-from ws4redis.runtimes.hooks import Hook, Verdict
+from ws4redis.runtimes.facilities import FacilitySink as BaseSink
+from ws4redis.runtimes.facilities import new_multiplex, open_facility
+from ws4redis.runtimes.hooks import Verdict
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
-from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
 
@@ -63,18 +62,15 @@ class Owner(Protocol):
         ...
 
 
-class FacilitySink:
-    """One facility of a connection, as the hub sees it: a sink with its own relay."""
+class FacilitySink(BaseSink):
+    """A facility whose hub is the loop's: it queues on the loop, and its connection writes
+    once the hub's round is over."""
 
-    __slots__ = ("facilities", "hook", "hooked", "name", "relay", "subscriber", "subscription")
+    __slots__ = ("hooked", "subscription")
 
     def __init__(self, facilities: Facilities, name: str) -> None:
-        self.facilities = facilities
-        self.name = name
-        self.relay: FacilityRelay | None = None  # made before it subscribes
-        self.hook: Hook | None = None  # and its hook, if it has one
+        super().__init__(facilities, name)
         self.hooked: Hooked | None = None
-        self.subscriber: RedisSubscriber | None = None
         self.subscription: HubSubscription | None = None
 
     def new_subscription(self) -> HubSubscription:
@@ -109,7 +105,7 @@ class Facilities:
         self.publisher = publisher
         self.executor = executor
         self.not_published = not_published
-        self.multiplex: Multiplex[FacilitySink] = Multiplex(accepted.options.max_facilities)
+        self.multiplex: Multiplex[FacilitySink] = new_multiplex(accepted)
         self.last_publish: asyncio.Future[int | None] | None = None
         self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,12 +127,9 @@ class Facilities:
 
     def receive(self, messages: list[bytes]) -> None:
         """Requests of the client, in order; each is answered (or published)."""
-        handshake = self.accepted.options.handshake
         for message in messages:
             try:
-                request = parse_request(
-                    message, handshake.max_facility_length, handshake.max_query_size
-                )
+                request = self.multiplex.read(message)
                 if request.kind in QUEUED:
                     self.multiplex.take(request)
                 else:
@@ -147,17 +140,13 @@ class Facilities:
 
     def _publish(self, sink: FacilitySink, request: Request) -> None:
         """A publish, or a call, for ``sink``'s facility: through its hook if it has one."""
-        subscriber = sink.subscriber
-        assert subscriber is not None
-        if request.kind == "publish" and not subscriber.publishes:
-            raise RequestError(404, "its keys publish nowhere", request.id, request.facility)
-        if sink.hooked is not None:
+        assert sink.subscriber is not None
+        if through_hook(request, sink.subscriber.publishes, sink.hooked is not None):
+            assert sink.hooked is not None
             name = request.name if request.kind == "call" else None
             verdict = partial(self._verdict, sink)
             if not sink.hooked.offer(request.data, name, request.id, self.relay, verdict):
                 self.owner.wake()  # failed: too many wait for the hooks
-        elif request.kind == "call":
-            raise RequestError(404, "no hook answers calls here", request.id, request.facility)
         else:
             self._offer(sink, request.data.encode())
 

@@ -14,40 +14,31 @@ import logging
 import threading
 
 from ws4redis.core.facilities import (
-    FacilityRelay,
     Multiplex,
     Request,
     RequestError,
     answer,
     forward,
-    parse_request,
+    through_hook,
 )
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Failure, SocketRelay
 from ws4redis.core.stats import STATS
-from ws4redis.runtimes.facilities import open_facility
-from ws4redis.runtimes.hooks import Hook, judged
+from ws4redis.runtimes.facilities import FacilitySink as BaseSink
+from ws4redis.runtimes.facilities import new_multiplex, open_facility
+from ws4redis.runtimes.hooks import judged
 from ws4redis.runtimes.redis_side import publish
 from ws4redis.runtimes.sync.hub import Hub, HubSubscription
-from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis")
 
 
-class FacilitySink:
-    """One facility of a connection, as the hub sees it: a sink with its own relay."""
+class FacilitySink(BaseSink):
+    """A facility whose hub is the process's: it queues from the hub's thread."""
 
-    __slots__ = ("facilities", "hook", "name", "relay", "subscriber")
-
-    def __init__(self, facilities: Facilities, name: str) -> None:
-        self.facilities = facilities
-        self.name = name
-        self.relay: FacilityRelay | None = None  # made before it subscribes
-        self.hook: Hook | None = None  # and its hook, if it has one
-        self.subscriber: RedisSubscriber | None = None
+    __slots__ = ()
 
     def push(self, delivery: Delivery) -> bool:
-        """From the hub's thread."""
         return self.facilities.delivered(self, delivery)
 
 
@@ -62,7 +53,7 @@ class Facilities:
         """The connection's lock, and how its writer is woken."""
         self.accepted = accepted
         self.hub = hub
-        self.multiplex: Multiplex[FacilitySink] = Multiplex(accepted.options.max_facilities)
+        self.multiplex: Multiplex[FacilitySink] = new_multiplex(accepted)
         self.ended: list[tuple[FacilitySink, dict[str, object]]] = []
         """Facilities Django ended, to release and tell the client of."""
         self.closed = False
@@ -71,12 +62,9 @@ class Facilities:
 
     def receive(self, messages: list[bytes]) -> None:
         """Requests of the client, in order, each answered (or published); blocks."""
-        handshake = self.accepted.options.handshake
         for message in messages:
             try:
-                request = parse_request(
-                    message, handshake.max_facility_length, handshake.max_query_size
-                )
+                request = self.multiplex.read(message)
                 if request.kind == "subscribe":
                     self._subscribe(request)
                 elif request.kind == "unsubscribe":
@@ -121,11 +109,9 @@ class Facilities:
 
     def _publish(self, sink: FacilitySink, request: Request) -> None:
         """A publish, or a call, for ``sink``'s facility: through its hook if it has one."""
-        subscriber = sink.subscriber
-        assert subscriber is not None
-        if request.kind == "publish" and not subscriber.publishes:
-            raise RequestError(404, "its keys publish nowhere", request.id, request.facility)
-        if sink.hook is not None:
+        assert sink.subscriber is not None
+        if through_hook(request, sink.subscriber.publishes, sink.hook is not None):
+            assert sink.hook is not None
             name = request.name if request.kind == "call" else None
             verdict = judged(sink.hook, request.data, name, request.id)
             if verdict is None:  # too many wait for the hooks: as when Redis is behind
@@ -137,8 +123,6 @@ class Facilities:
                 self._offer(sink, verdict.publish)
             if verdict.told is not None:
                 self._answer(verdict.told)
-        elif request.kind == "call":
-            raise RequestError(404, "no hook answers calls here", request.id, request.facility)
         else:
             self._offer(sink, request.data.encode())
 
