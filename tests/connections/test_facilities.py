@@ -11,12 +11,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 import websocket
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import override_settings
 
 import ws4redis
 from tests.support.clients import connected, login, publish_marker, recv_close, session_cookie
+from tests.support.servers import free_port, private_redis, wait_until
 from ws4redis.publisher import RedisPublisher
 
 PROTOCOL = "ws4redis.v1"
@@ -266,3 +268,45 @@ def test_what_other_facilities_hear_is_not_held_up_by_a_marker(server):
         marker = publish_marker()
         assert plain.recv() == marker.decode()
         assert mux.until("unittest", marker.decode())
+
+
+@override_settings(WS4REDIS_HISTORY={"logbook": {"size": 10, "ttl": 600}})
+def test_a_facility_catches_up_after_its_subscription_connection_is_killed(server, tmp_path):
+    """Redis drops the process's subscription connection: the facility is subscribed again,
+    and what its history kept meanwhile reaches the connection once, in order."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    with (
+        override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}),
+        private_redis(tmp_path, *args, port=port),
+    ):
+        admin = redis.Redis(port=port)
+        with multiplexed(server) as mux:
+            mux.subscribe("logbook", "subscribe-broadcast")
+            publisher = RedisPublisher(facility="logbook", broadcast=True)
+            publisher.publish_message("before")
+            assert mux.until("logbook", "before")
+            assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+            publisher.publish_message("meanwhile")  # maybe before the resubscription
+            channel = "ws4redis:broadcast:logbook"
+            wait_until(lambda: admin.pubsub_numsub(channel)[0][1] == 1, "a resubscription")
+            publisher.publish_message("after")
+            got = mux.until("logbook", "after")
+            assert [m["data"] for m in got] == ["meanwhile", "after"]
+
+
+def test_a_subscription_redis_cannot_confirm_is_answered_503(server, tmp_path):
+    """Redis is down when a facility is asked for: 503, the connection stays open, and the
+    same facility subscribes once Redis is back."""
+    port = free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    with override_settings(WS4REDIS_CONNECTION={"host": "127.0.0.1", "port": port}):
+        with private_redis(tmp_path, *args, port=port) as first, multiplexed(server) as mux:
+            first.kill()
+            first.wait()
+            refused = mux.subscribe("alpha", "subscribe-broadcast")
+            assert (refused["type"], refused["status"]) == ("error", 503)
+            with private_redis(tmp_path, *args, port=port):
+                assert mux.subscribe("alpha", "subscribe-broadcast")["type"] == "subscribed"
+                broadcast("alpha", "back")
+                assert mux.until("alpha", "back")
