@@ -7,6 +7,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import redis
 import websocket
 from django.test import override_settings
 
-from tests.support.clients import FACILITY, recv_close
+from tests.support.clients import FACILITY, login, recv_close, session_cookie
 from tests.support.servers import (
+    django_environment,
     free_port,
     in_process_server,
     private_redis,
@@ -24,6 +27,7 @@ from tests.support.servers import (
     wait_for_listening,
     wait_until,
 )
+from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
 CHANNEL = f"ws4redis:broadcast:{FACILITY}"
@@ -184,3 +188,35 @@ def test_sigterm_while_redis_holds_client_messages_up_still_exits(tmp_path, rdb)
             admin.execute_command("CLIENT", "UNPAUSE")
             process.kill()
             process.wait()
+
+
+def test_disconnect_from_a_django_shell_closes_the_user_s_websockets_everywhere(
+    rdb, users, live_server
+):
+    """``ws4redis.disconnect(user=...)`` in ``manage.py shell`` closes that user's
+    websockets in both workers of a ``runwebsocket`` and under ``runserver`` (Django's live
+    server here), and leaves another user's open."""
+    live_server.thread.httpd.set_app(application)
+    john, mary = session_cookie(login("john")), session_cookie(login("mary"))
+    port = free_port()
+    process = start_runwebsocket(port, "--workers", "2")
+    try:
+        wait_for_listening(process, 2)
+        bases = [f"ws://127.0.0.1:{port}"] * 16 + [live_server.url.replace("http", "ws", 1)]
+        johns = [connect(base, "subscribe-user", header=[john]) for base in bases]
+        marys = connect(bases[0], "subscribe-user", header=[mary])
+        shell = subprocess.run(
+            [sys.executable, "-m", "django", "shell", "-c",
+             "import ws4redis; print(ws4redis.disconnect(user='john'))"],
+            env=django_environment(), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert [recv_close(ws) for ws in johns] == [4001] * len(johns)
+        assert int(shell.stdout.split()[-1]) == 3  # both workers and this process heard it
+        RedisPublisher(facility=FACILITY, users=["mary"]).publish_message("still here")
+        assert marys.recv() == "still here"
+        marys.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()

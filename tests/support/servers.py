@@ -118,16 +118,8 @@ def in_process_server(port: int = 0) -> Iterator[InProcessServer]:
 def running_uwsgi(log: Path, **env: str) -> Iterator[int]:
     """uWSGI + gevent serving tests/support/uwsgi_app.py on a free port, with the test database;
     ``env`` adds to its environment. Yields the port once it accepts connections."""
-    from django.db import connection
-
     port = free_port()
-    environment = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="tests.support.settings",
-        WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
-        **env,
-    )
+    environment = django_environment(**env)
     command = [
         uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--gevent", "200",
         "--http-websockets", "--gevent-early-monkey-patch",
@@ -193,16 +185,27 @@ def uwsgi_binary() -> str:
     return binary
 
 
-def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess.Popen:
-    """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr);
-    ``environment`` adds to its environment (REDIS_PORT for a private Redis, say)."""
+def django_environment(**environment: str) -> dict[str, str]:
+    """The environment of a process of its own that runs Django (a ``manage.py`` command, a
+    server): the tests' settings and database (once the tests made it), and
+    ``environment``."""
+    from django.db import connection
+
     env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="tests.support.settings",
         PYTHONUNBUFFERED="1",
+        WS4REDIS_TEST_DB=connection.settings_dict["NAME"],
         **environment,
     )
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "examples")])
+    return env
+
+
+def start_runwebsocket(port: int, *extra: str, **environment: str) -> subprocess.Popen:
+    """``manage.py runwebsocket`` on ``port`` in a process of its own (its log on stderr);
+    ``environment`` adds to its environment (REDIS_PORT for a private Redis, say)."""
+    env = django_environment(**environment)
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}", *extra]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
