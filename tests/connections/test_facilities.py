@@ -20,6 +20,7 @@ import ws4redis
 from tests.support.clients import connected, login, publish_marker, recv_close, session_cookie
 from tests.support.servers import free_port, private_redis, wait_until
 from ws4redis.publisher import RedisPublisher
+from ws4redis.tokens import QUERY_KEY, connection_token
 
 PROTOCOL = "ws4redis.v1"
 
@@ -310,3 +311,14 @@ def test_a_subscription_redis_cannot_confirm_is_answered_503(server, tmp_path):
                 assert mux.subscribe("alpha", "subscribe-broadcast")["type"] == "subscribed"
                 broadcast("alpha", "back")
                 assert mux.until("alpha", "back")
+
+
+def test_a_token_client_subscribes_what_its_token_grants_and_nothing_more(server, users):
+    token = connection_token(users["john"], ["subscribe-user"], ["alpha", "beta"])
+    with multiplexed(server, f"{QUERY_KEY}={token}") as mux:
+        assert mux.subscribe("alpha", "subscribe-user")["type"] == "subscribed"
+        assert mux.subscribe("gamma", "subscribe-user")["status"] == 403
+        refused = mux.subscribe("beta", "subscribe-broadcast")
+        assert refused["status"] == 403 and "does not grant" in refused["reason"]
+        RedisPublisher(facility="alpha", users=["john"]).publish_message("to john", expire=0)
+        assert mux.until("alpha", "to john")
