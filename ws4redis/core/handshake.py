@@ -24,6 +24,8 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ws4redis.core.events import wants_events
+
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
@@ -104,9 +106,11 @@ def check_request(
         return Rejection(404, f"{upgrade.path} is not under WEBSOCKET_URL.\n")
     if upgrade.method != "GET":
         return Rejection(400, "A websocket must be opened with a GET request.\n")
-    if headers.get("Upgrade", "").lower() != "websocket":
+    if wants_events(upgrade.method, headers):
+        pass  # an event stream instead of a websocket (ws4redis.core.events)
+    elif headers.get("Upgrade", "").lower() != "websocket":
         return Rejection(400, "The client does not wish to upgrade to a websocket.\n")
-    if "Sec-WebSocket-Version" not in headers:
+    elif "Sec-WebSocket-Version" not in headers:
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
     if ambient and (rejection := origin_refusal(upgrade, options)) is not None:
         return rejection

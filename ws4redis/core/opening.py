@@ -17,6 +17,7 @@ from typing import Any
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
+from ws4redis.core.events import EventRelay, EventStreamRelay
 from ws4redis.core.handshake import HandshakeOptions, Rejection, Upgrade, negotiate
 from ws4redis.core.history import Position, enveloped_facility, parse_since
 from ws4redis.core.names import CHANNEL_KEYS
@@ -105,6 +106,10 @@ class Accepted:
     grant: Any = None
     """What its connection token grants (a :class:`ws4redis.tokens.Grant`), if it has one:
     its facilities' subscriptions are checked against it."""
+    events: bool = False
+    """An event stream instead of a websocket (:mod:`ws4redis.core.events`)."""
+    owns_socket: bool = False
+    """The runtime writes the socket itself (set by :func:`accept`)."""
 
     def limits(self, now: float, stats: Stats) -> dict[str, Any]:
         """The keyword arguments of its relay: the limits of the options, counting into
@@ -131,6 +136,8 @@ class Accepted:
         the socket it frames, and the handshake response will be its first output."""
         limits = self.limits(now, stats)
         options = self.options
+        if self.events:
+            return EventStreamRelay(**limits) if self.owns_socket else EventRelay(**limits)
         if self.protocol is None or self.response is None:
             return Relay(**limits)
         return FramedRelay(
@@ -145,7 +152,8 @@ class Accepted:
 def accept(upgrade: Upgrade, accepted: Accepted, *, framing: bool = True) -> Accepted | Rejection:
     """The last step of an opening: with ``framing`` (runtimes that own the socket) the
     handshake of ``upgrade``, which may still refuse (a bad key or version)."""
-    if not framing:
+    accepted.owns_socket = framing
+    if not framing or accepted.events:
         return accepted
     protocol, response = negotiate(upgrade, accepted.options.max_message_size)
     if response.status_code != 101:

@@ -491,7 +491,12 @@ class Relay:
             payload = wire(name, message.data, position, message.origin)
         if payload is None:
             return wake
-        return self.push(message.data, self.encode(payload)) or wake
+        return self.push(message.data, self._encode_positioned(payload)) or wake
+
+    def _encode_positioned(self, payload: bytes) -> bytes:
+        """One message for a client with positions, as the outbox holds it (a transport
+        may add where the stream stands: see :mod:`ws4redis.core.events`)."""
+        return self.encode(payload)
 
     def hold(self) -> None:
         """Its process lost the Redis connection of its channels: keep what arrives from now

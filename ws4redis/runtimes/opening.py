@@ -28,6 +28,7 @@ from django.utils.module_loading import import_string
 from websockets.datastructures import Headers
 
 from ws4redis import settings
+from ws4redis.core.events import wants_events
 from ws4redis.core.handshake import (
     SUBPROTOCOL,
     HandshakeOptions,
@@ -291,13 +292,17 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
             return rejection
         grant = identify(request, token)
         facility = options.handshake.facility(upgrade)
-        if multiplexed(upgrade):
+        events = wants_events(upgrade.method, upgrade.headers)
+        if events and (resume := upgrade.headers.get("Last-Event-ID")):
+            fields["since"] = resume  # the browser's reconnect names where it stands
+        if multiplexed(upgrade) and not events:
             if facility or requested_keys(fields)[0] or requested_positions(fields) is not None:
                 raise ValueError(MULTIPLEX_URL)
             accepted = Accepted(request, "", [], True, options, multiplex=True, grant=grant)
         else:
             channels, echo, since = permitted(request, grant, facility, fields)
-            accepted = Accepted(request, facility, channels, echo, options, since, grant=grant)
+            accepted = Accepted(request, facility, channels, echo, options, since, grant=grant,
+                                events=events)  # fmt: skip
         return accept(upgrade, accepted, framing=framing)
     except Exception as exc:
         if (rejection := refusal_for(exc)) is not None:

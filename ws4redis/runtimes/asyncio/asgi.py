@@ -20,9 +20,10 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
+from ws4redis.core.events import HEADERS, closing_event, wants_events
 from ws4redis.core.handshake import SUBPROTOCOL, Rejection
 from ws4redis.core.opening import Accepted
-from ws4redis.core.relay import Delivery, Relay
+from ws4redis.core.relay import Delivery, Failure, Relay
 from ws4redis.core.websocket import is_text
 from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hooks import Hooked, act
@@ -30,7 +31,7 @@ from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_
 from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
-from ws4redis.runtimes.opening import refusal
+from ws4redis.runtimes.opening import refusal, upgrade_of
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -92,19 +93,38 @@ class ASGISink:
                 # hub runs (and queues) only while a send waits for the client.
                 relay.stall()
                 for message in messages:
-                    if is_text(message):
-                        await self.send({"type": "websocket.send", "text": message.decode()})
-                    else:
-                        await self.send({"type": "websocket.send", "bytes": message})
+                    await self.send(self.message(message))
                 relay.written(time.monotonic())
             if relay.failure is not None and not self.ended.is_set():
                 self.ended.set()
-                failure = relay.failure
-                await self.send(
-                    {"type": "websocket.close", "code": failure.code, "reason": failure.reason}
-                )
+                await self.send(self.closing(relay.failure))
         except OSError:  # the client went away; the receiving side ends the websocket
             self.ended.set()
+
+    @staticmethod
+    def message(message: bytes) -> dict[str, Any]:
+        """The ASGI event that sends one message of the outbox."""
+        if is_text(message):
+            return {"type": "websocket.send", "text": message.decode()}
+        return {"type": "websocket.send", "bytes": message}
+
+    @staticmethod
+    def closing(failure: Failure) -> dict[str, Any]:
+        """The ASGI event that ends the connection with ``failure``."""
+        return {"type": "websocket.close", "code": failure.code, "reason": failure.reason}
+
+
+class EventSink(ASGISink):
+    """An event stream as the hub sees it: its events go out as parts of the response body."""
+
+    @staticmethod
+    def message(message: bytes) -> dict[str, Any]:
+        return {"type": "http.response.body", "body": message, "more_body": True}
+
+    @staticmethod
+    def closing(failure: Failure) -> dict[str, Any]:
+        body = closing_event(failure.code, failure.reason)
+        return {"type": "http.response.body", "body": body, "more_body": False}
 
 
 class ASGIApplication:
@@ -120,7 +140,11 @@ class ASGIApplication:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(settings.WEBSOCKET_URL):
-            await _refuse_http(scope, send)  # a websocket URL asked for without an upgrade
+            request = ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO())
+            if wants_events(request.method or "", upgrade_of(request).headers):
+                await self._events(request, receive, send)
+            else:  # a websocket URL asked for without an upgrade
+                await _refuse_http(request, send)
         else:
             if self._django is None:
                 self._django = ASGIHandler()
@@ -160,6 +184,26 @@ class ASGIApplication:
             if sink.facilities is not None:
                 sink.facilities.release()
 
+    async def _events(self, request: ASGIRequest, receive: Receive, send: Send) -> None:
+        """An event stream (:mod:`ws4redis.core.events`): opened as a websocket is, its
+        events sent as the parts of one response."""
+        sink = EventSink(send, get_hub(), self._publisher)
+        start = await open_in_thread(request, sink, framing=False)
+        if isinstance(start, Rejection):
+            await _answer(send, start)
+            return
+        subscriber, relay = sink.subscriber, sink.relay
+        assert subscriber is not None and relay is not None
+        try:
+            headers = [(name.lower().encode(), value.encode()) for name, value in HEADERS]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            relay.opened(start)
+            sink.open = True
+            sink.flush()
+            await self._relay(receive, sink, subscriber)
+        finally:
+            subscriber.release()
+
     async def _relay(self, receive: Receive, sink: ASGISink, subscriber: RedisSubscriber) -> None:
         loop = asyncio.get_running_loop()
         relay = sink.relay
@@ -181,7 +225,7 @@ class ASGIApplication:
                         sink.flush()
                     continue
                 message, receiving = receiving.result(), None
-                if message["type"] == "websocket.disconnect":
+                if message["type"] in ("websocket.disconnect", "http.disconnect"):
                     return
                 if message["type"] != "websocket.receive":
                     continue
@@ -209,12 +253,17 @@ class ASGIApplication:
         sink.flush()
 
 
-async def _refuse_http(scope: Scope, send: Send) -> None:
+async def _refuse_http(request: ASGIRequest, send: Send) -> None:
     """The core's answer to a plain HTTP request for a websocket URL (400, 426…), where
     Django would only have a 404 page."""
-    rejection = refusal(ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO()))
+    rejection = refusal(request)
     if rejection is None:  # an upgrade the server did not treat as one
         rejection = Rejection(400, "The server did not accept this upgrade request.\n")
+    await _answer(send, rejection)
+
+
+async def _answer(send: Send, rejection: Rejection) -> None:
+    """``rejection`` as a plain HTTP response."""
     await send(
         {
             "type": "http.response.start",
@@ -222,6 +271,7 @@ async def _refuse_http(scope: Scope, send: Send) -> None:
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(rejection.body)).encode()),
+                *((name.encode(), value.encode()) for name, value in rejection.headers),
             ],
         }
     )

@@ -1,0 +1,163 @@
+"""Server-Sent Events on the websocket URL (docs/reference.md#server-sent-events), on every
+runtime: a GET that accepts text/event-stream gets the same channels, identity and rules as
+a websocket, each message as an event, and with ``recover`` resumes from Last-Event-ID."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import override_settings
+
+import ws4redis
+from tests.support.clients import login, session_cookie
+from ws4redis.publisher import RedisPublisher
+
+FACILITY = "events"
+
+
+class Stream:
+    """An event stream read as a browser's EventSource parses it."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.response = response
+        self.last_id: str | None = None
+
+    def next(self) -> dict:
+        """The next event: its name, data (lines joined with \\n) and id; comments skipped."""
+        name, data, seen = "message", [], False
+        while True:
+            line = self.response.fp.readline()
+            if not line:
+                raise EOFError("the stream ended")
+            line = line.decode().rstrip("\r\n")
+            if not line:
+                if seen and data:
+                    return {"event": name, "data": "\n".join(data), "id": self.last_id}
+                name, data, seen = "message", [], False
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            seen = True
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+            elif field == "id":
+                self.last_id = value
+
+    def data(self) -> str:
+        return self.next()["data"]
+
+
+@contextlib.contextmanager
+def streaming(server, query: str, headers: dict | None = None) -> Iterator[Stream]:
+    """``GET`` the facility's websocket URL as an event stream."""
+    url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    connection.request(
+        "GET",
+        f"/ws/{FACILITY}?{query}",
+        headers={"Accept": "text/event-stream", **(headers or {})},
+    )
+    response = connection.getresponse()
+    try:
+        assert response.status == 200, (response.status, response.read())
+        assert response.getheader("Content-Type").startswith("text/event-stream")
+        yield Stream(response)
+    finally:
+        connection.close()
+
+
+def publish(data: str | bytes, **audience) -> None:
+    audience = audience or {"broadcast": True}
+    RedisPublisher(facility=FACILITY, **audience).publish_message(data)
+
+
+def test_an_event_stream_gets_the_stored_message_then_each_published_one(server, rdb):
+    publish("stored before")
+    with streaming(server, "subscribe-broadcast") as stream:
+        assert stream.data() == "stored before"
+        publish("live")
+        assert stream.data() == "live"
+
+
+def test_multi_line_and_binary_messages_arrive_whole(server, rdb):
+    with streaming(server, "subscribe-broadcast") as stream:
+        publish("first line\nsecond line\r\nthird")
+        assert stream.data() == "first line\nsecond line\nthird"
+        publish(b"\xff\x00binary")
+        binary = stream.next()
+        assert binary["event"] == "bytes"
+        assert base64.b64decode(binary["data"]) == b"\xff\x00binary"
+
+
+def recovered(stream: Stream) -> str:
+    """The next message of a stream with positions (past markers, which carry no data)."""
+    while "data" not in (message := json.loads(stream.data())):
+        pass
+    return message["data"]
+
+
+@override_settings(WS4REDIS_HISTORY={FACILITY: {"size": 10, "ttl": 600}})
+def test_the_browser_s_reconnect_resumes_with_exactly_what_it_missed(server, rdb):
+    """With ``recover`` each event's id is where the stream stands; sending it back as
+    Last-Event-ID resumes with the messages published in between, once each."""
+    with streaming(server, "subscribe-broadcast&recover") as stream:
+        publish("one")
+        assert recovered(stream) == "one"
+        last = stream.last_id
+        assert last and last.startswith("broadcast:")
+    publish("two")
+    publish("three")
+    with streaming(server, "subscribe-broadcast&recover", {"Last-Event-ID": last}) as stream:
+        assert [recovered(stream) for _ in range(2)] == ["two", "three"]
+        publish("four")
+        assert recovered(stream) == "four"
+
+
+def test_an_event_stream_has_the_identity_and_rules_of_a_websocket(server, users):
+    cookie = session_cookie(login("john")).split(": ", 1)[1]
+    with streaming(server, "subscribe-user", {"Cookie": cookie}) as stream:
+        publish("for mary", users=["mary"])
+        publish("for john", users=["john"])
+        assert stream.data() == "for john"
+        ws4redis.disconnect(user="john")
+        closed = stream.next()
+        assert closed["event"] == "close" and json.loads(closed["data"])["code"] == 4001
+    rules = {FACILITY: {"subscribe": "staff"}}
+    url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
+    with override_settings(WS4REDIS_PERMISSIONS=rules):
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("GET", f"/ws/{FACILITY}?subscribe-broadcast",
+                           headers={"Accept": "text/event-stream"})  # fmt: skip
+        assert connection.getresponse().status == 403
+        connection.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_prints_a_message_published_from_django(server, rdb):
+    url = f"{server.ws_base.replace('ws:', 'http:', 1)}/ws/{FACILITY}?subscribe-broadcast"
+    publish("stored")  # curl's first event: once it has it, its stream is subscribed
+    curl = subprocess.Popen(
+        ["curl", "-sN", "-H", "Accept: text/event-stream", url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert curl.stdout.readline() == "data: stored\n"
+        RedisPublisher(facility=FACILITY, broadcast=True).publish_message("hello curl")
+        lines = iter(curl.stdout.readline, "")
+        assert next(line for line in lines if line.startswith("data:")) == "data: hello curl\n"
+    finally:
+        curl.kill()
+        curl.wait()
