@@ -39,17 +39,34 @@ LINE_END = re.compile(r"\r\n|\r|\n")
 """What ends a line in an event stream: a message's own line ends split it into data lines."""
 
 
+NAMED = re.compile(rb"<!-- event: ([A-Za-z0-9_.:-]{1,64}) -->\n")
+"""How a message names its event (:func:`named`): an HTML comment on its first line, which
+an HTML fragment's readers (HTMX's ``ws`` extension, a browser) pass over."""
+
+
+def named(name: str, html: str) -> str:
+    """An HTML fragment that event streams send as an event called ``name`` (for HTMX's
+    ``sse-swap="name"``), and websockets as it is (for ``hx-swap-oob``)."""
+    if not NAMED.fullmatch(f"<!-- event: {name} -->\n".encode()):
+        raise ValueError(f"an event name is 1-64 letters, digits or _.:-, got {name!r}")
+    return f"<!-- event: {name} -->\n{html}"
+
+
 def event(message: bytes) -> bytes:
     """``message`` as one event: a ``data:`` line per line of its text (the browser joins
-    them again with ``\\n``), or, if it is not UTF-8, an event named ``bytes`` whose data is
-    the message in base64."""
+    them again with ``\\n``), named as its first line says (:func:`named`); or, if it is not
+    UTF-8, an event named ``bytes`` whose data is the message in base64."""
     try:
         text = message.decode()
     except UnicodeDecodeError:
         return b"event: bytes\ndata: " + base64.b64encode(message) + b"\n\n"
+    head = b""
+    if message.startswith(b"<!-- event: ") and (name := NAMED.match(message)):
+        head = b"event: " + name.group(1) + b"\n"
+        text = text[name.end() :]
     if "\n" not in text and "\r" not in text:
-        return b"data: " + message + b"\n\n"
-    return "".join(f"data: {line}\n" for line in LINE_END.split(text)).encode() + b"\n"
+        return head + b"data: " + text.encode() + b"\n\n"
+    return head + "".join(f"data: {line}\n" for line in LINE_END.split(text)).encode() + b"\n"
 
 
 def closing_event(code: int, reason: str) -> bytes:
