@@ -19,6 +19,7 @@ from django.test import override_settings
 import ws4redis
 from tests.support.clients import login, session_cookie
 from ws4redis.publisher import RedisPublisher
+from ws4redis.tokens import QUERY_KEY, connection_token
 
 FACILITY = "events"
 
@@ -161,3 +162,51 @@ def test_curl_prints_a_message_published_from_django(server, rdb):
     finally:
         curl.kill()
         curl.wait()
+
+
+CSRF = "k" * 32  # a CSRF secret: the cookie and the header carry it as Django checks them
+
+
+def post(server, query: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    connection.request("POST", f"/ws/{FACILITY}?{query}", body=body, headers=headers or {})
+    response = connection.getresponse()
+    try:
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def with_csrf(cookie: str = "") -> dict:
+    cookies = f"csrftoken={CSRF}" + (f"; {cookie}" if cookie else "")
+    return {"Cookie": cookies, "X-CSRFToken": CSRF, "Content-Type": "text/plain"}
+
+
+def test_a_post_publishes_what_an_event_stream_s_client_sends(server, rdb):
+    """The body of a POST to the websocket URL is published as a client message of its
+    ``publish-*`` keys; Django's CSRF rules apply to it."""
+    with streaming(server, "subscribe-broadcast") as stream:
+        assert post(server, "publish-broadcast", b"from a POST", with_csrf()) == (204, b"")
+        assert stream.data() == "from a POST"
+        status, body = post(server, "publish-broadcast", b"forged")  # no CSRF token
+        assert status == 403 and b"CSRF" in body
+        assert post(server, "subscribe-broadcast", b"x", with_csrf())[0] == 404
+        assert post(server, "publish-broadcast", b"x" * 70_000, with_csrf())[0] == 413
+        assert post(server, "publish-broadcast", b"after", with_csrf())[0] == 204
+        assert stream.data() == "after"  # nothing refused was published
+
+
+def test_a_post_with_a_token_needs_no_csrf_and_goes_through_the_hook(server, users):
+    token = connection_token(users["john"], ["publish-user", "subscribe-user"], FACILITY)
+    hooks = {FACILITY: "tests.support.callbacks.moderate"}
+    cookie = session_cookie(login("john")).split(": ", 1)[1]
+    with (
+        override_settings(WS4REDIS_HOOKS=hooks),
+        streaming(server, "subscribe-user", {"Cookie": cookie}) as stream,
+    ):
+        query = f"publish-user&{QUERY_KEY}={token}"
+        status, body = post(server, query, b"forbidden")
+        assert status == 200 and json.loads(body)["type"] == "rejected"
+        assert post(server, query, b"shout") == (204, b"")
+        assert stream.data() == "SHOUT"

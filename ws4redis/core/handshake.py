@@ -102,8 +102,8 @@ def check_request(
     Origin of one without (``docs/reference.md#connection-tokens``).
     """
     headers = upgrade.headers
-    if not upgrade.path.startswith(options.websocket_url):
-        return Rejection(404, f"{upgrade.path} is not under WEBSOCKET_URL.\n")
+    if (rejection := check_location(upgrade, options)) is not None:
+        return rejection
     if upgrade.method != "GET":
         return Rejection(400, "A websocket must be opened with a GET request.\n")
     if wants_events(upgrade.method, headers):
@@ -114,6 +114,14 @@ def check_request(
         return Rejection(426, "Sec-WebSocket-Version header is missing.\n")
     if ambient and (rejection := origin_refusal(upgrade, options)) is not None:
         return rejection
+    return None
+
+
+def check_location(upgrade: Upgrade, options: HandshakeOptions) -> Rejection | None:
+    """What every request to a websocket URL must be (a websocket, an event stream, a
+    ``POST``): under ``WEBSOCKET_URL``, with a query and a facility within their bounds."""
+    if not upgrade.path.startswith(options.websocket_url):
+        return Rejection(404, f"{upgrade.path} is not under WEBSOCKET_URL.\n")
     limit = options.max_query_size
     if len(upgrade.query) > limit:
         return Rejection(414, f"The query string is longer than {limit} bytes.\n")

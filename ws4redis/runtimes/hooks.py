@@ -98,10 +98,16 @@ class Hook:
 
 def opening_hook(accepted: Accepted) -> Hook | None:
     """The hook of a one-facility websocket's facility, if it has one."""
-    if accepted.multiplex or (function := hook_for(accepted.facility)) is None:
+    if accepted.multiplex:
         return None
-    token = accepted.request.GET.get(QUERY_KEY)
-    return Hook(function, accepted.request, accepted.facility, token, accepted.grant)
+    return request_hook(accepted.request, accepted.facility, accepted.grant)
+
+
+def request_hook(request: HttpRequest, facility: str, grant: Any) -> Hook | None:
+    """The hook of ``facility`` for what ``request``'s client sends, if it has one."""
+    if (function := hook_for(facility)) is None:
+        return None
+    return Hook(function, request, facility, request.GET.get(QUERY_KEY), grant)
 
 
 def timed_out(hook: Hook, request_id: Id) -> Verdict:

@@ -32,6 +32,7 @@ from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.opening import refusal, upgrade_of
+from ws4redis.runtimes.posting import answered, publish_request, too_big
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.asgi")
@@ -141,7 +142,9 @@ class ASGIApplication:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(settings.WEBSOCKET_URL):
             request = ASGIRequest({**scope, "method": scope["method"]}, io.BytesIO())
-            if wants_events(request.method or "", upgrade_of(request).headers):
+            if scope["method"] == "POST":
+                await _post(scope, receive, send)
+            elif wants_events(request.method or "", upgrade_of(request).headers):
                 await self._events(request, receive, send)
             else:  # a websocket URL asked for without an upgrade
                 await _refuse_http(request, send)
@@ -260,6 +263,28 @@ async def _refuse_http(request: ASGIRequest, send: Send) -> None:
     if rejection is None:  # an upgrade the server did not treat as one
         rejection = Rejection(400, "The server did not accept this upgrade request.\n")
     await _answer(send, rejection)
+
+
+async def _post(scope: Scope, receive: Receive, send: Send) -> None:
+    """A message of an event stream's client (:mod:`ws4redis.runtimes.posting`): its body
+    read up to the size limit, published in a thread."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client left
+        body += message.get("body", b"")
+        if (rejection := too_big(len(body))) is not None:
+            await _answer(send, rejection)
+            return
+        if not message.get("more_body"):
+            break
+    request = ASGIRequest({**scope}, io.BytesIO(body))
+    status, answer = await asyncio.to_thread(publish_request, request)
+    _line, headers = answered(status, answer)
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": answer})
 
 
 async def _answer(send: Send, rejection: Rejection) -> None:

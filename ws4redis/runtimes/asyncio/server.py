@@ -41,10 +41,12 @@ from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hooks import Hooked, act
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
+from ws4redis.runtimes.asyncio.posting import PostReader
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
 from ws4redis.runtimes.opening import may_block
+from ws4redis.runtimes.posting import answered, publish_request
 from ws4redis.runtimes.redis_side import failed, new_subscriber, opened
 from ws4redis.subscriber import RedisSubscriber
 
@@ -68,8 +70,9 @@ def capacity() -> int:
     return max(1, min(settings.WS4REDIS_MAX_CONNECTIONS, fit))
 
 
-def wsgi_request(request: Request, transport: asyncio.Transport) -> WSGIRequest:
-    """A Django request for a parsed handshake, so the core sees what a WSGI server gives."""
+def wsgi_request(request: Request, transport: asyncio.Transport, body: bytes = b"") -> WSGIRequest:
+    """A Django request for a parsed handshake (or ``POST``, with its ``body``), so the core
+    sees what a WSGI server gives."""
     url = urlsplit(request.path)
     peer = transport.get_extra_info("peername") or ("", 0)
     local = transport.get_extra_info("sockname") or ("", 0)
@@ -82,7 +85,8 @@ def wsgi_request(request: Request, transport: asyncio.Transport) -> WSGIRequest:
         "SERVER_PORT": str(local[1]),
         "SERVER_PROTOCOL": request.protocol,
         "REMOTE_ADDR": str(peer[0]),
-        "wsgi.input": io.BytesIO(),
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
         "wsgi.url_scheme": "http",
     }
     for name, value in request.headers.raw_items():
@@ -319,6 +323,7 @@ class Connection(asyncio.Protocol):
         "last_publish",
         "opening",
         "phase",
+        "post",
         "relay",
         "server",
         "subscriber",
@@ -342,6 +347,7 @@ class Connection(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.facilities: Facilities | None = None
         self.hooked: Hooked | None = None
+        self.post: PostReader | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -412,6 +418,9 @@ class Connection(asyncio.Protocol):
 
     def _receive_handshake(self, data: bytes) -> None:
         self.early += data
+        if self.post is not None or self.early.startswith(b"POST "):
+            self._receive_post(data if self.post is not None else self.early)
+            return
         assert self.handshake is not None
         try:
             request = self.handshake.feed(data)
@@ -451,6 +460,32 @@ class Connection(asyncio.Protocol):
         else:
             opening = self.opening = loop.create_task(self._open_on_loop(django_request))
         opening.add_done_callback(self._opened)
+
+    def _receive_post(self, data: bytes) -> None:
+        """A message of an event stream's client: read, then published in a thread."""
+        if self.post is None:
+            self.handshake, self.post = None, PostReader()
+        outcome = self.post.feed(data)
+        if outcome is None:
+            return
+        self.phase = Phase.ANSWERED
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if isinstance(outcome, Rejection):
+            self._reject(outcome)
+            return
+        request = wsgi_request(outcome, self.transport, bytes(self.post.body))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        answering = loop.run_in_executor(self.server.openers, publish_request, request)
+        answering.add_done_callback(self._posted)
+
+    def _posted(self, done: asyncio.Future[tuple[int, bytes]]) -> None:
+        if done.cancelled():
+            return
+        status, body = done.result()
+        line, headers = answered(status, body)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self._write([f"HTTP/1.1 {line}\r\n{head}Connection: close\r\n\r\n".encode() + body, b""])
 
     def gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()

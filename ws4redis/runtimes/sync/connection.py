@@ -26,6 +26,7 @@ from ws4redis.core.relay import Delivery, Failure, FailureKind, SocketRelay, Sta
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.hooks import Hook, judged, opening_hook, text_of
 from ws4redis.runtimes.opening import open_connection
+from ws4redis.runtimes.posting import answered, publish_request
 from ws4redis.runtimes.redis_side import publish, subscribe
 from ws4redis.runtimes.sync.facilities import Facilities
 from ws4redis.runtimes.sync.hub import HubSubscription, get_hub
@@ -250,6 +251,10 @@ def serve_request(
     """Open and serve one websocket request in the current thread (or greenlet) until the
     websocket closes: open, or reject over HTTP; subscribe through the process's hub, or
     reject; then relay on the socket ``handover`` gives."""
+    if request.method == "POST":  # a message of an event stream's client
+        status, body = publish_request(request)
+        start_response(*answered(status, body))
+        return [body]
     outcome = open_connection(request)
     if isinstance(outcome, Rejection):
         return reject(outcome, start_response)
