@@ -338,3 +338,62 @@ def test_client_fetches_its_first_token_from_the_token_view(browser_context, sit
     RedisPublisher(facility="tokens", users=["mary"]).publish_message("for mary")
     page.wait_for_function("window.received.length > 0")
     assert page.evaluate("window.received") == ["for mary"]
+
+
+MULTIPLEX_CLIENT = """([uri, facilities]) => new Promise(resolve => {
+    window.received = [];
+    window.answers = [];
+    window.handles = {};
+    window.mux = WS4Redis({uri, multiplex: true});
+    let waiting = facilities.length;
+    for (const facility of facilities) {
+        window.handles[facility] = window.mux.subscribe(facility, ["subscribe-broadcast"], {
+            message: (data, message) => window.received.push([message.facility, data]),
+            subscribed: () => {
+                window.answers.push(["subscribed", facility]);
+                if (--waiting === 0) resolve();
+            },
+            unsubscribed: info => window.answers.push(["unsubscribed", facility, info]),
+            error: err => window.answers.push(["error", facility, err.status, err.reason]),
+        });
+    }
+})"""
+
+
+def test_one_multiplexed_websocket_carries_three_facilities(browser_context, site):
+    """WS4Redis({multiplex: true}) subscribes three facilities on one ws4redis.v1 connection:
+    each facility's messages reach the page marked with it; once beta is unsubscribed (and
+    the server said so), nothing of beta arrives any more."""
+    page = open_page(browser_context, f"{site}/chat/")
+    page.evaluate(MULTIPLEX_CLIENT, [websocket_uri(site), ["alpha", "beta", "gamma"]])
+    assert sorted(page.evaluate("window.answers")) == [
+        ["subscribed", "alpha"], ["subscribed", "beta"], ["subscribed", "gamma"]
+    ]  # fmt: skip
+    for facility in ("alpha", "beta", "gamma"):
+        RedisPublisher(facility=facility, broadcast=True).publish_message(
+            f"to {facility}", expire=0
+        )
+    page.wait_for_function("window.received.length >= 3")
+    assert sorted(page.evaluate("window.received")) == [
+        ["alpha", "to alpha"], ["beta", "to beta"], ["gamma", "to gamma"]
+    ]  # fmt: skip
+    page.evaluate("window.mux.unsubscribe('beta')")  # resolves on the unsubscribed answer
+    RedisPublisher(facility="beta", broadcast=True).publish_message("beta again", expire=0)
+    RedisPublisher(facility="alpha", broadcast=True).publish_message("alpha again", expire=0)
+    page.wait_for_function("window.received.length >= 4")
+    received = page.evaluate("window.received")
+    assert received[3:] == [["alpha", "alpha again"]]
+    assert ["beta", "beta again"] not in received
+    assert page.evaluate("window.mux.is_connected()")
+    assert ["unsubscribed", "beta"] not in [a[:2] for a in page.evaluate("window.answers")]
+
+
+def test_a_multiplexed_call_resolves_with_the_hooks_reply(browser_context, site):
+    """handle.call(name, data) sends a call on its facility; the facility's hook
+    (WS4REDIS_HOOKS) answers it, and the promise resolves with the reply's data."""
+    with override_settings(WS4REDIS_HOOKS={"rpc": "tests.support.callbacks.echo_call"}):
+        page = open_page(browser_context, f"{site}/chat/")
+        page.evaluate(MULTIPLEX_CLIENT, [websocket_uri(site), ["rpc"]])
+        reply = page.evaluate("window.handles.rpc.call('sum', {numbers: [1, 2, 3]})")
+        assert reply == {"echo": {"numbers": [1, 2, 3]}, "name": "sum"}
+        assert page.evaluate("window.answers") == [["subscribed", "rpc"]]
