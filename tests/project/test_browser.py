@@ -340,14 +340,15 @@ def test_client_fetches_its_first_token_from_the_token_view(browser_context, sit
     assert page.evaluate("window.received") == ["for mary"]
 
 
-MULTIPLEX_CLIENT = """([uri, facilities]) => new Promise(resolve => {
+MULTIPLEX_CLIENT = """([uri, facilities, keys]) => new Promise(resolve => {
     window.received = [];
     window.answers = [];
     window.handles = {};
-    window.mux = WS4Redis({uri, multiplex: true});
+    window.connections = 0;
+    window.mux = WS4Redis({uri, multiplex: true, connected: () => window.connections++});
     let waiting = facilities.length;
     for (const facility of facilities) {
-        window.handles[facility] = window.mux.subscribe(facility, ["subscribe-broadcast"], {
+        window.handles[facility] = window.mux.subscribe(facility, keys || ["subscribe-broadcast"], {
             message: (data, message) => window.received.push([message.facility, data]),
             subscribed: () => {
                 window.answers.push(["subscribed", facility]);
@@ -397,3 +398,42 @@ def test_a_multiplexed_call_resolves_with_the_hooks_reply(browser_context, site)
         reply = page.evaluate("window.handles.rpc.call('sum', {numbers: [1, 2, 3]})")
         assert reply == {"echo": {"numbers": [1, 2, 3]}, "name": "sum"}
         assert page.evaluate("window.answers") == [["subscribed", "rpc"]]
+
+
+def test_a_multiplexed_page_resubscribes_and_recovers_after_the_server_restarts(
+    browser_context, live_server, rdb
+):
+    """After a restart the client subscribes again what it still has (not what it
+    unsubscribed), foobar (which keeps history) with since: what was published to it while
+    away arrives once, and a publish made while disconnected goes out once it is back."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    port = free_port()
+    uri = f"ws://localhost:{port}/ws/"
+    foobar = RedisPublisher(facility="foobar", broadcast=True)
+    keys = ["subscribe-broadcast", "publish-broadcast", "echo"]
+    with override_settings(
+        WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}", WS4REDIS_ALLOWED_ORIGINS=[live_server.url]
+    ):
+        with in_process_server(port):
+            page = open_page(browser_context, f"{live_server.url}/chat/")
+            page.evaluate(MULTIPLEX_CLIENT, [uri, ["foobar", "alpha", "gamma"], keys])
+            foobar.publish_message("seen live")
+            page.wait_for_function("window.received.some(m => m[1] === 'seen live')")
+            page.evaluate("window.handles.gamma.unsubscribe()")
+        page.wait_for_function("!window.mux.is_connected()")
+        foobar.publish_message("missed 1")
+        foobar.publish_message("missed 2")
+        page.evaluate("window.handles.foobar.publish('sent while away')")  # queued
+        with in_process_server(port):
+            page.wait_for_function("window.connections === 2", timeout=20_000)
+            page.wait_for_function("window.received.some(m => m[1] === 'sent while away')")
+            RedisPublisher(facility="gamma", broadcast=True).publish_message("gamma", expire=0)
+            RedisPublisher(facility="alpha", broadcast=True).publish_message("alpha", expire=0)
+            page.wait_for_function("window.received.some(m => m[0] === 'alpha')")
+    received = page.evaluate("window.received")
+    foobar_lines = [data for facility, data in received if facility == "foobar"]
+    assert foobar_lines[-4:] == ["seen live", "missed 1", "missed 2", "sent while away"]
+    assert len(foobar_lines) == len(set(foobar_lines))  # nothing twice
+    assert ["gamma", "gamma"] not in received
+    subscribed = [a[1] for a in page.evaluate("window.answers") if a[0] == "subscribed"]
+    assert sorted(subscribed) == ["alpha", "alpha", "foobar", "foobar", "gamma"]
