@@ -427,6 +427,10 @@ def test_a_multiplexed_page_resubscribes_and_recovers_after_the_server_restarts(
         with in_process_server(port):
             page.wait_for_function("window.connections === 2", timeout=20_000)
             page.wait_for_function("window.received.some(m => m[1] === 'sent while away')")
+            # foobar and alpha subscribed again (in the order asked), gamma not
+            page.wait_for_function(
+                "window.answers.filter(a => a[0] === 'subscribed' && a[1] === 'alpha').length == 2"
+            )
             RedisPublisher(facility="gamma", broadcast=True).publish_message("gamma", expire=0)
             RedisPublisher(facility="alpha", broadcast=True).publish_message("alpha", expire=0)
             page.wait_for_function("window.received.some(m => m[0] === 'alpha')")
