@@ -338,3 +338,106 @@ def test_client_fetches_its_first_token_from_the_token_view(browser_context, sit
     RedisPublisher(facility="tokens", users=["mary"]).publish_message("for mary")
     page.wait_for_function("window.received.length > 0")
     assert page.evaluate("window.received") == ["for mary"]
+
+
+MULTIPLEX_CLIENT = """([uri, facilities, keys]) => new Promise(resolve => {
+    window.received = [];
+    window.answers = [];
+    window.handles = {};
+    window.connections = 0;
+    window.mux = WS4Redis({uri, multiplex: true, connected: () => window.connections++});
+    let waiting = facilities.length;
+    for (const facility of facilities) {
+        window.handles[facility] = window.mux.subscribe(facility, keys || ["subscribe-broadcast"], {
+            message: (data, message) => window.received.push([message.facility, data]),
+            subscribed: () => {
+                window.answers.push(["subscribed", facility]);
+                if (--waiting === 0) resolve();
+            },
+            unsubscribed: info => window.answers.push(["unsubscribed", facility, info]),
+            error: err => window.answers.push(["error", facility, err.status, err.reason]),
+        });
+    }
+})"""
+
+
+def test_one_multiplexed_websocket_carries_three_facilities(browser_context, site):
+    """WS4Redis({multiplex: true}) subscribes three facilities on one ws4redis.v1 connection:
+    each facility's messages reach the page marked with it; once beta is unsubscribed (and
+    the server said so), nothing of beta arrives any more."""
+    page = open_page(browser_context, f"{site}/chat/")
+    page.evaluate(MULTIPLEX_CLIENT, [websocket_uri(site), ["alpha", "beta", "gamma"]])
+    assert sorted(page.evaluate("window.answers")) == [
+        ["subscribed", "alpha"], ["subscribed", "beta"], ["subscribed", "gamma"]
+    ]  # fmt: skip
+    for facility in ("alpha", "beta", "gamma"):
+        RedisPublisher(facility=facility, broadcast=True).publish_message(
+            f"to {facility}", expire=0
+        )
+    page.wait_for_function("window.received.length >= 3")
+    assert sorted(page.evaluate("window.received")) == [
+        ["alpha", "to alpha"], ["beta", "to beta"], ["gamma", "to gamma"]
+    ]  # fmt: skip
+    page.evaluate("window.mux.unsubscribe('beta')")  # resolves on the unsubscribed answer
+    RedisPublisher(facility="beta", broadcast=True).publish_message("beta again", expire=0)
+    RedisPublisher(facility="alpha", broadcast=True).publish_message("alpha again", expire=0)
+    page.wait_for_function("window.received.length >= 4")
+    received = page.evaluate("window.received")
+    assert received[3:] == [["alpha", "alpha again"]]
+    assert ["beta", "beta again"] not in received
+    assert page.evaluate("window.mux.is_connected()")
+    assert ["unsubscribed", "beta"] not in [a[:2] for a in page.evaluate("window.answers")]
+
+
+def test_a_multiplexed_call_resolves_with_the_hooks_reply(browser_context, site):
+    """handle.call(name, data) sends a call on its facility; the facility's hook
+    (WS4REDIS_HOOKS) answers it, and the promise resolves with the reply's data."""
+    with override_settings(WS4REDIS_HOOKS={"rpc": "tests.support.callbacks.echo_call"}):
+        page = open_page(browser_context, f"{site}/chat/")
+        page.evaluate(MULTIPLEX_CLIENT, [websocket_uri(site), ["rpc"]])
+        reply = page.evaluate("window.handles.rpc.call('sum', {numbers: [1, 2, 3]})")
+        assert reply == {"echo": {"numbers": [1, 2, 3]}, "name": "sum"}
+        assert page.evaluate("window.answers") == [["subscribed", "rpc"]]
+
+
+def test_a_multiplexed_page_resubscribes_and_recovers_after_the_server_restarts(
+    browser_context, live_server, rdb
+):
+    """After a restart the client subscribes again what it still has (not what it
+    unsubscribed), foobar (which keeps history) with since: what was published to it while
+    away arrives once, and a publish made while disconnected goes out once it is back."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    port = free_port()
+    uri = f"ws://localhost:{port}/ws/"
+    foobar = RedisPublisher(facility="foobar", broadcast=True)
+    keys = ["subscribe-broadcast", "publish-broadcast", "echo"]
+    with override_settings(
+        WS4REDIS_WEBSOCKET_HOST=f"ws://localhost:{port}", WS4REDIS_ALLOWED_ORIGINS=[live_server.url]
+    ):
+        with in_process_server(port):
+            page = open_page(browser_context, f"{live_server.url}/chat/")
+            page.evaluate(MULTIPLEX_CLIENT, [uri, ["foobar", "alpha", "gamma"], keys])
+            foobar.publish_message("seen live")
+            page.wait_for_function("window.received.some(m => m[1] === 'seen live')")
+            page.evaluate("window.handles.gamma.unsubscribe()")
+        page.wait_for_function("!window.mux.is_connected()")
+        foobar.publish_message("missed 1")
+        foobar.publish_message("missed 2")
+        page.evaluate("window.handles.foobar.publish('sent while away')")  # queued
+        with in_process_server(port):
+            page.wait_for_function("window.connections === 2", timeout=20_000)
+            page.wait_for_function("window.received.some(m => m[1] === 'sent while away')")
+            # foobar and alpha subscribed again (in the order asked), gamma not
+            page.wait_for_function(
+                "window.answers.filter(a => a[0] === 'subscribed' && a[1] === 'alpha').length == 2"
+            )
+            RedisPublisher(facility="gamma", broadcast=True).publish_message("gamma", expire=0)
+            RedisPublisher(facility="alpha", broadcast=True).publish_message("alpha", expire=0)
+            page.wait_for_function("window.received.some(m => m[0] === 'alpha')")
+    received = page.evaluate("window.received")
+    foobar_lines = [data for facility, data in received if facility == "foobar"]
+    assert foobar_lines[-4:] == ["seen live", "missed 1", "missed 2", "sent while away"]
+    assert len(foobar_lines) == len(set(foobar_lines))  # nothing twice
+    assert ["gamma", "gamma"] not in received
+    subscribed = [a[1] for a in page.evaluate("window.answers") if a[0] == "subscribed"]
+    assert sorted(subscribed) == ["alpha", "alpha", "foobar", "foobar", "gamma"]

@@ -77,3 +77,11 @@ def moderate(message):
     if message.data == "ping":
         return Reply("pong")
     return "SHOUT" if message.data == "shout" else None
+
+
+def echo_call(message):
+    """A WS4REDIS_HOOKS hook: answers every call with what it was sent and its name, and
+    publishes every message as sent."""
+    if message.call is None:
+        return None
+    return {"echo": message.data, "name": message.call}

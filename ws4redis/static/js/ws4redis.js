@@ -49,6 +49,28 @@
  * last attempt never opened (a browser cannot see the 403 of a refused handshake: an
  * expired or revoked token looks like any failed attempt). A failed refresh is retried
  * with the reconnect delay.
+ *
+ * Many facilities on one websocket (`multiplex: true`, the `ws4redis.v1` subprotocol): the
+ * uri is WEBSOCKET_URI itself, and facilities are subscribed while the connection lives:
+ *
+ *   const ws = WS4Redis({uri: "{{ WEBSOCKET_URI }}", multiplex: true, heartbeat_msg: ...});
+ *   const room = ws.subscribe("room", ["subscribe-broadcast", "publish-broadcast"], {
+ *     message: function (data, message) {},  // message: its JSON (facility, channel...)
+ *     presence: function (message) {},       // {presence, user, channel: "presence"}
+ *     unrecovered: function (message) {},    // {recovered: false, channel}: reload state
+ *     subscribed: function () {},            // the server said subscribed (each connection)
+ *     unsubscribed: function (info) {},      // Django ended it: {code, reason}; not resumed
+ *     rejected: function (reason, message) {},  // a hook refused a publish
+ *     error: function (err) {}               // an error answer: err.status, err.reason
+ *   });
+ *   room.publish("hello");                   // text; waits until the facility is subscribed
+ *   room.call("name", {any: "json"}).then(function (data) {}, function (err) {});
+ *   room.unsubscribe();                      // or ws.unsubscribe("room"); both return a
+ *                                            // promise of the server's answer
+ *
+ * Every facility recovers by itself: the client keeps the last epoch:offset of each of its
+ * channels and resubscribes it with `since` on every reconnect, until the page (or Django)
+ * unsubscribes it. A subscription the server refuses (an error answer) is dropped.
  */
 (function (root) {
   "use strict";
@@ -60,6 +82,27 @@
   var QUEUE_LIMIT = 100;        // messages kept while disconnected
   var TOKEN_KEY = "ws4redis-token";  // the query field of ws4redis.tokens.QUERY_KEY
   var TOKEN_USE = 0.8;          // share of a token's lifetime after which it is refreshed
+  var SUBPROTOCOL = "ws4redis.v1";  // many facilities on one websocket
+
+  // An Error for an `error` answer of the server: its status and reason.
+  function answerError(message) {
+    var error = new Error("WS4Redis: " + message.status + " " + message.reason);
+    error.status = message.status;
+    error.reason = message.reason;
+    error.facility = message.facility;
+    return error;
+  }
+
+  function notSubscribed(facility) {
+    return new Error("WS4Redis: " + facility + " is not subscribed");
+  }
+
+  function decodeBase64(text) {
+    var binary = atob(text);
+    var bytes = new Uint8Array(binary.length);
+    for (var i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
 
   // The lifetime in seconds a token of ws4redis.tokens names (its signed JSON's "a"); null
   // when it cannot be read (then only a failed attempt makes the client refresh it).
@@ -85,7 +128,8 @@
     var onUnrecovered = opts.unrecovered || noop;
     var onPresence = opts.presence || noop;
     var heartbeat = opts.heartbeat_msg || null;
-    var recovering = /[?&]recover(&|=|$)/i.test(opts.uri);
+    var multiplex = !!opts.multiplex;
+    var recovering = !multiplex && /[?&]recover(&|=|$)/i.test(opts.uri);
     var positions = {};  // channel -> "epoch:offset" of the last message seen
     var token = null;
     var tokenStaleAt = Infinity;  // Date.now() after which the token is refreshed first
@@ -98,7 +142,177 @@
     var reconnectTimer = null;
     var heartbeatTimer = null;
     var missed = 0;
+    // What waits to be sent: {entry, text, call}. entry is null for send_message (sent once
+    // connected); else a facility's subscription (sent once it is subscribed), with call
+    // the record of a call's promise.
     var queue = [];
+
+    // Many facilities: facility -> its subscription, {facility, keys, handlers, positions
+    // (channel -> "epoch:offset"), socket (where its subscribe went), ready (subscribed
+    // there)}; and the requests sent that wait for their answer, by id.
+    var facilities = {};
+    var nextId = 1;
+    var pending = {};  // id -> {kind: "subscribe"|"unsubscribe"|"call", entry, resolve, reject}
+
+    function enqueue(item) {
+      queue.push(item);
+      if (queue.length > QUEUE_LIMIT) {
+        var dropped = queue.shift();
+        if (dropped.call) dropped.call.reject(new Error("WS4Redis: dropped from the full queue"));
+      }
+    }
+
+    function isOpen(socket) {
+      return !!socket && socket === ws && socket.readyState === WebSocket.OPEN;
+    }
+
+    // Send what may go now, in order; the rest (of facilities not subscribed yet) waits.
+    function flush() {
+      if (!isOpen(ws)) return;
+      var waiting = [];
+      for (var i = 0; i < queue.length; i++) {
+        var item = queue[i];
+        var entry = item.entry;
+        if (entry === null) {
+          ws.send(item.text);
+        } else if (facilities[entry.facility] !== entry) {
+          if (item.call) item.call.reject(notSubscribed(entry.facility));
+        } else if (entry.ready && entry.socket === ws) {
+          if (item.call) {
+            request("call", { facility: entry.facility, name: item.call.name,
+                              data: item.call.data }, item.call);
+          } else {
+            ws.send(item.text);
+          }
+        } else {
+          waiting.push(item);
+        }
+      }
+      queue = waiting;
+    }
+
+    // Send a request of `type` (its id, then `fields`); `record` waits for the answer.
+    function request(type, fields, record) {
+      var id = nextId++;
+      var message = { type: type, id: id };
+      for (var name in fields) message[name] = fields[name];
+      pending[id] = record;
+      ws.send(JSON.stringify(message));
+    }
+
+    function sendSubscribe(entry) {
+      entry.socket = ws;
+      entry.ready = false;
+      var fields = { facility: entry.facility, keys: entry.keys };
+      var since = [];
+      for (var channel in entry.positions) since.push(channel + ":" + entry.positions[channel]);
+      if (since.length) fields.since = since.join(",");
+      request("subscribe", fields, { kind: "subscribe", entry: entry });
+    }
+
+    // The subscription is over (for the page or by the server): no more of its messages,
+    // and what waited for it fails.
+    function forget(entry) {
+      if (facilities[entry.facility] === entry) delete facilities[entry.facility];
+      entry.ready = false;
+      queue = queue.filter(function (item) {
+        if (item.entry !== entry) return true;
+        if (item.call) item.call.reject(notSubscribed(entry.facility));
+        return false;
+      });
+    }
+
+    // A page's handler; what it throws is reported without upsetting the client's state.
+    function call(handler, args) {
+      if (typeof handler !== "function") return;
+      try {
+        handler.apply(null, args);
+      } catch (error) {
+        setTimeout(function () { throw error; }, 0);
+      }
+    }
+
+    // A frame of a ws4redis.v1 connection: a facility's message or an answer.
+    function receiveMultiplexed(text) {
+      var message;
+      try {
+        message = JSON.parse(text);
+      } catch (error) {
+        return;
+      }
+      if (!message || typeof message !== "object") return;
+      var entry = facilities[message.facility];
+      var handlers = entry ? entry.handlers : {};
+      if (message.type === "message") {
+        if (!entry || !entry.ready) return;  // of a subscription that is over
+        if (message.epoch !== undefined && message.offset !== undefined) {
+          entry.positions[message.channel] = message.epoch + ":" + message.offset;
+        }
+        if (message.channel === "presence") {
+          call(handlers.presence, [message]);
+          return;
+        }
+        if (message.recovered === false) call(handlers.unrecovered, [message]);
+        if (message.data !== undefined) call(handlers.message, [message.data, message]);
+        else if (message.bytes !== undefined) {
+          call(handlers.message, [decodeBase64(message.bytes), message]);
+        }
+        return;
+      }
+      var answered = message.id !== null && message.id !== undefined;
+      var record = answered ? pending[message.id] : undefined;
+      if (record) delete pending[message.id];
+      switch (message.type) {
+        case "subscribed":
+          if (record && record.kind === "subscribe" &&
+              facilities[record.entry.facility] === record.entry) {
+            record.entry.ready = true;
+            call(record.entry.handlers.subscribed, []);
+            flush();
+          }
+          return;
+        case "unsubscribed":
+          if (record) {
+            if (record.resolve) record.resolve();
+          } else if (entry && entry.ready) {  // Django ended it
+            forget(entry);
+            call(handlers.unsubscribed, [{ code: message.code, reason: message.reason }]);
+          }
+          return;
+        case "reply":
+          if (record && record.kind === "call") record.resolve(message.data);
+          return;
+        case "rejected":
+          if (record && record.kind === "call") record.reject(answerError(message));
+          else if (entry) call(handlers.rejected, [message.reason, message]);
+          return;
+        case "error":
+          var error = answerError(message);
+          if (!record) {
+            if (entry) call(handlers.error, [error]);
+          } else if (record.kind === "call") {
+            record.reject(error);
+          } else if (record.kind === "unsubscribe") {
+            record.resolve();
+          } else if (facilities[record.entry.facility] === record.entry) {  // refused
+            forget(record.entry);
+            call(record.entry.handlers.error, [error]);
+          }
+          return;
+      }
+    }
+
+    // The connection is gone: calls under way fail, every subscription waits to be resent.
+    function dropRequests() {
+      var records = pending;
+      pending = {};
+      for (var id in records) {
+        var record = records[id];
+        if (record.kind === "call") record.reject(new Error("WS4Redis: the connection closed"));
+        else if (record.resolve) record.resolve();
+      }
+      for (var facility in facilities) facilities[facility].ready = false;
+    }
 
     function stopHeartbeat() {
       if (heartbeatTimer !== null) clearInterval(heartbeatTimer);
@@ -124,6 +338,7 @@
       var old = ws;
       ws = null;
       stopHeartbeat();
+      dropRequests();
       if (old) {
         old.onopen = old.onmessage = old.onclose = old.onerror = null;
         if (old.readyState === WebSocket.CONNECTING || old.readyState === WebSocket.OPEN) {
@@ -198,14 +413,16 @@
         return;
       }
       onConnecting();
-      var socket = new WebSocket(currentUri());
+      var socket = multiplex ? new WebSocket(currentUri(), [SUBPROTOCOL])
+                             : new WebSocket(currentUri());
       var opened = false;
       ws = socket;
       socket.onopen = function () {
         opened = true;
         ceiling = BACKOFF_START;
         startHeartbeat();
-        while (queue.length && socket.readyState === WebSocket.OPEN) socket.send(queue.shift());
+        for (var facility in facilities) sendSubscribe(facilities[facility]);
+        flush();
         onConnected();
       };
       socket.onmessage = function (event) {
@@ -213,7 +430,8 @@
           missed = 0;
           return;
         }
-        if (recovering) receivePositioned(event.data);
+        if (multiplex) receiveMultiplexed(event.data);
+        else if (recovering) receivePositioned(event.data);
         else onMessage(event.data);
       };
       socket.onclose = function (event) {
@@ -225,18 +443,77 @@
     if (opts.token) setToken(opts.token, null);
     connect();
 
+    function unsubscribe(facility) {
+      var entry = facilities[facility];
+      if (!entry) return Promise.resolve();
+      var sent = isOpen(entry.socket);
+      forget(entry);
+      if (!sent) return Promise.resolve();
+      return new Promise(function (resolve) {
+        request("unsubscribe", { facility: facility },
+                { kind: "unsubscribe", entry: entry, resolve: resolve });
+      });
+    }
+
+    function subscribe(facility, keys, handlers) {
+      if (!multiplex) throw new Error("WS4Redis: subscribe() needs the option multiplex: true");
+      if (typeof facility !== "string" || !facility) {
+        throw new Error("WS4Redis: a facility is a non-empty text");
+      }
+      if (facilities[facility]) throw new Error("WS4Redis: " + facility + " is subscribed already");
+      var entry = { facility: facility, keys: (keys || []).slice(), handlers: handlers || {},
+                    positions: {}, socket: null, ready: false };
+      if (!closedForGood) {
+        facilities[facility] = entry;
+        if (isOpen(ws)) sendSubscribe(entry);
+      }
+      return {
+        facility: facility,
+        publish: function (data) {
+          if (facilities[facility] !== entry) return;
+          enqueue({ entry: entry, call: null,
+                    text: JSON.stringify({ type: "publish", facility: facility, data: data }) });
+          flush();
+        },
+        call: function (name, data) {
+          return new Promise(function (resolve, reject) {
+            if (facilities[facility] !== entry) {
+              reject(notSubscribed(facility));
+              return;
+            }
+            var record = { kind: "call", entry: entry, name: name,
+                           data: data === undefined ? null : data,
+                           resolve: resolve, reject: reject };
+            enqueue({ entry: entry, text: null, call: record });
+            flush();
+          });
+        },
+        unsubscribe: function () {
+          return facilities[facility] === entry ? unsubscribe(facility) : Promise.resolve();
+        }
+      };
+    }
+
     return {
       send_message: function (message) {
-        if (ws && ws.readyState === WebSocket.OPEN) {
-          ws.send(message);
-        } else if (!closedForGood) {
-          queue.push(message);
-          if (queue.length > QUEUE_LIMIT) queue.shift();
+        if (!closedForGood) {
+          enqueue({ entry: null, text: message, call: null });
+          flush();
         }
+      },
+      subscribe: subscribe,
+      unsubscribe: function (facility) {
+        if (!multiplex) throw new Error("WS4Redis: unsubscribe() needs the option multiplex: true");
+        return unsubscribe(facility);
       },
       close: function () {
         closedForGood = true;
+        var waiting = queue;
         queue = [];
+        facilities = {};
+        waiting.forEach(function (item) {
+          if (item.call) item.call.reject(new Error("WS4Redis: closed"));
+        });
         if (reconnectTimer !== null) clearTimeout(reconnectTimer);
         reconnectTimer = null;
         stopHeartbeat();
