@@ -110,6 +110,23 @@ def check_site(http_url: str) -> None:
     assert browser.get(f"{http_url}/chat/", timeout=10).status_code == 200
     assert chat_line(ws).startswith("Welcome")  # published live by that view
     ws.close()
+    check_events(http_url, browser)
+
+
+def check_events(http_url: str, browser: requests.Session) -> None:
+    """The same through an event stream: each event arrives as it is published, not when a
+    proxy's buffer fills."""
+    url = f"{http_url}/ws/foobar?subscribe-session"
+    headers = {"Accept": "text/event-stream"}
+    with browser.get(url, headers=headers, stream=True, timeout=10) as stream:
+        assert stream.status_code == 200, stream.text
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(chunk_size=1, decode_unicode=True)
+        for _ in range(2):  # the stored welcome, then a live one; a buffer would hold them
+            assert next(line for line in lines if line.startswith("data:")).startswith(
+                "data: Welcome"
+            )
+            assert browser.get(f"{http_url}/chat/", timeout=10).status_code == 200
 
 
 def site_config(source: Path, stack: Stack, port: int) -> Path:
