@@ -77,6 +77,8 @@ def publish_request(request: HttpRequest) -> tuple[int, bytes]:
         upgrade = upgrade_of(request)
         if (rejection := check_location(upgrade, options.handshake)) is not None:
             return _refused(rejection)
+        if "Upgrade" in upgrade.headers:  # an upgrade by POST is no message, nor a websocket
+            return _refused(Rejection(400, "A websocket must be opened with a GET request.\n"))
         length = request.META.get("CONTENT_LENGTH") or "0"
         if (rejection := too_big(int(length) if length.isdigit() else 0)) is not None:
             return _refused(rejection)
