@@ -128,11 +128,14 @@
   // An event stream dressed as a WebSocket (readyState, onopen, onmessage, onclose, send,
   // close), so that the client's logic serves both. `postUri` is where send() POSTs; what
   // the server answers with a body (a hook's reply or rejection, JSON) goes to `answer`.
-  function EventStreamSocket(uri, postUri, csrfCookie, answer) {
+  // A POST that fails on the way (no answer at all) ends the stream, and it and those after
+  // it go back, in order, to the client's queue by `requeue(text, index)`.
+  function EventStreamSocket(uri, postUri, csrfCookie, answer, requeue) {
     var self = { readyState: CONNECTING, onopen: null, onmessage: null, onclose: null,
                  isEventStream: true };
     var source = new EventSource(httpForm(uri));
     var sending = Promise.resolve();  // POSTs go one after the other, in order
+    var returned = -1;                // messages given back to the queue; -1: none failed
 
     function finish(event) {
       if (self.readyState === CLOSED) return;
@@ -174,12 +177,22 @@
       var csrf = cookie(csrfCookie);
       if (csrf !== null) headers["X-CSRFToken"] = csrf;
       sending = sending.then(function () {
+        if (returned >= 0) {
+          requeue(text, returned++);
+          return null;
+        }
         return fetch(httpForm(postUri), { method: "POST", body: text, headers: headers,
-                                          credentials: "same-origin" });
+                                          credentials: "same-origin" }).then(null, function () {
+          returned = 0;
+          requeue(text, returned++);
+          finish({ code: 1006, reason: "a message could not be sent", wasClean: false });
+          return null;
+        });
       }).then(function (response) {
-        if (response.status !== 200) return;
+        // a refusal (4xx, 5xx) is final, as a websocket's server would not take it either
+        if (!response || response.status !== 200) return;
         return response.text().then(function (body) { if (body) answer(body); });
-      }).catch(function () {});  // a message the server did not take is lost, as on a websocket
+      }).catch(function () {});
     };
     self.close = function () {
       finish({ code: 1000, reason: "", wasClean: true });
@@ -526,6 +539,8 @@
         socket = EventStreamSocket(currentUri(), currentUri(false), csrfCookie, function (body) {
           if (recovering) receivePositioned(body);  // as a websocket gets the hook's answer
           else onMessage(body);
+        }, function (text, index) {
+          if (!closedForGood) queue.splice(index, 0, { entry: null, text: text, call: null });
         });
       } else {
         socket = multiplex ? new WebSocket(currentUri(), [SUBPROTOCOL])
