@@ -6,6 +6,7 @@ Pages come from Django's live server; their websockets go to the runtime under t
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -466,6 +467,8 @@ def test_chat_falls_back_to_server_sent_events_behind_a_proxy_refusing_websocket
             for page in (first, second):
                 assert page.evaluate("chat.transport()") == "sse"
             assert len(proxy.refused) >= 4  # two websocket attempts of each page
+            # the second page's stream was announced on the first's: presence works too
+            expect(first.locator("#online")).to_have_text("Online: nobody logged in (2 pages)")
             say(first, "Hello over an event stream")
             expect(billboard(second)).to_have_text([WELCOME, "Hello over an event stream"])
             say(second, "And back")
@@ -525,3 +528,33 @@ def test_event_stream_page_resumes_after_the_server_restarts(browser_context, li
     lines = billboard(page).all_text_contents()
     assert lines[-5:] == ["seen live", "missed 1", "missed 2", "written while away", "live again"]
     assert len(lines) == len(set(lines))  # nothing shown twice
+
+
+def test_forced_event_stream_posts_through_the_facilitys_hook(browser_context, live_server, rdb):
+    """transport: "sse" opens an event stream at once (Django's runserver serves it on the
+    pages' own origin); each send_message is a POST through the facility's hook: what it
+    publishes comes back on the stream, its reply and rejection come as their JSON text."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    hooks = {"moderated": "tests.support.callbacks.moderate"}
+    with override_settings(WS4REDIS_WEBSOCKET_HOST=None, WS4REDIS_HOOKS=hooks):
+        page = open_page(browser_context, f"{live_server.url}/chat/")
+        uri = f"{websocket_uri(live_server.url)}moderated?subscribe-broadcast&publish-broadcast"
+        page.evaluate(
+            """uri => new Promise(resolve => {
+                window.received = [];
+                window.streamed = WS4Redis({uri, transport: "sse", connected: resolve,
+                                            receive_message: m => window.received.push(m)});
+            })""",
+            uri,
+        )
+        assert page.evaluate("streamed.transport()") == "sse"
+        for text in ("shout", "ping", "forbidden"):
+            page.evaluate("text => streamed.send_message(text)", text)
+        page.wait_for_function("window.received.length >= 3")
+        received = page.evaluate("window.received")
+    assert "SHOUT" in received  # published, so it streams back
+    answers = [json.loads(text) for text in received if text != "SHOUT"]
+    assert [(a["type"], a.get("data"), a.get("reason")) for a in answers] == [
+        ("reply", "pong", None),
+        ("rejected", None, "not here"),
+    ]  # the POSTs go in order, so their answers do too

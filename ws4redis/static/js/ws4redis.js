@@ -56,7 +56,9 @@
  * server sends, and send_message POSTs each message to it, in order, with the
  * X-CSRFToken header read from the csrftoken cookie (option csrf_cookie) and the page's
  * credentials. The callbacks stay the same; heartbeats are not sent (the server's keepalive
- * comments keep the stream up). On every reconnect the uri carries `since`, as for a
+ * comments keep the stream up). A hook's answer to a POST reaches receive_message as on a
+ * websocket; a POST that gets no answer at all ends the stream and waits, with those after
+ * it, for the next connection; one the server refuses is dropped. On every reconnect the uri carries `since`, as for a
  * websocket; a `close` event of the server reaches disconnected({code, reason}) as a
  * websocket's close would. transport "auto" (the default) starts with a websocket and
  * changes to an event stream after two attempts in a row that fail before they open, as
