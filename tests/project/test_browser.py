@@ -6,6 +6,7 @@ Pages come from Django's live server; their websockets go to the runtime under t
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test import override_settings
 
 from tests.support.clients import SOCKET_RUNTIMES, login
-from tests.support.servers import free_port, in_process_server, system_binary
+from tests.support.servers import free_port, in_process_server, refusing_proxy, system_binary
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
@@ -441,3 +442,119 @@ def test_a_multiplexed_page_resubscribes_and_recovers_after_the_server_restarts(
     assert ["gamma", "gamma"] not in received
     subscribed = [a[1] for a in page.evaluate("window.answers") if a[0] == "subscribed"]
     assert sorted(subscribed) == ["alpha", "alpha", "foobar", "foobar", "gamma"]
+
+
+def proxied(websockets_port: int, pages_port: int):
+    """The route of a :func:`refusing_proxy` in front of the site: /ws/ to the websocket
+    server, the rest to Django."""
+    return lambda path: websockets_port if path.startswith("/ws/") else pages_port
+
+
+@pytest.mark.parametrize("runtime", SOCKET_RUNTIMES)
+def test_chat_falls_back_to_server_sent_events_behind_a_proxy_refusing_websockets(
+    browser_context, live_server, rdb, runtime, request
+):
+    """A proxy answers every websocket upgrade with 403: after two attempts the client
+    opens an event stream on the same URL instead. Two pages chat as before, and a
+    client's send_message goes out as a POST (with the CSRF cookie's token)."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    pages = urlsplit(live_server.url).port
+    websockets = pages if runtime == "runserver" else request.getfixturevalue("asyncio_server").port
+    with override_settings(WS4REDIS_WEBSOCKET_HOST=None, WS4REDIS_ALLOWED_ORIGINS=None):
+        with refusing_proxy(proxied(websockets, pages)) as proxy:
+            first = open_page(browser_context, f"{proxy.url}/chat/")
+            second = open_page(browser_context, f"{proxy.url}/chat/")
+            for page in (first, second):
+                assert page.evaluate("chat.transport()") == "sse"
+            assert len(proxy.refused) >= 4  # two websocket attempts of each page
+            # the second page's stream was announced on the first's: presence works too
+            expect(first.locator("#online")).to_have_text("Online: nobody logged in (2 pages)")
+            say(first, "Hello over an event stream")
+            expect(billboard(second)).to_have_text([WELCOME, "Hello over an event stream"])
+            say(second, "And back")
+            for page in (first, second):
+                expect(billboard(page)).to_have_text(
+                    [WELCOME, "Hello over an event stream", "And back"]
+                )
+            first.evaluate(
+                """uri => new Promise(resolve => {
+                    window.sender = WS4Redis({uri, connected: resolve});
+                })""",
+                f"ws://localhost:{proxy.port}/ws/foobar?publish-broadcast",
+            )
+            assert first.evaluate("sender.transport()") == "sse"
+            first.evaluate("sender.send_message('posted to the stream URL')")
+            for page in (first, second):
+                expect(billboard(page).last).to_have_text("posted to the stream URL")
+            assert first.evaluate("chat.is_connected()")
+
+
+def test_event_stream_page_resumes_after_the_server_restarts(browser_context, live_server, rdb):
+    """Behind a proxy refusing websockets the page reads an event stream: when the server
+    restarts, it comes back on a stream from where it stood (its uri's since), so what was
+    published while it was away arrives once; a line another client queued while away goes
+    out by POST once that client is back (stored, as WS4REDIS_CLIENT_EXPIRE lets it be: the
+    two clients come back in either order)."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    port = free_port()
+    publisher = RedisPublisher(facility="foobar", broadcast=True)
+    route = proxied(port, urlsplit(live_server.url).port)
+    with override_settings(
+        WS4REDIS_WEBSOCKET_HOST=None, WS4REDIS_ALLOWED_ORIGINS=None, WS4REDIS_CLIENT_EXPIRE=10
+    ):
+        with refusing_proxy(route) as proxy:
+            with in_process_server(port):
+                page = open_page(browser_context, f"{proxy.url}/chat/")
+                assert page.evaluate("chat.transport()") == "sse"
+                page.evaluate(
+                    """uri => new Promise(resolve => {
+                        window.sender = WS4Redis({uri, connected: resolve});
+                    })""",
+                    f"ws://localhost:{proxy.port}/ws/foobar?publish-broadcast",
+                )
+                publisher.publish_message("seen live")
+                expect(billboard(page).last).to_have_text("seen live")
+            expect(page.locator("#status")).to_have_text("disconnected")
+            publisher.publish_message("missed 1")
+            publisher.publish_message("missed 2")
+            page.evaluate("sender.send_message('written while away')")  # queued
+            with in_process_server(port):
+                status = page.locator("#status")
+                expect(status).to_have_attribute("data-connected", "2", timeout=20_000)
+                expect(billboard(page).last).to_have_text("written while away", timeout=20_000)
+                assert page.evaluate("chat.transport()") == "sse"  # it opened once: no change
+                publisher.publish_message("live again")
+                expect(billboard(page).last).to_have_text("live again")
+    lines = billboard(page).all_text_contents()
+    assert lines[-5:] == ["seen live", "missed 1", "missed 2", "written while away", "live again"]
+    assert len(lines) == len(set(lines))  # nothing shown twice
+
+
+def test_forced_event_stream_posts_through_the_facilitys_hook(browser_context, live_server, rdb):
+    """transport: "sse" opens an event stream at once (Django's runserver serves it on the
+    pages' own origin); each send_message is a POST through the facility's hook: what it
+    publishes comes back on the stream, its reply and rejection come as their JSON text."""
+    live_server.thread.httpd.set_app(StaticFilesHandler(application))
+    hooks = {"moderated": "tests.support.callbacks.moderate"}
+    with override_settings(WS4REDIS_WEBSOCKET_HOST=None, WS4REDIS_HOOKS=hooks):
+        page = open_page(browser_context, f"{live_server.url}/chat/")
+        uri = f"{websocket_uri(live_server.url)}moderated?subscribe-broadcast&publish-broadcast"
+        page.evaluate(
+            """uri => new Promise(resolve => {
+                window.received = [];
+                window.streamed = WS4Redis({uri, transport: "sse", connected: resolve,
+                                            receive_message: m => window.received.push(m)});
+            })""",
+            uri,
+        )
+        assert page.evaluate("streamed.transport()") == "sse"
+        for text in ("shout", "ping", "forbidden"):
+            page.evaluate("text => streamed.send_message(text)", text)
+        page.wait_for_function("window.received.length >= 3")
+        received = page.evaluate("window.received")
+    assert "SHOUT" in received  # published, so it streams back
+    answers = [json.loads(text) for text in received if text != "SHOUT"]
+    assert [(a["type"], a.get("data"), a.get("reason")) for a in answers] == [
+        ("reply", "pong", None),
+        ("rejected", None, "not here"),
+    ]  # the POSTs go in order, so their answers do too

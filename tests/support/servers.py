@@ -317,3 +317,102 @@ def cluster_group(workdir: Path) -> Iterator[RedisClusterServers]:
             yield cluster
     except RuntimeError as exc:  # it did not come up: the message says what
         pytest.fail(str(exc))
+
+
+@dataclass
+class RefusingProxy:
+    """A reverse proxy that refuses websockets (:func:`refusing_proxy`): where it listens,
+    and how many upgrades it refused."""
+
+    port: int
+    refused: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+
+REFUSED = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@contextlib.contextmanager
+def refusing_proxy(route: Callable[[str], int]) -> Iterator[RefusingProxy]:
+    """A proxy in front of servers on 127.0.0.1, as on a network whose proxy does not let
+    websockets through: every request carrying ``Upgrade: websocket`` is answered with
+    ``403 Forbidden``; any other goes, byte for byte, to the port ``route(path)`` names (so
+    that pages and the websocket URL share one origin), and its answer comes back byte for
+    byte. Requests are told apart by their heads and ``Content-Length`` (HTTP/1.1, no
+    pipelining: a browser waits for each answer)."""
+    refused: list[str] = []
+    ready = threading.Event()
+    started: dict = {}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstreams: dict[int, asyncio.StreamWriter] = {}
+        current: list[int] = []
+        pumps: list[asyncio.Task] = []  # held, so that none is collected while it runs
+
+        async def pump(port: int, upstream: asyncio.StreamReader) -> None:
+            with contextlib.suppress(OSError):
+                while data := await upstream.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            upstreams.pop(port, None)
+            if current and current[-1] == port:  # its answer ran to the connection's end
+                writer.close()
+
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                fields = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in lines[1:] if line)
+                }
+                if fields.get("upgrade", "").lower() == "websocket":
+                    refused.append(path)
+                    writer.write(REFUSED)
+                    await writer.drain()
+                    break
+                body = await reader.readexactly(int(fields.get("content-length", "0")))
+                port = route(path)
+                if port not in upstreams:
+                    upstream_reader, upstreams[port] = await asyncio.open_connection(
+                        "127.0.0.1", port
+                    )
+                    pumps.append(asyncio.ensure_future(pump(port, upstream_reader)))
+                current.append(port)
+                upstreams[port].write(head + body)
+                await upstreams[port].drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, IndexError):
+            pass
+        finally:
+            for upstream in list(upstreams.values()):
+                upstream.close()
+            writer.close()
+
+    def run() -> None:
+        loop = new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(serve, "127.0.0.1", 0))
+        started.update(loop=loop, server=server, port=server.sockets[0].getsockname()[1])
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="refusing-proxy", daemon=True)
+    thread.start()
+    assert ready.wait(10), "the proxy did not start"
+    loop = started["loop"]
+    try:
+        yield RefusingProxy(started["port"], refused)
+    finally:
+
+        async def stop() -> None:
+            started["server"].close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

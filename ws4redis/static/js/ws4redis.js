@@ -18,8 +18,9 @@
  *     heartbeat_msg: {{ WS4REDIS_HEARTBEAT }},
  *     token: "...",                        // a connection token (ws4redis.tokens), for a
  *                                          // page without the site's session cookie
- *     token_refresh: "/ws-token/"          // or function () { return promise of
+ *     token_refresh: "/ws-token/",         // or function () { return promise of
  *                                          // {token, max_age} (or the token) }
+ *     transport: "auto"                    // or "websocket", or "sse" (Server-Sent Events)
  *   });
  *   chat.send_message("hello");
  *   chat.close();                          // for good: no reconnect after this
@@ -49,6 +50,21 @@
  * last attempt never opened (a browser cannot see the 403 of a refused handshake: an
  * expired or revoked token looks like any failed attempt). A failed refresh is retried
  * with the reconnect delay.
+ *
+ * Server-Sent Events, when websockets cannot get through (a proxy that refuses the
+ * upgrade): the same uri in its http(s) form is an event stream (EventSource) for what the
+ * server sends, and send_message POSTs each message to it, in order, with the
+ * X-CSRFToken header read from the csrftoken cookie (option csrf_cookie) and the page's
+ * credentials. The callbacks stay the same; heartbeats are not sent (the server's keepalive
+ * comments keep the stream up). A hook's answer to a POST reaches receive_message as on a
+ * websocket; a POST that gets no answer at all ends the stream and waits, with those after
+ * it, for the next connection; one the server refuses is dropped. On every reconnect the uri carries `since`, as for a
+ * websocket; a `close` event of the server reaches disconnected({code, reason}) as a
+ * websocket's close would. transport "auto" (the default) starts with a websocket and
+ * changes to an event stream after two attempts in a row that fail before they open, as
+ * long as no connection of this client ever opened (then the server is merely away); it
+ * keeps changing so every two failures until one opens, and keeps what opened. "sse" uses
+ * only event streams, "websocket" only websockets; multiplex always uses websockets.
  *
  * Many facilities on one websocket (`multiplex: true`, the `ws4redis.v1` subprotocol): the
  * uri is WEBSOCKET_URI itself, and facilities are subscribed while the connection lives:
@@ -83,6 +99,8 @@
   var TOKEN_KEY = "ws4redis-token";  // the query field of ws4redis.tokens.QUERY_KEY
   var TOKEN_USE = 0.8;          // share of a token's lifetime after which it is refreshed
   var SUBPROTOCOL = "ws4redis.v1";  // many facilities on one websocket
+  var FAILURES_TO_SWITCH = 2;   // attempts in a row that never open before "auto" changes
+  var CONNECTING = 0, OPEN = 1, CLOSED = 3;  // readyState, as WebSocket's
 
   // An Error for an `error` answer of the server: its status and reason.
   function answerError(message) {
@@ -91,6 +109,97 @@
     error.reason = message.reason;
     error.facility = message.facility;
     return error;
+  }
+
+  // The http(s) form of a websocket URL: where its event stream and POSTs go.
+  function httpForm(uri) {
+    return uri.replace(/^ws(s?):/i, "http$1:");
+  }
+
+  function cookie(name) {
+    var found = null;
+    (document.cookie || "").split(";").forEach(function (pair) {
+      var at = pair.indexOf("=");
+      if (at >= 0 && pair.slice(0, at).trim() === name) {
+        found = decodeURIComponent(pair.slice(at + 1).trim());
+      }
+    });
+    return found;
+  }
+
+  // An event stream dressed as a WebSocket (readyState, onopen, onmessage, onclose, send,
+  // close), so that the client's logic serves both. `postUri` is where send() POSTs; what
+  // the server answers with a body (a hook's reply or rejection, JSON) goes to `answer`.
+  // A POST that fails on the way (no answer at all) ends the stream, and it and those after
+  // it go back, in order, to the client's queue by `requeue(text, index)`.
+  function EventStreamSocket(uri, postUri, csrfCookie, answer, requeue) {
+    var self = { readyState: CONNECTING, onopen: null, onmessage: null, onclose: null,
+                 isEventStream: true };
+    var source = new EventSource(httpForm(uri));
+    var sending = Promise.resolve();  // POSTs go one after the other, in order
+    var returned = -1;                // messages given back to the queue; -1: none failed
+
+    function finish(event) {
+      if (self.readyState === CLOSED) return;
+      self.readyState = CLOSED;
+      source.close();
+      setTimeout(function () { if (self.onclose) self.onclose(event); }, 0);
+    }
+
+    source.onopen = function () {
+      if (self.readyState !== CONNECTING) return;
+      self.readyState = OPEN;
+      if (self.onopen) self.onopen({});
+    };
+    source.onmessage = function (event) {
+      if (self.readyState === OPEN && self.onmessage) self.onmessage({ data: event.data });
+    };
+    source.addEventListener("bytes", function (event) {
+      if (self.readyState === OPEN && self.onmessage) {
+        self.onmessage({ data: decodeBase64(event.data) });
+      }
+    });
+    source.addEventListener("close", function (event) {  // the server ends the stream
+      var info = {};
+      try {
+        info = JSON.parse(event.data) || {};
+      } catch (error) {
+        info = {};
+      }
+      finish({ code: info.code || 1005, reason: info.reason || "", wasClean: true });
+    });
+    // The stream broke or was refused: the client reconnects itself (with `since`), not
+    // the browser (whose Last-Event-ID would skip the client's backoff and callbacks).
+    source.onerror = function () {
+      finish({ code: 1006, reason: "", wasClean: false });
+    };
+
+    self.send = function (text) {
+      var headers = {};
+      var csrf = cookie(csrfCookie);
+      if (csrf !== null) headers["X-CSRFToken"] = csrf;
+      sending = sending.then(function () {
+        if (returned >= 0) {
+          requeue(text, returned++);
+          return null;
+        }
+        return fetch(httpForm(postUri), { method: "POST", body: text, headers: headers,
+                                          credentials: "same-origin" }).then(null, function () {
+          returned = 0;
+          requeue(text, returned++);
+          finish({ code: 1006, reason: "a message could not be sent", wasClean: false });
+          return null;
+        });
+      }).then(function (response) {
+        // a refusal (4xx, 5xx) is final, as a websocket's server would not take it either
+        if (!response || response.status !== 200) return;
+        return response.text().then(function (body) { if (body) answer(body); });
+      }).catch(function () {});
+    };
+    self.close = function () {
+      finish({ code: 1000, reason: "", wasClean: true });
+    };
+    return self;
   }
 
   function notSubscribed(facility) {
@@ -129,6 +238,18 @@
     var onPresence = opts.presence || noop;
     var heartbeat = opts.heartbeat_msg || null;
     var multiplex = !!opts.multiplex;
+    var transport = opts.transport || "auto";
+    if (["auto", "websocket", "sse"].indexOf(transport) < 0) {
+      throw new Error("WS4Redis: transport is 'auto', 'websocket' or 'sse'");
+    }
+    if (multiplex && transport === "sse") {
+      throw new Error("WS4Redis: multiplex needs websockets, not transport 'sse'");
+    }
+    var canStream = !multiplex && typeof EventSource !== "undefined";
+    var streaming = transport === "sse";  // the next connection is an event stream
+    var failures = 0;             // attempts in a row that closed before they opened
+    var everOpened = false;       // a connection of this client opened once
+    var csrfCookie = opts.csrf_cookie || "csrftoken";
     var recovering = !multiplex && /[?&]recover(&|=|$)/i.test(opts.uri);
     var positions = {};  // channel -> "epoch:offset" of the last message seen
     var token = null;
@@ -163,7 +284,7 @@
     }
 
     function isOpen(socket) {
-      return !!socket && socket === ws && socket.readyState === WebSocket.OPEN;
+      return !!socket && socket === ws && socket.readyState === OPEN;
     }
 
     // Send what may go now, in order; the rest (of facilities not subscribed yet) waits.
@@ -321,7 +442,7 @@
 
     function startHeartbeat() {
       stopHeartbeat();
-      if (!heartbeat) return;
+      if (!heartbeat || (ws && ws.isEventStream)) return;  // a stream has its keepalives
       missed = 0;
       heartbeatTimer = setInterval(function () {
         missed += 1;
@@ -329,7 +450,7 @@
           lost({ code: 4000, reason: "no heartbeat from the server", wasClean: false });
           return;
         }
-        if (ws && ws.readyState === WebSocket.OPEN) ws.send(heartbeat);
+        if (ws && ws.readyState === OPEN) ws.send(heartbeat);
       }, HEARTBEAT_PERIOD);
     }
 
@@ -341,7 +462,7 @@
       dropRequests();
       if (old) {
         old.onopen = old.onmessage = old.onclose = old.onerror = null;
-        if (old.readyState === WebSocket.CONNECTING || old.readyState === WebSocket.OPEN) {
+        if (old.readyState === CONNECTING || old.readyState === OPEN) {
           old.close();
         }
       }
@@ -353,11 +474,13 @@
 
     // The uri of the next connection: its token, and with recovery where each channel
     // left off.
-    function currentUri() {
+    function currentUri(withPositions) {
       var fields = [];
       if (token !== null) fields.push(TOKEN_KEY + "=" + encodeURIComponent(token));
       var since = [];
-      for (var channel in positions) since.push(channel + ":" + positions[channel]);
+      if (withPositions !== false) {
+        for (var channel in positions) since.push(channel + ":" + positions[channel]);
+      }
       if (since.length) fields.push("since=" + encodeURIComponent(since.join(",")));
       if (!fields.length) return opts.uri;
       return opts.uri + (opts.uri.indexOf("?") < 0 ? "?" : "&") + fields.join("&");
@@ -413,12 +536,24 @@
         return;
       }
       onConnecting();
-      var socket = multiplex ? new WebSocket(currentUri(), [SUBPROTOCOL])
-                             : new WebSocket(currentUri());
+      var socket;
+      if (streaming) {
+        socket = EventStreamSocket(currentUri(), currentUri(false), csrfCookie, function (body) {
+          if (recovering) receivePositioned(body);  // as a websocket gets the hook's answer
+          else onMessage(body);
+        }, function (text, index) {
+          if (!closedForGood) queue.splice(index, 0, { entry: null, text: text, call: null });
+        });
+      } else {
+        socket = multiplex ? new WebSocket(currentUri(), [SUBPROTOCOL])
+                           : new WebSocket(currentUri());
+      }
       var opened = false;
       ws = socket;
       socket.onopen = function () {
         opened = true;
+        everOpened = true;
+        failures = 0;
         ceiling = BACKOFF_START;
         startHeartbeat();
         for (var facility in facilities) sendSubscribe(facilities[facility]);
@@ -436,6 +571,11 @@
       };
       socket.onclose = function (event) {
         failedOpening = !opened;
+        if (!opened && transport === "auto" && canStream && !everOpened &&
+            ++failures >= FAILURES_TO_SWITCH) {
+          streaming = !streaming;  // websockets may be refused on the way: try the other
+          failures = 0;
+        }
         lost(event);
       };
     }
@@ -519,10 +659,15 @@
         stopHeartbeat();
         if (ws) ws.close();
       },
-      is_connecting: function () { return !!ws && ws.readyState === WebSocket.CONNECTING; },
-      is_connected: function () { return !!ws && ws.readyState === WebSocket.OPEN; },
+      is_connecting: function () { return !!ws && ws.readyState === CONNECTING; },
+      is_connected: function () { return !!ws && ws.readyState === OPEN; },
       is_closing: function () { return !!ws && ws.readyState === WebSocket.CLOSING; },
-      is_closed: function () { return !ws || ws.readyState === WebSocket.CLOSED; }
+      is_closed: function () { return !ws || ws.readyState === CLOSED; },
+      // "websocket" or "sse": what the current (else the next) connection uses
+      transport: function () {
+        if (ws) return ws.isEventStream ? "sse" : "websocket";
+        return streaming ? "sse" : "websocket";
+      }
     };
   }
 
