@@ -1,11 +1,12 @@
-"""What every benchmark shares: lean websocket clients, the servers under test started
-pinned to their core, CPU and memory read from ``/proc``, and the burst and steady
-workloads. Run the benchmarks through ``bench/run``, which runs them as modules of the
+"""What every benchmark shares: lean websocket and event-stream clients, the servers under
+test started pinned to their core, CPU and memory read from ``/proc``, and the burst and
+steady workloads. Run the benchmarks through ``bench/run``, which runs them as modules of the
 ``bench`` package from the repository's root, so they import this one plainly."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import os
@@ -51,11 +52,18 @@ class Tally:
     received: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    clients: list[LeanClient] = field(default_factory=list)
+    clients: list[LeanClient | EventStreamClient] = field(default_factory=list)
     stash: bool = False
 
     def total(self, numbers: range) -> int:
         return sum(self.received.get(n, 0) for n in numbers)
+
+    def record(self, now: float, message: bytes) -> None:
+        """A message ``"<number> <monotonic time published> ..."`` received at ``now``."""
+        number, sent = message.split(b" ", 2)[:2]
+        n = int(number)
+        self.received[n] = self.received.get(n, 0) + 1
+        self.latencies.append(now - float(sent))
 
 
 class LeanClient(asyncio.Protocol):
@@ -99,10 +107,7 @@ class LeanClient(asyncio.Protocol):
                 else:
                     tally.failed += 1
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                number, sent = event.data.split(b" ", 2)[:2]
-                n = int(number)
-                tally.received[n] = tally.received.get(n, 0) + 1
-                tally.latencies.append(now - float(sent))
+                tally.record(now, event.data)
         pending = self.protocol.data_to_send()
         if pending and self.transport is not None:
             self.transport.writelines(pending)
@@ -112,28 +117,126 @@ class LeanClient(asyncio.Protocol):
         self.tally.changed.set()
 
 
-async def connect_clients(host: str, port: int, path: str, count: int, tally: Tally) -> list:
-    """Open ``count`` more websockets to ``path`` (in batches); return once every one of
-    them has its handshake answer (the tally may count earlier clients too)."""
-    loop = asyncio.get_running_loop()
+async def open_websocket(host: str, port: int, path: str, tally: Tally) -> asyncio.Transport:
     uri = f"ws://{host}:{port}{path}"
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(lambda: LeanClient(uri, tally), host, port)
+    return transport
+
+
+async def connect_clients(
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    tally: Tally,
+    opener: Callable[[str, int, str, Tally], Awaitable[asyncio.Transport]] = open_websocket,
+) -> list:
+    """Open ``count`` more websockets (or what ``opener`` opens) to ``path`` (in batches);
+    return once every one of them has its handshake answer (the tally may count earlier
+    clients too)."""
     answered_before = tally.opened + tally.failed
-    transports = []
+    transports: list = []
     batch = 200
     for start in range(0, count, batch):
-        made = await asyncio.gather(
-            *(
-                loop.create_connection(lambda: LeanClient(uri, tally), host, port)
-                for _ in range(min(batch, count - start))
+        transports.extend(
+            await asyncio.gather(
+                *(opener(host, port, path, tally) for _ in range(min(batch, count - start)))
             )
         )
-        transports.extend(t for t, _ in made)
         await wait_for(
             lambda: tally.opened + tally.failed - answered_before >= len(transports), tally, 120
         )
     if tally.failed:
-        raise SystemExit(f"{tally.failed} websocket handshakes failed")
+        raise SystemExit(f"{tally.failed} handshakes failed")
     return transports
+
+
+class StampedReader(asyncio.StreamReader):
+    """An asyncio stream that notes when each chunk arrived, so that a line's latency ends
+    when its bytes reached this process (as :class:`LeanClient`'s does), not when its reading
+    task got its turn: with a thousand streams on one loop, that turn comes milliseconds
+    later for the last of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed = 0
+        self.arrivals: collections.deque[tuple[int, float]] = collections.deque()
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self.arrivals.append((self.fed, time.monotonic()))
+        super().feed_data(data)
+
+    def arrived(self, upto: int) -> float:
+        """When the stream's byte number ``upto`` (counted from 1) arrived."""
+        while self.arrivals[0][0] < upto:
+            self.arrivals.popleft()
+        return self.arrivals[0][1]
+
+
+class EventStreamClient:
+    """One Server-Sent Events client: a raw asyncio stream that sends the ``GET`` and reads
+    lines, counting each ``data:`` line as a message (the benchmark's messages are one line;
+    comments and blank lines are passed over). ``tally.stash`` works as for
+    :class:`LeanClient`."""
+
+    def __init__(self, reader: StampedReader, tally: Tally) -> None:
+        self.reader = reader
+        self.tally = tally
+        self.stash: list[tuple[float, bytes]] = []
+        self.task = asyncio.ensure_future(self.read())
+        tally.clients.append(self)
+
+    async def read(self) -> None:
+        reader, tally = self.reader, self.tally
+        with contextlib.suppress(ConnectionError):
+            status = await reader.readline()
+            head = [status]
+            while head[-1] not in (b"\r\n", b""):
+                head.append(await reader.readline())
+            if status.startswith(b"HTTP/1.1 200 ") and head[-1]:
+                tally.opened += 1
+            else:
+                tally.failed += 1
+                tally.changed.set()
+                return
+            tally.changed.set()
+            read = sum(map(len, head))
+            while line := await reader.readline():
+                read += len(line)
+                if line.startswith(b"data: "):
+                    if tally.stash:
+                        self.stash.append((reader.arrived(read), line))
+                    else:
+                        tally.record(reader.arrived(read), line[6:])
+                        tally.changed.set()
+        tally.changed.set()
+
+    def parse_stash(self) -> None:
+        stash, self.stash = self.stash, []
+        for now, line in stash:
+            self.tally.record(now, line[6:])
+        self.tally.changed.set()
+
+
+async def open_event_stream(host: str, port: int, path: str, tally: Tally) -> asyncio.Transport:
+    """What ``asyncio.open_connection`` does, with a :class:`StampedReader`; then the
+    request of an ``EventSource``."""
+    loop = asyncio.get_running_loop()
+    reader = StampedReader()
+    transport, _ = await loop.create_connection(
+        lambda: asyncio.StreamReaderProtocol(reader), host, port
+    )
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    transport.write(request.encode())
+    EventStreamClient(reader, tally)
+    return transport
+
+
+async def connect_event_streams(host: str, port: int, path: str, count: int, tally: Tally) -> list:
+    """As :func:`connect_clients`, with event streams (a ``200`` answer counts as opened)."""
+    return await connect_clients(host, port, path, count, tally, opener=open_event_stream)
 
 
 async def wait_for(done: Callable[[], bool], tally: Tally, limit: float) -> bool:

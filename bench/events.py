@@ -1,0 +1,132 @@
+"""Event-stream benchmark: Server-Sent Events fan-out beside websockets, on ``runwebsocket``.
+
+Not a test: it prints figures. The same server (``runwebsocket``, one process, pinned to
+core 0 as ``bench/broadcast.py`` starts it) gets N websockets (``bench.harness``'s lean
+clients) or N event streams (a ``GET`` of the same URL with ``Accept: text/event-stream``,
+read by raw asyncio streams), from this process on core 1. Per transport and N: server CPU
+per delivery (``/proc/<pid>/stat``) over bursts of broadcasts (from the first publish until
+every client has every message) and over a steady rate of them, publish-to-receive p50 and
+p99 at that steady rate, and the server's RSS growth per connection ((RSS after - RSS
+before) / N, idle). Each measurement
+gets a freshly started server; within a round the transports alternate, their order
+flipping from round to round, so a drift of the machine hits both alike. Run it through
+``bench/run events``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+
+from bench.harness import (
+    CLIENT_CORE,
+    Tally,
+    burst,
+    connect_clients,
+    connect_event_streams,
+    prepare_clients,
+    rss_bytes,
+    steady,
+    stop_process,
+    ws4redis_server,
+)
+
+CONNECT = {"websocket": connect_clients, "sse": connect_event_streams}
+METRICS = (  # key, column, format
+    ("us", "µs/delivery, bursts", ".2f"),
+    ("steady_us", "µs/delivery, steady", ".1f"),
+    ("p50", "p50 ms", ".2f"),
+    ("p99", "p99 ms", ".2f"),
+    ("kib", "KiB/connection", ".1f"),
+    ("reach", "reach (lowest)", ".3f"),
+)
+
+
+async def measure(transport: str, clients: int, args: argparse.Namespace) -> dict[str, float]:
+    """One run against a freshly started server: connect, settle, measure, stop."""
+    server = ws4redis_server()
+    tally = Tally()
+    transports: list = []
+    try:
+        await asyncio.sleep(1)  # the server's start-up is done and its memory settled
+        rss_before = rss_bytes(server.process.pid)
+        transports = await CONNECT[transport]("127.0.0.1", server.port, server.path, clients, tally)
+        await asyncio.sleep(2)  # idle: whatever the handshakes left behind is freed
+        kib = (rss_bytes(server.process.pid) - rss_before) / clients / 1024
+        bursts = [await burst(server, tally, clients, args.messages) for _ in range(args.bursts)]
+        # The same load of deliveries per second whatever N: the server stays well short of
+        # its core's limit, so the latency is the transport's, not a queue's.
+        rate = args.deliveries / clients
+        latency = await steady(server, tally, clients, rate, args.seconds)
+    finally:
+        for each in transports:
+            each.abort()
+        stop_process(server.process)
+    result = {
+        "us": statistics.median(b["us"] for b in bursts),
+        "steady_us": latency["us"],
+        "p50": latency["p50"],
+        "p99": latency["p99"],
+        "kib": kib,
+        "reach": min(latency["reach"], *(b["reach"] for b in bursts)),
+    }
+    print(f"  {transport} {clients}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
+          flush=True)  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000])
+    parser.add_argument("--runs", type=int, default=3, help="rounds (both transports each)")
+    parser.add_argument("--messages", type=int, default=200, help="broadcasts per burst")
+    parser.add_argument("--bursts", type=int, default=3, help="bursts per run (median)")
+    parser.add_argument(
+        "--deliveries", type=float, default=20000.0,
+        help="deliveries/s of the latency run: broadcasts/s = this / clients",
+    )  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    args = parser.parse_args()
+
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {
+        (transport, clients): [] for clients in args.clients for transport in CONNECT
+    }
+    with asyncio.Runner(loop_factory=prepare_clients(CLIENT_CORE)) as runner:
+        for run in range(args.runs):
+            print(f"round {run + 1} of {args.runs}:", flush=True)
+            order = list(CONNECT) if run % 2 == 0 else list(reversed(CONNECT))
+            for clients in args.clients:
+                for transport in order:
+                    runs[transport, clients].append(runner.run(measure(transport, clients, args)))
+    report(args, runs)
+
+
+def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
+    medians = {
+        key: {
+            name: min(r[name] for r in results) if name == "reach" else
+            statistics.median(r[name] for r in results)
+            for name, _label, _format in METRICS
+        }
+        for key, results in runs.items()
+    }  # fmt: skip
+    print()
+    print(f"runwebsocket, 1 process on core 0, clients on core 1; medians of {args.runs} "
+          f"rounds; bursts: median of {args.bursts} bursts of {args.messages} broadcasts; "
+          f"steady and latency: {args.deliveries:g} deliveries/s, {args.seconds:g} s")  # fmt: skip
+    print()
+    print("| transport | clients | " + " | ".join(label for _, label, _ in METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for clients in args.clients:
+        for transport in CONNECT:
+            m = medians[transport, clients]
+            cells = [format(m[name], spec) for name, _, spec in METRICS]
+            print(f"| {transport} | {clients} | " + " | ".join(cells) + " |")
+        sse, ws = medians["sse", clients], medians["websocket", clients]
+        ratios = [f"{sse[name] / ws[name]:.2f}x" if ws[name] else "-" for name, _, _ in METRICS]
+        print(f"| **SSE / websocket** | {clients} | " + " | ".join(ratios) + " |")
+
+
+if __name__ == "__main__":
+    main()
