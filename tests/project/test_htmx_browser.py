@@ -3,22 +3,25 @@ JavaScript of the site's own, append what Django publishes with ``publish_fragme
 
 The page and its event stream come from Django's live server (runserver's application): one
 origin, as an ``EventSource`` with credentials needs (docs/reference.md#html-fragments-for-htmx).
+Chromium is launched as tests/project/test_browser.py launches it, but driven from a thread
+of this module's own: Playwright's sync API runs one instance per thread, and that module's
+stays open for the whole session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import concurrent.futures
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 
 from tests.project import test_browser
+from tests.support.servers import system_binary
 from ws4redis.django_runserver import application
 from ws4redis.publisher import RedisPublisher
 
-# Chromium and its contexts, as the other browser tests launch them
-browser = test_browser.browser
-browser_context = test_browser.browser_context
 expect = test_browser.expect
 
 # Test code only: counts the page's opened event streams in <html data-streams>, which
@@ -31,14 +34,58 @@ document.addEventListener("htmx:sseOpen", () => {
 """
 
 
+class Chromium:
+    """A Chromium whose Playwright lives in one thread: :meth:`run` calls ``test(browser)``
+    there and raises what it raised; the contexts it opened are closed after."""
+
+    def __init__(self) -> None:
+        self.playwright: Any = None
+        self.browser: Any = None
+        executable = system_binary("chromium", "chromium", "/usr/bin/chromium")  # or skip
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, "htmx-chromium")
+        self.thread.submit(self._launch, executable).result()
+
+    def _launch(self, executable: str) -> None:
+        self.playwright = test_browser.playwright_api.sync_playwright().start()
+        chromium = self.playwright.chromium
+        self.browser = chromium.launch(executable_path=executable, args=test_browser.CHROMIUM_ARGS)
+
+    def run(self, test: Callable[[Any], None]) -> None:
+        def in_thread() -> None:
+            try:
+                test(self.browser)
+            finally:
+                for context in self.browser.contexts:
+                    context.close()
+
+        self.thread.submit(in_thread).result()
+
+    def close(self) -> None:
+        def in_thread() -> None:
+            if self.browser is not None:
+                self.browser.close()
+            if self.playwright is not None:
+                self.playwright.stop()
+
+        self.thread.submit(in_thread).result()
+        self.thread.shutdown()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    launched = Chromium()
+    yield launched
+    launched.close()
+
+
 @pytest.fixture
 def htmx_site(live_server, rdb) -> Iterator[str]:
     live_server.thread.httpd.set_app(StaticFilesHandler(application))
     yield live_server.url
 
 
-def open_htmx_page(browser_context, site: str):
-    context = browser_context(viewport={"width": 900, "height": 640})
+def open_htmx_page(browser, site: str):
+    context = browser.new_context(viewport={"width": 900, "height": 640})
     context.add_init_script(COUNT_OPEN_STREAMS)
     page = context.new_page()
     errors: list[str] = []
@@ -49,8 +96,12 @@ def open_htmx_page(browser_context, site: str):
     return page
 
 
-def test_the_htmx_page_appends_what_django_publishes(browser_context, htmx_site):
-    page = open_htmx_page(browser_context, htmx_site)
+def test_the_htmx_page_appends_what_django_publishes(chromium, htmx_site):
+    chromium.run(lambda browser: appends_what_django_publishes(browser, htmx_site))
+
+
+def appends_what_django_publishes(browser, site: str) -> None:
+    page = open_htmx_page(browser, site)
     expect(page.locator("#items li")).to_have_count(0)
     publisher = RedisPublisher(facility="htmx", broadcast=True)
     publisher.publish_fragment("chatserver/item.html", {"text": "From Django <b>"}, event="item")
@@ -63,9 +114,13 @@ def test_the_htmx_page_appends_what_django_publishes(browser_context, htmx_site)
     assert page.locator("#items b").count() == 0  # the text was escaped by the template
 
 
-def test_the_form_adds_an_item_to_every_open_page_without_a_reload(browser_context, htmx_site):
-    first = open_htmx_page(browser_context, htmx_site)
-    second = open_htmx_page(browser_context, htmx_site)
+def test_the_form_adds_an_item_to_every_open_page_without_a_reload(chromium, htmx_site):
+    chromium.run(lambda browser: the_form_adds_an_item(browser, htmx_site))
+
+
+def the_form_adds_an_item(browser, site: str) -> None:
+    first = open_htmx_page(browser, site)
+    second = open_htmx_page(browser, site)
     first.evaluate("document.body.dataset.loaded = 'once'")  # gone if the page reloaded
     first.fill("#item_text", "Milk")
     first.click("#add_item")
