@@ -4,13 +4,12 @@ renders a template and publishes it named, so that event streams send it as that
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from django.template.loader import render_to_string
 from django.test import override_settings
 
 from tests.connections.test_events import FACILITY, streaming
+from tests.messaging.test_async_publishing import on_a_loop
 from tests.support.clients import connected
 from ws4redis.core.events import named
 from ws4redis.publisher import RedisPublisher
@@ -66,7 +65,7 @@ def test_a_bad_event_name_raises_value_error_and_publishes_nothing(rdb, name):
         with pytest.raises(ValueError, match="an event name is"):
             publisher.publish_fragment("no/such/template.html", event=name)
         with pytest.raises(ValueError, match="an event name is"):
-            asyncio.run(publisher.apublish_fragment(ITEM, CONTEXT, event=name))
+            on_a_loop(publisher.apublish_fragment(ITEM, CONTEXT, event=name))
     assert captured.messages == []
 
 
@@ -81,7 +80,7 @@ def test_the_async_twin_publishes_the_same_text_into_the_history(rdb, rf):
     async def publish() -> dict[str, int]:
         return await publisher.apublish_fragment(ITEM, CONTEXT, event="item", request=request)
 
-    assert asyncio.run(publish()) == {f"ws4redis:broadcast:{FACILITY}": 0}
+    assert on_a_loop(publish()) == {f"ws4redis:broadcast:{FACILITY}": 0}
     publisher.publish_fragment(ITEM, CONTEXT, event="item", request=request)
     (window,) = publisher.history().values()
     assert [data for _, data in window.messages] == [named("item", html).encode()] * 2
