@@ -7,7 +7,9 @@ from typing import Any
 import redis
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 
+from ws4redis.core.events import named
 from ws4redis.core.names import AUDIENCES, channel_name
 from ws4redis.redis_store import RedisMessage, RedisStore, own_names
 from ws4redis.settings import key_prefix
@@ -27,6 +29,53 @@ class RedisPublisher(RedisStore):
         super().__init__(connection)
         self._publishers.update(self._get_message_channels(**audience))
         self.facility = audience.get("facility")
+
+    def publish_fragment(
+        self,
+        template_name: str,
+        context: dict[str, Any] | None = None,
+        *,
+        event: str = "message",
+        request: HttpRequest | None = None,
+        expire: int | None = None,
+    ) -> dict[str, int]:
+        """Render ``template_name`` with ``context`` (``render_to_string``: with ``request``,
+        its context processors run and ``{% csrf_token %}`` works) and publish the HTML as
+        :meth:`publish_message` does, to the same audiences, with the same ``expire``,
+        history, return value and :class:`~ws4redis.redis_store.PublishError`.
+
+        The text goes out named (:func:`~ws4redis.core.events.named`): event streams send
+        it as an event called ``event``, for HTMX's ``sse-swap``; websockets get it as it
+        is, for ``hx-swap-oob``. An event name other than 1-64 letters, digits or ``_.:-``
+        raises :class:`ValueError`, before anything is rendered.
+        """
+        return self.publish_message(self._fragment(template_name, context, event, request), expire)
+
+    async def apublish_fragment(
+        self,
+        template_name: str,
+        context: dict[str, Any] | None = None,
+        *,
+        event: str = "message",
+        request: HttpRequest | None = None,
+        expire: int | None = None,
+    ) -> dict[str, int]:
+        """:meth:`publish_fragment` for async code: the template is rendered in Django's
+        thread for synchronous code (it may read the database), then published as
+        :meth:`~ws4redis.redis_store.RedisStore.apublish_message` does."""
+        html = await sync_to_async(self._fragment)(template_name, context, event, request)
+        return await self.apublish_message(html, expire)
+
+    @staticmethod
+    def _fragment(
+        template_name: str,
+        context: dict[str, Any] | None,
+        event: str,
+        request: HttpRequest | None,
+    ) -> str:
+        """The text :meth:`publish_fragment` publishes."""
+        named(event, "")  # a bad name fails before the template is rendered
+        return named(event, render_to_string(template_name, context, request))
 
     def fetch_message(
         self, request: HttpRequest | None, facility: str, audience: str = "any"

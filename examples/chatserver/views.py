@@ -3,6 +3,7 @@
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.models import Group, User
 from django.http import HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.generic import TemplateView
 
@@ -122,6 +123,35 @@ class GroupChatView(RecipientChatView):
 
     def reaches_sender(self, recipient: str) -> bool:
         return self.request.user.groups.filter(name=recipient).exists()
+
+
+class HtmxView(TemplateView):
+    """A live list built with HTMX and no JavaScript of its own: the page's list listens to
+    the facility's event stream (HTMX's ``sse`` extension, ``sse-swap="item"``); its form
+    is posted here by HTMX, and this view publishes the new item as an HTML fragment named
+    ``item``, which every open page appends. The answer is the form again, emptied (or with
+    what was wrong), which HTMX puts in place of the one posted."""
+
+    template_name = "chatserver/htmx.html"
+    facility = "htmx"
+    max_length = 200
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(facility=self.facility, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        text = request.POST.get("text", "").strip()
+        if not text or len(text) > self.max_length:
+            error = f"Write an item of 1 to {self.max_length} characters."
+            # status 200: HTMX swaps in 2xx answers only
+            return render(request, "chatserver/htmx_form.html", {"text": text, "error": error})
+        author = request.user.get_username() if request.user.is_authenticated else ""
+        publisher = RedisPublisher(facility=self.facility, broadcast=True)
+        # expire=0: nothing is stored, so a page that opens later is not sent the last item
+        publisher.publish_fragment(
+            "chatserver/item.html", {"text": text, "author": author}, event="item", expire=0
+        )
+        return render(request, "chatserver/htmx_form.html")
 
 
 def online(request):

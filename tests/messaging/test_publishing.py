@@ -157,6 +157,8 @@ def test_context_processor(rf):
     with override_settings(WS4REDIS_HEARTBEAT="--hb</script>--"):
         context = context_processor(rf.get("/", secure=True))
     assert context["WEBSOCKET_URI"] == "wss://testserver/ws/"
+    assert context["EVENT_STREAM_URI"] == "https://testserver/ws/"
+    assert context_processor(rf.get("/"))["EVENT_STREAM_URI"] == "http://testserver/ws/"
     assert context["WS4REDIS_HEARTBEAT"] == '"--hb\\u003c/script>--"'
     assert context_processor(rf.get("/"))["WS4REDIS_HEARTBEAT"] == "null"
 
@@ -247,7 +249,9 @@ def test_ssl(tmp_path):
 
 def test_context_processor_with_separate_websocket_host(rf):
     with override_settings(WS4REDIS_WEBSOCKET_HOST="wss://ws.example.com/"):
-        assert context_processor(rf.get("/"))["WEBSOCKET_URI"] == "wss://ws.example.com/ws/"
+        context = context_processor(rf.get("/"))
+    assert context["WEBSOCKET_URI"] == "wss://ws.example.com/ws/"
+    assert context["EVENT_STREAM_URI"] == "https://ws.example.com/ws/"
 
 
 def test_publish_on_commit_waits_for_the_commit_and_drops_a_rollback(socket_server):
