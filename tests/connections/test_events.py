@@ -210,3 +210,21 @@ def test_a_post_with_a_token_needs_no_csrf_and_goes_through_the_hook(server, use
         assert status == 200 and json.loads(body)["type"] == "rejected"
         assert post(server, query, b"shout") == (204, b"")
         assert stream.data() == "SHOUT"
+
+
+def test_another_allowed_origin_may_read_the_stream_and_others_are_refused(server, rdb):
+    """A page of an allowed origin reads the stream with its credentials (CORS, as an
+    EventSource with ``withCredentials`` asks); an origin that is not allowed gets 403."""
+    allowed = "https://app.example.com"
+    with override_settings(WS4REDIS_ALLOWED_ORIGINS=[allowed]):
+        with streaming(server, "subscribe-broadcast", {"Origin": allowed}) as stream:
+            response = stream.response
+            assert response.getheader("Access-Control-Allow-Origin") == allowed
+            assert response.getheader("Access-Control-Allow-Credentials") == "true"
+        url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("GET", f"/ws/{FACILITY}?subscribe-broadcast",
+                           headers={"Accept": "text/event-stream",
+                                    "Origin": "https://evil.example"})  # fmt: skip
+        assert connection.getresponse().status == 403
+        connection.close()

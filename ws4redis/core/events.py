@@ -33,6 +33,18 @@ HEADERS = (
     ("X-Accel-Buffering", "no"),
 )
 """The headers of an event stream (besides those of the connection)."""
+
+
+def headers(origin: str | None) -> list[tuple[str, str]]:
+    """The headers of a stream for a request from ``origin`` (its ``Origin`` header, which
+    the opening allowed): another origin's page may read the stream with its credentials
+    (CORS), as an ``EventSource`` with ``withCredentials`` asks."""
+    if origin is None:
+        return list(HEADERS)
+    cors = [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true")]
+    return [*HEADERS, *cors, ("Vary", "Origin")]
+
+
 KEEPALIVE = b":\n\n"
 """A comment: keeps proxies from closing an idle stream, and no client sees it."""
 LINE_END = re.compile(r"\r\n|\r|\n")
@@ -133,9 +145,10 @@ class EventStreamRelay(EventRelay, SocketRelay):
 
     __slots__ = ("_ended", "head")
 
-    def __init__(self, **limits: object) -> None:
+    def __init__(self, origin: str | None = None, **limits: object) -> None:
         super().__init__(**limits)  # type: ignore[arg-type]
-        lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in HEADERS), "Connection: close"]
+        fields = (f"{k}: {v}" for k, v in headers(origin))
+        lines = ["HTTP/1.1 200 OK", *fields, "Connection: close"]
         self.head: bytes | None = ("\r\n".join(lines) + "\r\n\r\n").encode()
         self._ended: list[bytes] = []
         self.sending = False  # until the head is out

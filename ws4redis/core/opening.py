@@ -110,6 +110,9 @@ class Accepted:
     """An event stream instead of a websocket (:mod:`ws4redis.core.events`)."""
     owns_socket: bool = False
     """The runtime writes the socket itself (set by :func:`accept`)."""
+    origin: str | None = None
+    """The ``Origin`` the opening allowed, if the request had one (an event stream's
+    answer lets that origin read it)."""
 
     def limits(self, now: float, stats: Stats) -> dict[str, Any]:
         """The keyword arguments of its relay: the limits of the options, counting into
@@ -136,8 +139,10 @@ class Accepted:
         the socket it frames, and the handshake response will be its first output."""
         limits = self.limits(now, stats)
         options = self.options
+        if self.events and self.owns_socket:
+            return EventStreamRelay(self.origin, **limits)
         if self.events:
-            return EventStreamRelay(**limits) if self.owns_socket else EventRelay(**limits)
+            return EventRelay(**limits)
         if self.protocol is None or self.response is None:
             return Relay(**limits)
         return FramedRelay(

@@ -301,8 +301,9 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
             accepted = Accepted(request, "", [], True, options, multiplex=True, grant=grant)
         else:
             channels, echo, since = permitted(request, grant, facility, fields)
+            origin = upgrade.headers.get("Origin") if events else None
             accepted = Accepted(request, facility, channels, echo, options, since, grant=grant,
-                                events=events)  # fmt: skip
+                                events=events, origin=origin)  # fmt: skip
         return accept(upgrade, accepted, framing=framing)
     except Exception as exc:
         if (rejection := refusal_for(exc)) is not None:

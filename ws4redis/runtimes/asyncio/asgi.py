@@ -20,7 +20,7 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 from ws4redis import settings
-from ws4redis.core.events import HEADERS, closing_event, wants_events
+from ws4redis.core.events import closing_event, headers, wants_events
 from ws4redis.core.handshake import SUBPROTOCOL, Rejection
 from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Failure, Relay
@@ -198,8 +198,9 @@ class ASGIApplication:
         subscriber, relay = sink.subscriber, sink.relay
         assert subscriber is not None and relay is not None
         try:
-            headers = [(name.lower().encode(), value.encode()) for name, value in HEADERS]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            origin = upgrade_of(request).headers.get("Origin")
+            fields = [(name.lower().encode(), value.encode()) for name, value in headers(origin)]
+            await send({"type": "http.response.start", "status": 200, "headers": fields})
             relay.opened(start)
             sink.open = True
             sink.flush()
