@@ -29,7 +29,7 @@ from ws4redis.bus.pool import get_redis
 from ws4redis.bus.process import per_process, process_name
 from ws4redis.core.history import PRESENCE
 from ws4redis.core.names import presence_keys
-from ws4redis.core.presence import Book, Changes, Visitor, announcement, entry, tracked
+from ws4redis.core.presence import Announcer, Book, Changes, Visitor, entry, tracked
 from ws4redis.redis_store import is_authenticated, known_session_key
 from ws4redis.settings import key_prefix
 from ws4redis.signals import websocket_closed, websocket_opened
@@ -135,12 +135,19 @@ class Tracker:
 
     def _work(self) -> None:
         book = Book(settings.WS4REDIS_PRESENCE_TTL)
+        announcer = Announcer(
+            settings.WS4REDIS_PRESENCE_INTERVAL, settings.WS4REDIS_PRESENCE_MAX_NAMES
+        )
         open_now: dict[str, tuple[Visitor, HttpRequest]] = {}
         failing = False
         while True:
+            announcer.interval = settings.WS4REDIS_PRESENCE_INTERVAL  # read as it is now
+            announcer.max_names = settings.WS4REDIS_PRESENCE_MAX_NAMES
             with self.changed:
                 if not self.events:
-                    self.changed.wait(ROUND)
+                    due = announcer.next_due()
+                    wait = ROUND if due is None else min(ROUND, due - time.monotonic())
+                    self.changed.wait(max(wait, 0.0))
                 events, self.events = self.events, deque()
             for kind, visitor_id, details in events:
                 if kind == "opened":
@@ -162,8 +169,10 @@ class Tracker:
                     logger.warning("Cannot write presence, will retry: %s", exc)
                 failing = True
                 book.put_back(changes)
-            else:
-                failing = False
+                continue
+            failing = False
+            announcer.add(changes, _announced)
+            _announce(announcer.due(time.monotonic()))
 
 
 def _user(request: HttpRequest) -> str | None:
@@ -188,7 +197,7 @@ def _send(signal: Any, visitor: Visitor, request: HttpRequest) -> None:
 
 
 def _write(changes: Changes, ttl: float) -> None:
-    """One round trip for every facility that changed; then the announcements."""
+    """One round trip for every facility that changed."""
     adds: dict[str, dict[str, Visitor]] = defaultdict(dict)
     removes: dict[str, list[str]] = defaultdict(list)
     for visitor in changes.refresh + changes.joined:
@@ -210,19 +219,25 @@ def _write(changes: Changes, ttl: float) -> None:
             # EVAL by name: a cluster pipeline has no eval() but routes EVAL by its first key
             pipe.execute_command("EVAL", _WRITE, 2, *presence_keys(key_prefix(), facility), *args)
         pipe.execute()
-    _announce(changes)
 
 
-def _announce(changes: Changes) -> None:
+def _announced(facility: str) -> bool:
+    return bool((tracked(settings.WS4REDIS_PRESENCE, facility) or {}).get("announce"))
+
+
+def _announce(announcements: list[tuple[str, bytes]]) -> None:
+    """Publish each facility's announcement; one Redis cannot take now is dropped (logged):
+    who is there stays readable with :func:`present`, and the next change is announced."""
     from ws4redis.publisher import RedisPublisher
 
-    for event, visitors in (("join", changes.joined), ("leave", changes.left)):
-        for visitor in visitors:
-            if (tracked(settings.WS4REDIS_PRESENCE, visitor.facility) or {}).get("announce"):
-                publisher = RedisPublisher(facility=visitor.facility, broadcast=True)
-                # enveloped as the presence's own: no client can send one, and clients that
-                # get JSON messages can tell it from any chat line
-                publisher._publish(announcement(event, visitor), 0, PRESENCE)
+    for facility, message in announcements:
+        publisher = RedisPublisher(facility=facility, broadcast=True)
+        try:
+            # enveloped as the presence's own: no client can send one, and clients that
+            # get JSON messages can tell it from any chat line
+            publisher._publish(message, 0, PRESENCE)
+        except redis.RedisError as exc:
+            logger.warning("Cannot announce presence on %r: %s", facility, exc)
 
 
 tracker = per_process(Tracker)

@@ -139,6 +139,8 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "a dict of facility (or '*') -> {} or {'announce': bool}",
     ),
     "WS4REDIS_PRESENCE_TTL": (60, _is_positive_int, "a positive int (seconds)"),
+    "WS4REDIS_PRESENCE_INTERVAL": (1, _is_positive_number, "a positive number of seconds"),
+    "WS4REDIS_PRESENCE_MAX_NAMES": (100, _is_positive_int, "a positive int (user names)"),
     "WS4REDIS_PERMISSIONS": (
         None,
         is_permissions,

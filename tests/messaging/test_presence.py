@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 
 import pytest
 import websocket
+from django.test import override_settings
 
 from tests.support.clients import connected, login, publish_marker, session_cookie
 from tests.support.servers import free_port, start_runwebsocket, wait_for_listening, wait_until
@@ -123,3 +125,27 @@ def test_presence_adds_up_across_two_workers(rdb):
             ws.close()
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+def test_a_crowd_arriving_at_once_is_announced_in_diffs(server, users):
+    """With an interval, everyone who joined since the last announcement comes in one diff:
+    the watcher is told of all of them (itself first among them), in fewer messages than
+    there were arrivals."""
+    crowd = 12
+    with (
+        override_settings(WS4REDIS_PRESENCE_INTERVAL=5),
+        connected(server, "subscribe-broadcast&recover", facility=HERE) as watcher,
+        contextlib.ExitStack() as stack,
+    ):
+        for _ in range(crowd):
+            stack.enter_context(connected(server, "subscribe-broadcast", facility=HERE))
+        joined, messages = 0, 0
+        while joined < crowd + 1:  # the watcher's own join is announced to it too
+            told = json.loads(watcher.recv())
+            messages += 1
+            if told["presence"] == "diff":
+                joined += told["joined"]
+                assert told["join"] == [None] * told["joined"]  # anonymous, by name
+            else:
+                joined += told["presence"] == "join"
+        assert joined == crowd + 1 and messages < crowd

@@ -36,6 +36,8 @@ SESSION_REDIS = {**WS4REDIS_CONNECTION, "prefix": "session"}
 # starts a process with a short time to live through the environment.
 WS4REDIS_PRESENCE = {**WS4REDIS_PRESENCE, "here": {"announce": True}}  # noqa: F405
 WS4REDIS_PRESENCE_TTL = int(os.environ.get("WS4REDIS_TEST_PRESENCE_TTL", "60"))
+# Each change announced in its own round (tests of batching ask for an interval themselves)
+WS4REDIS_PRESENCE_INTERVAL = 0.001
 # The suite's clients publish on many facilities, as drop-in projects' do: the original's
 # open default here (tests/connections/test_identity.py sets permissions where it tests them).
 WS4REDIS_PERMISSIONS = None

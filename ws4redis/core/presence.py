@@ -9,7 +9,7 @@ say, and what the book must write next.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -36,10 +36,59 @@ def entry(visitor: Visitor) -> bytes:
     return json.dumps({"user": visitor.user, "session": visitor.session}).encode()
 
 
-def announcement(event: str, visitor: Visitor) -> bytes:
-    """The message a facility's subscribers get when someone joins or leaves (with
-    ``announce``): the user name only, never the session."""
-    return json.dumps({"presence": event, "user": visitor.user}).encode()
+def announcement(joined: list[str | None], left: list[str | None], max_names: int) -> bytes:
+    """What a facility's subscribers get about who joined and left since its last
+    announcement (with ``announce``): user names only (None for anonymous), never sessions.
+    One change alone is ``{"presence": "join"|"leave", "user": ...}``; more are one diff,
+    ``{"presence": "diff", "joined": n, "left": m, "join": [...], "leave": [...]}``, whose
+    names are left out past ``max_names`` (the counts remain)."""
+    if len(joined) + len(left) == 1:
+        event, user = ("join", joined[0]) if joined else ("leave", left[0])
+        return json.dumps({"presence": event, "user": user}).encode()
+    diff: dict[str, object] = {"presence": "diff", "joined": len(joined), "left": len(left)}
+    if len(joined) + len(left) <= max_names:
+        diff.update(join=joined, leave=left)
+    return json.dumps(diff).encode()
+
+
+class Announcer:
+    """When each facility announces who joined and left: at most once every ``interval``
+    seconds, everything since its last announcement in one message. So a crowd arriving at
+    once costs each member one message per interval, not one per newcomer (which is
+    quadratic in the crowd)."""
+
+    def __init__(self, interval: float, max_names: int) -> None:
+        self.interval = interval
+        self.max_names = max_names
+        self._pending: dict[str, tuple[list[str | None], list[str | None]]] = {}
+        self._last: dict[str, float] = {}
+
+    def add(self, changes: Changes, announced: Callable[[str], bool]) -> None:
+        """Note what ``changes`` brings on the facilities that ``announced`` says announce."""
+        for index, visitors in enumerate((changes.joined, changes.left)):
+            for visitor in visitors:
+                if announced(visitor.facility):
+                    pending = self._pending.setdefault(visitor.facility, ([], []))
+                    pending[index].append(visitor.user)
+
+    def due(self, now: float) -> list[tuple[str, bytes]]:
+        """The announcements to publish at ``now``: (facility, message)."""
+        ready = []
+        for facility, (joined, left) in list(self._pending.items()):
+            if now >= self._last.get(facility, -self.interval) + self.interval:
+                del self._pending[facility]
+                self._last[facility] = now
+                ready.append((facility, announcement(joined, left, self.max_names)))
+        # a facility quiet for a whole interval announces its next change at once
+        self._last = {f: t for f, t in self._last.items() if now < t + self.interval}
+        return ready
+
+    def next_due(self) -> float | None:
+        """When the earliest pending announcement is due (monotonic seconds), or None."""
+        return min(
+            (self._last.get(f, -self.interval) + self.interval for f in self._pending),
+            default=None,
+        )
 
 
 PRESENCE_LABEL = "presence"
