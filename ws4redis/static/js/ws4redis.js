@@ -11,7 +11,8 @@
  *                                          // with `recover`, `message` is its JSON, where
  *                                          // message.from === "client" marks a client's
  *     presence: function (event) {},       // with `recover`, on a facility announcing
- *                                          // presence: {presence: "join"|"leave", user}
+ *                                          // presence: {presence: "join"|"leave", user},
+ *                                          // or {presence: "diff", joined, left, ...}
  *     disconnected: function (event) {},   // closed; a reconnect follows unless close()
  *     unrecovered: function (channel) {},  // with `recover`: messages of that channel were
  *                                          // lost while disconnected (reload its state)
@@ -522,7 +523,13 @@
         positions[message.channel] = message.epoch + ":" + message.offset;
       }
       if (message.channel === "presence") {
-        onPresence({ presence: message.presence, user: message.user });  // made by the server
+        // made by the server: {presence: "join"|"leave", user}, or for a crowd
+        // {presence: "diff", joined, left, join?, leave?} (see the docs' Presence)
+        var told = { presence: message.presence };
+        ["user", "joined", "left", "join", "leave"].forEach(function (key) {
+          if (message[key] !== undefined) told[key] = message[key];
+        });
+        onPresence(told);
         return;
       }
       if (message.recovered === false) onUnrecovered(message.channel);
