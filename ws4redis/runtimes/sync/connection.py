@@ -236,8 +236,9 @@ class Handover(Protocol):
         give it."""
         ...
 
-    def switching(self) -> None:
-        """The subscriptions hold and the 101 goes out next: the server's bookkeeping."""
+    def switching(self, status: str) -> None:
+        """The subscriptions hold and the answer's head goes out next (``status``: a 101
+        for a websocket, a 200 for an event stream): the server's bookkeeping."""
         ...
 
     def release(self, sock: socket.socket) -> None:
@@ -273,7 +274,7 @@ def serve_request(
         if isinstance(started, Rejection):
             return reject(started, start_response)
         subscriber, start = started
-        handover.switching()
+        handover.switching("200 OK" if outcome.events else "101 Switching Protocols")
         connection.serve(subscriber, start, b"")
     finally:
         handover.release(sock)

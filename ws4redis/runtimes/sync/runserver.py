@@ -32,10 +32,10 @@ class WsgirefHandover:
     def claim(self) -> socket.socket | None:
         return None if self.request_handler is None else self.request_handler.connection
 
-    def switching(self) -> None:
-        # Record the 101 with wsgiref (for its access log) but write the handshake ourselves:
+    def switching(self, status: str) -> None:
+        # Record the status with wsgiref (for its access log) but write the answer ourselves:
         # wsgiref would add "Connection: close" and refuses hop-by-hop headers.
-        self.start_response("101 Switching Protocols", [])
+        self.start_response(status, [])
         self.handler.headers_sent = True
         self.request_handler.close_connection = True
 

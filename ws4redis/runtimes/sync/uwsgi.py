@@ -27,7 +27,7 @@ class UwsgiHandover:
     def claim(self) -> socket.socket:
         return socket.socket(fileno=os.dup(uwsgi.connection_fd()))
 
-    def switching(self) -> None:
+    def switching(self, status: str) -> None:
         """uWSGI keeps no record of the upgrade: nothing to tell it."""
 
     def release(self, sock: socket.socket) -> None:
