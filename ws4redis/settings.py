@@ -10,11 +10,14 @@ Every value is checked when read; the system check ``ws4redis.E001`` (see
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from ws4redis.core.names import prefix_of
@@ -174,13 +177,39 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
 }
 
 
+_checked: dict[str, Any] = {}
+"""Values read and checked since the settings last changed: an opening reads some thirty
+settings, and Django's lazy settings are slow to ask."""
+_changing = threading.Lock()
+_generation = [0]
+
+
 def get(name: str) -> Any:
-    """Return the current value of setting ``name``, or raise ImproperlyConfigured."""
+    """Return the current value of setting ``name``, or raise ImproperlyConfigured.
+
+    Checked once, then kept until Django says a setting changed (``override_settings``,
+    pytest-django's ``settings``), so a value is always as Django has it now."""
+    try:
+        return _checked[name]
+    except KeyError:
+        pass
+    generation = _generation[0]
     default, test, expected = _SPECS[name]
     value = getattr(django_settings, name, default)
     if not test(value):
         raise ImproperlyConfigured(f"{name} must be {expected}, got {value!r}")
+    with _changing:
+        if generation == _generation[0]:  # no change while it was read
+            _checked[name] = value
     return value
+
+
+@receiver(setting_changed)
+def _forget(**kwargs: Any) -> None:
+    """A setting changed: every value is read and checked again."""
+    with _changing:
+        _generation[0] += 1
+        _checked.clear()
 
 
 def __getattr__(name: str) -> Any:
