@@ -34,6 +34,10 @@ WS4REDIS_PING_INTERVAL = None
 if os.environ.get("WS4REDIS_BENCH_HISTORY"):  # bench/history.py
     WS4REDIS_HISTORY = {"kept": {"size": 1000, "ttl": 600}}
     WS4REDIS_PRESENCE = {"present": {}}
+if os.environ.get("WS4REDIS_BENCH_PRESENCE"):  # bench/presence.py: its value is the interval
+    # "quiet" keeps presence without announcing; "plain" has none
+    WS4REDIS_PRESENCE = {"crowd": {"announce": True}, "quiet": {}}
+    WS4REDIS_PRESENCE_INTERVAL = float(os.environ["WS4REDIS_BENCH_PRESENCE"])
 ASGI_APPLICATION = "bench.channels_asgi.application"
 WSGI_APPLICATION = "ws4redis.django_runserver.application"  # the fault benchmark's runserver
 CHANNEL_LAYERS = {
