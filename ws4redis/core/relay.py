@@ -171,7 +171,7 @@ class Delivery:
     Nothing here raises on what arrived: the hubs build one per message of their reader.
     """
 
-    __slots__ = ("_opened", "channel", "data", "encoded", "encoder")
+    __slots__ = ("_announced", "_opened", "channel", "data", "encoded", "encoder")
 
     origin = SERVER
     position: Position | None = None
@@ -182,6 +182,7 @@ class Delivery:
         self.encoder: Encoder | None = None
         self.encoded = b""
         self._opened: Opened | bool | None = False  # False: not read yet
+        self._announced: bytes | bool | None = False  # False: not read yet
 
     def opened(self, stats: Stats) -> Opened | None:
         """The message out of its envelope, or None (logged and counted once, in ``stats``)
@@ -194,6 +195,13 @@ class Delivery:
                     "Skipped a message on %r that cannot be read: %r", self.channel, self.data[:64]
                 )
         return self._opened  # type: ignore[return-value]
+
+    def announced(self, data: bytes) -> bytes | None:
+        """A presence announcement ``data`` (what :meth:`opened` found) as the clients that
+        get JSON receive it: read once for all of them (a diff reaches every member)."""
+        if self._announced is False:
+            self._announced = announcement_wire(data)
+        return self._announced  # type: ignore[return-value]
 
 
 Message = Delivery | Opened
@@ -486,7 +494,7 @@ class Relay:
             before = Position(position.epoch, position.offset - 1)  # type: ignore[union-attr]
             wake = self.push(b"", self.encode(marker(name, before)))
         if message.origin == PRESENCE:
-            payload = announcement_wire(message.data)
+            payload = delivery.announced(message.data)
         else:
             payload = wire(name, message.data, position, message.origin)
         if payload is None:
