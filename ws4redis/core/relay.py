@@ -196,12 +196,17 @@ class Delivery:
                 )
         return self._opened  # type: ignore[return-value]
 
-    def announced(self, data: bytes) -> bytes | None:
+    def announced(self, data: bytes, encode: Encoder) -> bytes | None:
         """A presence announcement ``data`` (what :meth:`opened` found) as the clients that
-        get JSON receive it: read once for all of them (a diff reaches every member)."""
+        get JSON receive it, as ``encode`` makes it: read and encoded once for all the
+        clients of one transport (a diff reaches every member). None if it is none."""
         if self._announced is False:
             self._announced = announcement_wire(data)
-        return self._announced  # type: ignore[return-value]
+        if self._announced is None:
+            return None
+        if self.encoder is not encode:  # unused otherwise: an announcement is enveloped
+            self.encoded, self.encoder = encode(self._announced), encode  # type: ignore[arg-type]
+        return self.encoded
 
 
 Message = Delivery | Opened
@@ -493,12 +498,10 @@ class Relay:
         if gap:
             before = Position(position.epoch, position.offset - 1)  # type: ignore[union-attr]
             wake = self.push(b"", self.encode(marker(name, before)))
-        if message.origin == PRESENCE:
-            payload = delivery.announced(message.data)
-        else:
-            payload = wire(name, message.data, position, message.origin)
-        if payload is None:
-            return wake
+        if message.origin == PRESENCE:  # the same for every member: encoded once
+            announced = delivery.announced(message.data, self.encode)
+            return wake if announced is None else self.push(message.data, announced) or wake
+        payload = wire(name, message.data, position, message.origin)
         return self.push(message.data, self._encode_positioned(payload)) or wake
 
     def _encode_positioned(self, payload: bytes) -> bytes:
