@@ -199,7 +199,9 @@ def nchan_server(store: str, module: Path, clients: int) -> Server:
             user="user root;" if os.geteuid() == 0 else "",
             prefix=prefix,
             nofile=clients + 1000,
-            connections=clients + 500,
+            # nchan takes a second connection slot per websocket subscriber: with fewer,
+            # nginx logs "worker_connections are not enough" and stops answering handshakes
+            connections=2 * clients + 1000,
             upstream=upstream if redis else "",
             port=port,
             redis="nchan_redis_pass bench_redis;" if redis else "",
@@ -246,7 +248,9 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
         connect = time.monotonic() - began
         await asyncio.sleep(2)  # idle: whatever the handshakes left behind is freed
         kib = (server.rss_bytes() - rss_before) / clients / 1024
-        bursts = [await burst(server, tally, clients, args.messages) for _ in range(args.bursts)]
+        bursts = [
+            await burst(server, tally, clients, args.messages, limit=60) for _ in range(args.bursts)
+        ]
         latency = await steady(server, tally, clients, rate, args.seconds)
     finally:
         for transport in transports:
