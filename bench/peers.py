@@ -199,8 +199,9 @@ def nchan_server(store: str, module: Path, clients: int) -> Server:
             user="user root;" if os.geteuid() == 0 else "",
             prefix=prefix,
             nofile=clients + 1000,
-            # nchan takes a second connection slot per websocket subscriber: with fewer,
-            # nginx logs "worker_connections are not enough" and stops answering handshakes
+            # nchan takes connection slots beyond one per websocket: with N + 500, 10,000
+            # websockets got "worker_connections are not enough" and 160 handshakes went
+            # unanswered; twice N leaves room to spare
             connections=2 * clients + 1000,
             upstream=upstream if redis else "",
             port=port,
