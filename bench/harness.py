@@ -40,6 +40,15 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes that ``pid`` started (nginx's workers, say)."""
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
 # -- clients -----------------------------------------------------------------------------
 
 
@@ -261,13 +270,26 @@ class Server:
     port: int
     path: str
     publish: Callable[[str], Awaitable[None]]
-    # Whose CPU counts as the server's: the worker processes of ``runwebsocket --workers N``
-    # (bench/workers.py fills it in); empty for a server that is one process.
+    # Whose CPU and memory count as the server's: the worker processes of ``runwebsocket
+    # --workers N`` (bench/workers.py fills it in) or nginx's worker (bench/peers.py); empty
+    # for a server that is one process.
     pids: list[int] = field(default_factory=list)
+    # Called by stop(), after the server's process ended: a publisher's connection closed,
+    # a configuration directory removed.
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far, over all its processes."""
         return sum(cpu_seconds(pid) for pid in self.pids or [self.process.pid])
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server, over all its processes."""
+        return sum(rss_bytes(pid) for pid in self.pids or [self.process.pid])
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 def start_process(
@@ -366,13 +388,16 @@ class Numbers:
 NUMBERS = Numbers()
 
 
-async def burst(server: Server, tally: Tally, clients: int, messages: int) -> dict:
-    """Publish ``messages`` at once; measure server CPU until every client has them all."""
+async def burst(
+    server: Server, tally: Tally, clients: int, messages: int, limit: float = 600
+) -> dict:
+    """Publish ``messages`` at once; measure server CPU until every client has them all (or
+    ``limit`` seconds have passed: then reach says what was missing)."""
     numbers = NUMBERS.take(messages)
     before = server.cpu_seconds()
     for n in numbers:
         await server.publish(f"{n} {time.monotonic()} burst")
-    await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, 600)
+    await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, limit)
     used = server.cpu_seconds() - before
     received = tally.total(numbers)
     return {"reach": received / (clients * messages), "us": used * 1e6 / max(received, 1)}
