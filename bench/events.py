@@ -29,6 +29,7 @@ from bench.harness import (
     rss_bytes,
     steady,
     stop_process,
+    summary,
     ws4redis_server,
 )
 
@@ -63,17 +64,7 @@ async def measure(transport: str, clients: int, args: argparse.Namespace) -> dic
         for each in transports:
             each.abort()
         stop_process(server.process)
-    result = {
-        "us": statistics.median(b["us"] for b in bursts),
-        "steady_us": latency["us"],
-        "p50": latency["p50"],
-        "p99": latency["p99"],
-        "kib": kib,
-        "reach": min(latency["reach"], *(b["reach"] for b in bursts)),
-    }
-    print(f"  {transport} {clients}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
-          flush=True)  # fmt: skip
-    return result
+    return summary(transport, clients, bursts, latency, kib=kib)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -106,6 +107,10 @@ class LeanClient(asyncio.Protocol):
         for now, data in stash:
             self.parse(now, data)
 
+    def text(self, now: float, data: bytes) -> None:
+        """A text message arrived at ``now``: its latency is counted."""
+        self.tally.record(now, data)
+
     def parse(self, now: float, data: bytes) -> None:
         self.protocol.receive_data(data)
         tally = self.tally
@@ -116,7 +121,7 @@ class LeanClient(asyncio.Protocol):
                 else:
                     tally.failed += 1
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                tally.record(now, event.data)
+                self.text(now, event.data)
         pending = self.protocol.data_to_send()
         if pending and self.transport is not None:
             self.transport.writelines(pending)
@@ -448,3 +453,25 @@ def prepare_clients(core: int) -> Callable[[], asyncio.AbstractEventLoop] | None
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def summary(
+    name: str,
+    clients: int,
+    bursts: list[dict[str, float]],
+    latency: dict[str, float],
+    **extra: float,
+) -> dict[str, float]:
+    """One measurement's figures (medians of its bursts, its steady run, ``extra``), printed
+    as a progress line."""
+    result = {
+        "us": statistics.median(b["us"] for b in bursts),
+        "steady_us": latency["us"],
+        "p50": latency["p50"],
+        "p99": latency["p99"],
+        **extra,
+        "reach": min(latency["reach"], *(b["reach"] for b in bursts)),
+    }
+    print(f"  {name} {clients}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
+          flush=True)  # fmt: skip
+    return result

@@ -48,6 +48,7 @@ from bench.harness import (
     prepare_clients,
     start_process,
     steady,
+    summary,
     ws4redis_server,
 )
 
@@ -257,18 +258,7 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
         for transport in transports:
             transport.abort()
         server.stop()
-    result = {
-        "us": statistics.median(b["us"] for b in bursts),
-        "steady_us": latency["us"],
-        "p50": latency["p50"],
-        "p99": latency["p99"],
-        "connect": connect,
-        "kib": kib,
-        "reach": min(latency["reach"], *(b["reach"] for b in bursts)),
-    }
-    print(f"  {name} {clients}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
-          flush=True)  # fmt: skip
-    return result
+    return summary(name, clients, bursts, latency, connect=connect, kib=kib)
 
 
 def main() -> None:

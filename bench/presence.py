@@ -35,9 +35,6 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-
 from bench.harness import (
     CLIENT_CORE,
     LeanClient,
@@ -81,23 +78,10 @@ class CountingClient(LeanClient):
         super().__init__(uri, tally)
         self.announcements = 0
 
-    def parse(self, now: float, data: bytes) -> None:
-        self.protocol.receive_data(data)
-        tally = self.tally
-        for event in self.protocol.events_received():
-            if isinstance(event, Response):
-                if event.status_code == 101:
-                    tally.opened += 1
-                else:
-                    tally.failed += 1
-            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                tally.last_frame = now  # type: ignore[attr-defined]
-                if event.data.startswith(ANNOUNCEMENT):
-                    self.announcements += 1
-        pending = self.protocol.data_to_send()
-        if pending and self.transport is not None:
-            self.transport.writelines(pending)
-        tally.changed.set()
+    def text(self, now: float, data: bytes) -> None:
+        self.tally.last_frame = now  # type: ignore[attr-defined]
+        if data.startswith(ANNOUNCEMENT):
+            self.announcements += 1
 
 
 async def open_counting(host: str, port: int, path: str, tally: Tally) -> asyncio.Transport:
