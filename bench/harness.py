@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.client import ClientProtocol
+from websockets.extensions import ClientExtensionFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -59,6 +60,8 @@ class Tally:
 
     opened: int = 0
     failed: int = 0
+    wire: int = 0
+    """Bytes the clients read, headers and framing included."""
     received: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,9 +87,11 @@ class LeanClient(asyncio.Protocol):
     latency of the next.
     """
 
-    def __init__(self, uri: str, tally: Tally) -> None:
+    def __init__(
+        self, uri: str, tally: Tally, extensions: Sequence[ClientExtensionFactory] | None = None
+    ) -> None:
         self.tally = tally
-        self.protocol = ClientProtocol(parse_uri(uri))
+        self.protocol = ClientProtocol(parse_uri(uri), extensions=extensions)
         self.protocol.send_request(self.protocol.connect())
         self.transport: asyncio.Transport | None = None
         self.stash: list[tuple[float, bytes]] = []
@@ -97,6 +102,7 @@ class LeanClient(asyncio.Protocol):
         transport.writelines(self.protocol.data_to_send())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        self.tally.wire += len(data)
         if self.tally.stash:
             self.stash.append((time.monotonic(), data))
         else:
@@ -131,10 +137,20 @@ class LeanClient(asyncio.Protocol):
         self.tally.changed.set()
 
 
-async def open_websocket(host: str, port: int, path: str, tally: Tally) -> asyncio.Transport:
+async def open_websocket(
+    host: str,
+    port: int,
+    path: str,
+    tally: Tally,
+    extensions: Sequence[ClientExtensionFactory] | None = None,
+) -> asyncio.Transport:
+    """A :class:`LeanClient` to ``path``; offering ``extensions`` (``permessage-deflate``,
+    say) if given."""
     uri = f"ws://{host}:{port}{path}"
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_connection(lambda: LeanClient(uri, tally), host, port)
+    transport, _ = await loop.create_connection(
+        lambda: LeanClient(uri, tally, extensions), host, port
+    )
     return transport
 
 
@@ -172,13 +188,15 @@ class StampedReader(asyncio.StreamReader):
     task got its turn: with a thousand streams on one loop, that turn comes milliseconds
     later for the last of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally) -> None:
         super().__init__()
+        self.tally = tally
         self.fed = 0
         self.arrivals: collections.deque[tuple[int, float]] = collections.deque()
 
     def feed_data(self, data: bytes) -> None:
         self.fed += len(data)
+        self.tally.wire += len(data)
         self.arrivals.append((self.fed, time.monotonic()))
         super().feed_data(data)
 
@@ -238,7 +256,7 @@ async def open_event_stream(host: str, port: int, path: str, tally: Tally) -> as
     """What ``asyncio.open_connection`` does, with a :class:`StampedReader`; then the
     request of an ``EventSource``."""
     loop = asyncio.get_running_loop()
-    reader = StampedReader()
+    reader = StampedReader(tally)
     transport, _ = await loop.create_connection(
         lambda: asyncio.StreamReaderProtocol(reader), host, port
     )
@@ -394,22 +412,35 @@ NUMBERS = Numbers()
 
 
 async def burst(
-    server: Server, tally: Tally, clients: int, messages: int, limit: float = 600
+    server: Server,
+    tally: Tally,
+    clients: int,
+    messages: int,
+    limit: float = 600,
+    payload: str = "",
 ) -> dict:
-    """Publish ``messages`` at once; measure server CPU until every client has them all (or
+    """Publish ``messages`` at once (each with ``payload`` after its number and time);
+    measure server CPU and the bytes clients read until every client has them all (or
     ``limit`` seconds have passed: then reach says what was missing)."""
     numbers = NUMBERS.take(messages)
-    before = server.cpu_seconds()
+    before, read = server.cpu_seconds(), tally.wire
     for n in numbers:
-        await server.publish(f"{n} {time.monotonic()} burst")
+        await server.publish(f"{n} {time.monotonic()} burst{payload}")
     await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, limit)
     used = server.cpu_seconds() - before
     received = tally.total(numbers)
-    return {"reach": received / (clients * messages), "us": used * 1e6 / max(received, 1)}
+    return {
+        "reach": received / (clients * messages),
+        "us": used * 1e6 / max(received, 1),
+        "bytes": (tally.wire - read) / max(received, 1),
+    }
 
 
-async def steady(server: Server, tally: Tally, clients: int, rate: float, seconds: float) -> dict:
-    """Publish ``rate`` messages per second; collect publish-to-receive latencies."""
+async def steady(
+    server: Server, tally: Tally, clients: int, rate: float, seconds: float, payload: str = ""
+) -> dict:
+    """Publish ``rate`` messages per second (with ``payload``, as :func:`burst`); collect
+    publish-to-receive latencies."""
     tally.latencies.clear()
     count = int(rate * seconds)
     numbers = NUMBERS.take(count)
@@ -419,7 +450,7 @@ async def steady(server: Server, tally: Tally, clients: int, rate: float, second
     gc.disable()  # a collection in this process would be counted as latency
     for i, n in enumerate(numbers):
         await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
-        await server.publish(f"{n} {time.monotonic()} steady")
+        await server.publish(f"{n} {time.monotonic()} steady{payload}")
     await asyncio.sleep(2)  # stragglers; whatever is still missing counts against reach
     used = server.cpu_seconds() - before
     tally.stash = False

@@ -38,6 +38,8 @@ if os.environ.get("WS4REDIS_BENCH_PRESENCE"):  # bench/presence.py: its value is
     # "quiet" keeps presence without announcing; "plain" has none
     WS4REDIS_PRESENCE = {"crowd": {"announce": True}, "quiet": {}}
     WS4REDIS_PRESENCE_INTERVAL = float(os.environ["WS4REDIS_BENCH_PRESENCE"])
+if os.environ.get("WS4REDIS_BENCH_COMPRESSION"):  # bench/events.py
+    WS4REDIS_COMPRESSION = True
 ASGI_APPLICATION = "bench.channels_asgi.application"
 WSGI_APPLICATION = "ws4redis.django_runserver.application"  # the fault benchmark's runserver
 CHANNEL_LAYERS = {

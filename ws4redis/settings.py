@@ -119,6 +119,8 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
         "None or the scheme and host of the websocket server, such as 'ws://localhost:8001'",
     ),
     "WS4REDIS_MAX_MESSAGE_SIZE": (64 * 1024, _is_positive_int, "a positive int (bytes)"),
+    "WS4REDIS_COMPRESSION": (True, lambda v: isinstance(v, bool), "True or False"),
+    "WS4REDIS_COMPRESSION_MIN_SIZE": (256, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_BUFFER_SIZE": (1024 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_BACKLOG_SIZE": (16 * 1024 * 1024, _is_positive_int, "a positive int (bytes)"),
     "WS4REDIS_MAX_QUERY_SIZE": (4096, _is_positive_int, "a positive int (bytes)"),

@@ -24,6 +24,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ws4redis.core.deflate import server_extension
 from ws4redis.core.events import wants_events
 
 
@@ -271,8 +272,12 @@ def _first_offered(
     return subprotocols[0] if subprotocols else None
 
 
-def negotiate(upgrade: Upgrade, max_size: int) -> tuple[ServerProtocol, Response]:
+def negotiate(
+    upgrade: Upgrade, max_size: int, *, compression: bool = False
+) -> tuple[ServerProtocol, Response]:
     """Run the websocket handshake of ``upgrade``; the response may be a 4xx rejection.
+    With ``compression``, a client that offers ``permessage-deflate`` gets it
+    (:mod:`ws4redis.core.deflate`); ``max_size`` then bounds what its messages inflate to.
 
     The protocol is made in the OPEN state: the server already parsed the request, so the
     protocol's parser starts at frames, and the response goes out as bytes of its own
@@ -282,5 +287,8 @@ def negotiate(upgrade: Upgrade, max_size: int) -> tuple[ServerProtocol, Response
     """
     # Only a client that offers subprotocols needs the choice (and its bound method kept).
     choose = _first_offered if "Sec-WebSocket-Protocol" in upgrade.headers else None
-    protocol = ServerProtocol(select_subprotocol=choose, max_size=max_size, state=OPEN)
+    extensions = [server_extension()] if compression else None
+    protocol = ServerProtocol(
+        select_subprotocol=choose, extensions=extensions, max_size=max_size, state=OPEN
+    )
     return protocol, protocol.accept(Request(upgrade.target, upgrade.headers))

@@ -88,7 +88,7 @@ class Opened:
     and the payload. ``encoded`` is the payload as one transport sends it (``encoder``),
     built by the relay when the first client needs it and then shared by all of them."""
 
-    __slots__ = ("data", "encoded", "encoder", "origin", "position")
+    __slots__ = ("data", "encoded", "encoder", "origin", "other", "position")
 
     def __init__(self, origin: bytes, position: Position | None, data: bytes) -> None:
         self.origin = origin
@@ -96,6 +96,7 @@ class Opened:
         self.data = data
         self.encoder: Callable[[bytes], bytes] | None = None
         self.encoded = b""
+        self.other: tuple[Callable[[bytes], bytes], bytes] | None = None
 
 
 def open_envelope(raw: bytes) -> Opened | None:

@@ -64,6 +64,10 @@ class Options:
     """``WS4REDIS_PRESENCE``."""
     max_facilities: int = 16
     """``WS4REDIS_MAX_FACILITIES``: facilities of one ``ws4redis.v1`` connection."""
+    compression: bool = True
+    """``WS4REDIS_COMPRESSION``: ``permessage-deflate`` for the websockets that offer it."""
+    compress_min_size: int = 256
+    """``WS4REDIS_COMPRESSION_MIN_SIZE``: shorter messages go uncompressed."""
 
 
 def requested_keys(keys: Iterable[str]) -> tuple[list[str], bool]:
@@ -150,6 +154,7 @@ class Accepted:
             self.response,
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
+            compress_min_size=options.compress_min_size,
             **limits,
         )
 
@@ -160,7 +165,10 @@ def accept(upgrade: Upgrade, accepted: Accepted, *, framing: bool = True) -> Acc
     accepted.owns_socket = framing
     if not framing or accepted.events:
         return accepted
-    protocol, response = negotiate(upgrade, accepted.options.max_message_size)
+    options = accepted.options
+    protocol, response = negotiate(
+        upgrade, options.max_message_size, compression=options.compression
+    )
     if response.status_code != 101:
         return Rejection(response.status_code, (response.body or b"").decode())
     accepted.protocol, accepted.response = protocol, response

@@ -171,7 +171,7 @@ class Delivery:
     Nothing here raises on what arrived: the hubs build one per message of their reader.
     """
 
-    __slots__ = ("_announced", "_opened", "channel", "data", "encoded", "encoder")
+    __slots__ = ("_announced", "_opened", "channel", "data", "encoded", "encoder", "other")
 
     origin = SERVER
     position: Position | None = None
@@ -181,6 +181,7 @@ class Delivery:
         self.data = raw
         self.encoder: Encoder | None = None
         self.encoded = b""
+        self.other: tuple[Encoder, bytes] | None = None
         self._opened: Opened | bool | None = False  # False: not read yet
         self._announced: bytes | bool | None = False  # False: not read yet
 
@@ -204,9 +205,7 @@ class Delivery:
             self._announced = announcement_wire(data)
         if self._announced is None:
             return None
-        if self.encoder is not encode:  # unused otherwise: an announcement is enveloped
-            self.encoded, self.encoder = encode(self._announced), encode  # type: ignore[arg-type]
-        return self.encoded
+        return cached(self, self._announced, encode)  # type: ignore[arg-type]
 
 
 Message = Delivery | Opened
@@ -216,9 +215,23 @@ Message = Delivery | Opened
 def encoded(message: Message, encode: Encoder) -> bytes:
     """``message`` as ``encode`` makes it: built once, when the first websocket of that
     transport needs it, then shared by all of them (a message reaches thousands)."""
-    if message.encoder is not encode:
-        message.encoded, message.encoder = encode(message.data), encode
-    return message.encoded
+    return cached(message, message.data, encode)
+
+
+def cached(message: Message, data: bytes, encode: Encoder) -> bytes:
+    """``data`` of ``message`` as ``encode`` makes it, kept for two encoders: the
+    websockets of one facility may take turns between two transports (compressed and
+    not), and one slot would build the message again at each turn."""
+    if message.encoder is encode:
+        return message.encoded
+    other = message.other
+    if other is not None and other[0] is encode:
+        return other[1]
+    made = encode(data)
+    if message.encoder is not None:
+        message.other = (message.encoder, message.encoded)
+    message.encoded, message.encoder = made, encode
+    return made
 
 
 @dataclass(slots=True)

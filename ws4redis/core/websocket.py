@@ -9,6 +9,7 @@ connection are :class:`~ws4redis.core.relay.Relay`'s, untouched.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import cast
 
 from websockets.frames import CloseCode, Frame, Opcode
@@ -16,7 +17,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ws4redis.core.relay import Failure, SocketRelay, Start
+from ws4redis.core.deflate import SharedDeflate, negotiated_window
+from ws4redis.core.relay import Encoder, Failure, SocketRelay, Start
 
 OPEN = State.OPEN
 NOTHING: tuple[bytes, ...] = ()
@@ -34,16 +36,41 @@ def is_text(message: bytes) -> bool:
     return True
 
 
+def message_frame(message: bytes) -> Frame:
+    """The frame that carries ``message`` to a client."""
+    return Frame(Opcode.TEXT if is_text(message) else Opcode.BINARY, message)
+
+
 def frame_message(message: bytes) -> bytes:
     """The server-to-client frame of ``message``; built once per message, sent to many."""
-    opcode = Opcode.TEXT if is_text(message) else Opcode.BINARY
-    return Frame(opcode, message).serialize(mask=False)
+    return message_frame(message).serialize(mask=False)
+
+
+@cache  # one per window and size: a few for the life of the process
+def deflated_encoder(window_bits: int, min_size: int) -> Encoder:
+    """The encoder of websockets that negotiated ``permessage-deflate`` with
+    ``window_bits``: a message of at least ``min_size`` bytes goes compressed unless that
+    would not make it smaller, a shorter one as it is (each frame says which it is). The
+    same function for the same arguments, so that a message is compressed once for all
+    the websockets that share them (:func:`~ws4redis.core.relay.encoded`)."""
+    extensions = [SharedDeflate(window_bits)]
+
+    def encoder(message: bytes) -> bytes:
+        if len(message) < min_size:
+            return frame_message(message)
+        frame = message_frame(message)
+        compressed = frame.serialize(mask=False, extensions=extensions)
+        return compressed if len(compressed) < len(message) else frame.serialize(mask=False)
+
+    return encoder
 
 
 class FramedRelay(SocketRelay):
-    """A :class:`Relay` that also frames: for runtimes that read and write the socket."""
+    """A :class:`Relay` that also frames: for runtimes that read and write the socket.
 
-    encode = staticmethod(frame_message)
+    ``compress_min_size``: the smallest message compressed where the handshake negotiated
+    ``permessage-deflate`` (:mod:`ws4redis.core.deflate`).
+    """
 
     __slots__ = (
         "_close_counted",
@@ -51,6 +78,7 @@ class FramedRelay(SocketRelay):
         "_control_bytes",
         "_fragment_opcode",
         "_fragments",
+        "encode",
         "heard",
         "ping_interval",
         "ping_timeout",
@@ -67,10 +95,15 @@ class FramedRelay(SocketRelay):
         *,
         ping_interval: float | None,
         ping_timeout: float,
+        compress_min_size: int = 0,
         **options: object,
     ) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.protocol = protocol
+        window = negotiated_window(protocol)
+        self.encode = (
+            frame_message if window is None else deflated_encoder(window, compress_min_size)
+        )
         self.response: Response | None = response
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout

@@ -83,6 +83,8 @@ def read_options() -> Options:
         history=settings.WS4REDIS_HISTORY,
         presence=settings.WS4REDIS_PRESENCE,
         max_facilities=settings.WS4REDIS_MAX_FACILITIES,
+        compression=settings.WS4REDIS_COMPRESSION,
+        compress_min_size=settings.WS4REDIS_COMPRESSION_MIN_SIZE,
     )
 
 
