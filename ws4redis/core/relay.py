@@ -215,6 +215,8 @@ Message = Delivery | Opened
 def encoded(message: Message, encode: Encoder) -> bytes:
     """``message`` as ``encode`` makes it: built once, when the first websocket of that
     transport needs it, then shared by all of them (a message reaches thousands)."""
+    if message.encoder is encode:  # every websocket but the first
+        return message.encoded
     return cached(message, message.data, encode)
 
 
@@ -469,7 +471,9 @@ class Relay:
             return True
         if self.labels is not None or self.early is not None:
             return self._deliver_positioned(delivery)  # with positions, or still subscribing
-        message = self._read(delivery)
+        if not self.enveloped:  # the hot path: what Redis delivered is what goes out
+            return self.push(delivery.data, encoded(delivery, self.encode))
+        message = delivery.opened(self.stats)
         if message is None or message.origin == PRESENCE:
             return False
         return self.push(message.data, encoded(message, self.encode))
