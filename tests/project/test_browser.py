@@ -558,3 +558,32 @@ def test_forced_event_stream_posts_through_the_facilitys_hook(browser_context, l
         ("reply", "pong", None),
         ("rejected", None, "not here"),
     ]  # the POSTs go in order, so their answers do too
+
+
+RAW_CLIENT = """uri => new Promise((resolve, reject) => {
+    window.received = [];
+    window.raw = new WebSocket(uri);
+    window.raw.onmessage = event => window.received.push(event.data);
+    window.raw.onopen = () => resolve(window.raw.extensions);
+    window.raw.onerror = reject;
+})"""
+
+
+def test_the_browser_reads_and_sends_messages_compressed_once_for_everyone(browser_context, site):
+    """Chromium offers ``permessage-deflate``: what the server compresses once (an empty
+    window for every message) it inflates, message after message, and what it compresses
+    comes back as it was sent."""
+    page = open_page(browser_context, f"{site}/chat/")
+    uri = f"{websocket_uri(site)}squeezed?subscribe-broadcast&publish-broadcast&echo"
+    extensions = page.evaluate(RAW_CLIENT, uri)
+    assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+    published = [
+        json.dumps({"n": n, "lines": [f"line {i} of {n}" for i in range(60)]}) for n in range(3)
+    ]
+    for message in [*published, "short"]:
+        RedisPublisher(facility="squeezed", broadcast=True).publish_message(message)
+    page.wait_for_function("window.received.length >= 4")
+    sent = "x" * 5000 + "end"
+    page.evaluate("text => window.raw.send(text)", sent)
+    page.wait_for_function("window.received.length >= 5")
+    assert page.evaluate("window.received") == [*published, "short", sent]
