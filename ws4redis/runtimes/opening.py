@@ -140,7 +140,11 @@ def identify(
     else:
         session_key = request.COOKIES.get(django_settings.SESSION_COOKIE_NAME)
         request.session = engine.SessionStore(session_key)
-        request.user = SimpleLazyObject(lambda: get_user(request))
+        # Without a key the session is new and empty, so its user is anonymous (below): a
+        # lazy user holds the request that holds it, a cycle that only the garbage
+        # collector frees, and every anonymous handshake paid a share of its passes.
+        if session_key:
+            request.user = SimpleLazyObject(lambda: get_user(request))
     if not hasattr(request, "user"):
         request.user = AnonymousUser()
     return None
