@@ -57,8 +57,10 @@ DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
 """What Django allows with ``DEBUG`` and an empty ``ALLOWED_HOSTS``."""
 
 
+@settings.derived
 def read_options() -> Options:
-    """The settings an opening applies, as plain values for the core."""
+    """The settings an opening applies, as plain values for the core: made once, and again
+    after a setting changed (each opening asked Django for some twenty of them)."""
     allowed_hosts = tuple(django_settings.ALLOWED_HOSTS)
     if django_settings.DEBUG and not allowed_hosts:
         allowed_hosts = DEBUG_HOSTS
