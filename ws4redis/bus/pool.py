@@ -126,8 +126,10 @@ def is_cluster(client: Any) -> bool:
     )
 
 
-def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
-    """``MGET``, one command per slot on a cluster (a command may not span slots)."""
+def get_many(client: Any, keys: list[str]) -> Any:
+    """``MGET``, one command per slot on a cluster (a command may not span slots): the
+    values (``list[bytes | None]`` when responses are not decoded), or with a
+    ``redis.asyncio`` client what to await for them."""
     return client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)
 
 

@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.core.handlers.wsgi import WSGIRequest
@@ -31,7 +31,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from ws4redis import settings
-from ws4redis.bus.pool import get_redis
+from ws4redis.bus.pool import aget_redis, get_many
 from ws4redis.core.drain import DrainSchedule
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
@@ -110,7 +110,7 @@ class WebsocketServer:
         self.ticking: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
-        self.persisted = PersistedReads(self.openers)
+        self.persisted = PersistedReads()
         self.publisher = Publisher()
         self._server: asyncio.Server | None = None
         self._ticks: asyncio.Task[None] | None = None
@@ -212,14 +212,15 @@ class PersistedReads:
     for all of them that ask while the previous read is in flight.
 
     Thousands of clients connecting at once to the same channels then cost Redis one round
-    trip per batch instead of one each, and one thread hop per batch instead of one each.
-    A websocket asks once its subscriptions are confirmed, and the batch it joins starts
-    no earlier: its persisted messages are read after it subscribed, as the blocking path
-    reads them.
+    trip per batch instead of one each. The read is the loop's own (its ``redis.asyncio``
+    client): a thread would wait for the GIL while the loop is busy opening the others,
+    up to the switch interval each time it needs it, and every opening of the batch would
+    wait with it. A websocket asks once its subscriptions are confirmed, and the batch it
+    joins starts no earlier: its persisted messages are read after it subscribed, as the
+    blocking path reads them.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._executor = executor
+    def __init__(self) -> None:
         self._asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
         self._reading = False
 
@@ -235,8 +236,7 @@ class PersistedReads:
         asked, self._asked = self._asked, []
         keys = list(dict.fromkeys(key for channels, _ in asked for key in channels))
         self._reading = True
-        loop = asyncio.get_running_loop()
-        reading = loop.run_in_executor(self._executor, _mget, keys)
+        reading = asyncio.ensure_future(_mget(keys))
         reading.add_done_callback(lambda done: self._answer(asked, keys, done))
 
     def _answer(
@@ -263,8 +263,10 @@ class PersistedReads:
             self._next()
 
 
-def _mget(keys: list[str]) -> list[bytes | None]:
-    return cast(list[bytes | None], get_redis().mget(keys))  # bytes: responses are not decoded
+async def _mget(keys: list[str]) -> list[bytes | None]:
+    """``keys``' values (bytes: responses are not decoded), with the loop's client."""
+    values: list[bytes | None] = await get_many(aget_redis(), keys)
+    return values
 
 
 class LoopSubscription(HubSubscription):
