@@ -1,8 +1,9 @@
 """The production websocket loop: one asyncio process holding thousands of websockets.
 
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
-core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
-only moves bytes: the client's through its :class:`~ws4redis.core.relay.SocketRelay`, Redis
+core's checks that may block (sessions, users, groups) in a thread and subscribes on the
+loop, which reads the persisted messages of all openings at once; afterwards the loop only
+moves bytes: the client's through its :class:`~ws4redis.core.relay.SocketRelay`, Redis
 messages from the loop's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
 transport.
 """
