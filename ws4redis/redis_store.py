@@ -28,6 +28,9 @@ from ws4redis.core.history import options as history_options
 from ws4redis.core.names import ARGUMENTS, AUDIENCES, channel_name, control_channel
 from ws4redis.settings import key_prefix
 
+AUDIENCE_ARGUMENTS = frozenset(ARGUMENTS.values())
+"""The audience keyword arguments a store knows."""
+
 __all__ = ["SELF", "PublishError", "PublishOutcome", "RedisMessage", "RedisStore"]
 
 MEMBEROF_SESSION_KEY = "ws4redis:memberof"
@@ -137,7 +140,8 @@ def _audience_names(kind: str, value: Any, request: HttpRequest | None) -> list[
         value = [SELF] if value is True else [value]
     if value is False or value is None:
         return []
-    if not isinstance(value, Iterable):
+    # A list or tuple is what every caller passes: the ABC's isinstance is for the rest.
+    if not isinstance(value, list | tuple) and not isinstance(value, Iterable):
         raise ValueError(f"argument `{kind}s` must be a list or tuple, got {value!r}")
     names: list[str] = []
     for item in value:
@@ -230,8 +234,7 @@ class RedisStore:
         """The channels of the union of the given audiences on ``facility``: ``broadcast``
         (True or False) and the names of ``groups``, ``users`` and ``sessions``
         (:data:`~ws4redis.core.names.ARGUMENTS`)."""
-        unknown = set(audiences) - set(ARGUMENTS.values())
-        if unknown:
+        if unknown := audiences.keys() - AUDIENCE_ARGUMENTS:
             raise TypeError(f"unknown audience argument(s): {', '.join(sorted(unknown))}")
         prefix = key_prefix()
         channels: list[str] = []
@@ -241,7 +244,8 @@ class RedisStore:
                 names: list[str | None] = [None] if value is True else []
             else:
                 names = list(_audience_names(kind, value, request))
-            channels.extend(channel_name(prefix, kind, facility, name) for name in names)
+            if names:  # every subscriber asks for each audience, most of them for none
+                channels.extend(channel_name(prefix, kind, facility, name) for name in names)
         return channels
 
     def publish_message(self, message: Any, expire: int | None = None) -> dict[str, int]:

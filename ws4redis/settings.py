@@ -9,10 +9,11 @@ Every value is checked when read; the system check ``ws4redis.E001`` (see
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -22,6 +23,8 @@ from django.utils.module_loading import import_string
 
 from ws4redis.core.names import prefix_of
 from ws4redis.core.permissions import is_permissions
+
+T = TypeVar("T")
 
 REDIS_DEFAULTS: dict[str, Any] = {"host": "localhost", "port": 6379, "db": 0, "password": None}
 
@@ -179,11 +182,26 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
 }
 
 
-_checked: dict[str, Any] = {}
+_checked: dict[Hashable, Any] = {}
 """Values read and checked since the settings last changed: an opening reads some thirty
-settings, and Django's lazy settings are slow to ask."""
+settings, and Django's lazy settings are slow to ask. Also what :func:`derived` functions
+made of them."""
 _changing = threading.Lock()
 _generation = [0]
+
+
+def _kept(key: Hashable, compute: Callable[..., Any], *args: Any) -> Any:
+    """``compute(*args)``, kept under ``key`` in :data:`_checked` until a setting changes."""
+    try:
+        return _checked[key]
+    except KeyError:
+        pass
+    generation = _generation[0]
+    value = compute(*args)
+    with _changing:
+        if generation == _generation[0]:  # no change while it was read
+            _checked[key] = value
+    return value
 
 
 def get(name: str) -> Any:
@@ -194,16 +212,27 @@ def get(name: str) -> Any:
     try:
         return _checked[name]
     except KeyError:
-        pass
-    generation = _generation[0]
+        return _kept(name, _read, name)
+
+
+def _read(name: str) -> Any:
     default, test, expected = _SPECS[name]
     value = getattr(django_settings, name, default)
     if not test(value):
         raise ImproperlyConfigured(f"{name} must be {expected}, got {value!r}")
-    with _changing:
-        if generation == _generation[0]:  # no change while it was read
-            _checked[name] = value
     return value
+
+
+def derived(compute: Callable[[], T]) -> Callable[[], T]:
+    """``compute``, a function of the settings (Django's too), run once and its result kept
+    until a setting changes, as :func:`get` keeps values: for what every opening makes of
+    many settings (:func:`ws4redis.runtimes.opening.read_options`)."""
+
+    @functools.wraps(compute)
+    def kept() -> T:
+        return cast(T, _kept(compute, compute))
+
+    return kept
 
 
 @receiver(setting_changed)

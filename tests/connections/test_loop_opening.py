@@ -1,6 +1,7 @@
 """runwebsocket opens a websocket on its event loop when nothing can block (no session
 cookie, no request or channel hooks, the default subscriber): the same outcome as through
-a thread, for many clients at once."""
+a thread, for many clients at once. A session cookie is decided in a thread, and
+subscribed on the loop all the same."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.support.clients import FACILITY, login, session_cookie
 from ws4redis.core.stats import STATS
 from ws4redis.publisher import RedisPublisher
 from ws4redis.runtimes.asyncio import opening as asyncio_opening
+from ws4redis.runtimes.asyncio import server
 
 NO_HOOKS = {"WS4REDIS_ALLOWED_CHANNELS": None, "WS4REDIS_PROCESS_REQUEST": None}
 URL = f"/ws/{FACILITY}?subscribe-broadcast"
@@ -21,15 +23,17 @@ URL = f"/ws/{FACILITY}?subscribe-broadcast"
 
 @pytest.fixture
 def threads_used(monkeypatch) -> list[str]:
-    """The paths of the websockets that opened through a thread."""
+    """The paths of the websockets that were decided in a thread."""
     used: list[str] = []
-    through_thread = asyncio_opening.open_blocking
+    deciding = asyncio_opening.decide
 
-    def recording(request, opening, framing):
-        used.append(request.get_full_path())
-        return through_thread(request, opening, framing)
+    def recording(request, opening, *, framing):
+        if threading.current_thread().name.startswith("ws4redis-open"):
+            used.append(request.get_full_path())
+        return deciding(request, opening, framing=framing)
 
-    monkeypatch.setattr(asyncio_opening, "open_blocking", recording)
+    monkeypatch.setattr(asyncio_opening, "decide", recording)  # the custom subscriber's path
+    monkeypatch.setattr(server, "decide", recording)
     return used
 
 
@@ -68,15 +72,17 @@ def test_many_clients_opening_at_once_each_get_the_persisted_then_live_messages(
     assert threads_used == []
 
 
-def test_a_session_cookie_still_opens_through_a_thread(asyncio_server, rdb, users, threads_used):
+def test_a_session_cookie_is_decided_in_a_thread(asyncio_server, rdb, users, threads_used):
     cookie = session_cookie(login("john"))
+    publisher = RedisPublisher(facility=FACILITY, users=["john"])
+    publisher.publish_message("persisted", expire=10)
     with override_settings(**NO_HOOKS):
         ws = websocket.create_connection(
             asyncio_server.ws_base + f"/ws/{FACILITY}?subscribe-user", header=[cookie], timeout=10
         )
         try:
-            RedisPublisher(facility=FACILITY, users=["john"]).publish_message("for john")
-            assert ws.recv() == "for john"
+            publisher.publish_message("for john")
+            assert (ws.recv(), ws.recv()) == ("persisted", "for john")
         finally:
             ws.close()
     assert threads_used == [f"/ws/{FACILITY}?subscribe-user"]

@@ -56,6 +56,15 @@ def connection_key(kwargs: dict[str, Any]) -> ConnectionKey:
     return tuple(sorted((name, repr(value)) for name, value in kwargs.items()))
 
 
+@settings.derived
+def configured_connection() -> tuple[dict[str, Any], ConnectionKey]:
+    """:func:`connection_kwargs` and their :func:`connection_key`, made once per value of
+    the settings: every opening asks for its client and its hub. The arguments are shared:
+    callers copy them before changing any."""
+    kwargs = connection_kwargs()
+    return kwargs, connection_key(kwargs)
+
+
 SENTINEL_DEFAULTS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
 """How long asking one Sentinel may take before the next is asked."""
 
@@ -117,8 +126,10 @@ def is_cluster(client: Any) -> bool:
     )
 
 
-def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
-    """``MGET``, one command per slot on a cluster (a command may not span slots)."""
+def get_many(client: Any, keys: list[str]) -> Any:
+    """``MGET``, one command per slot on a cluster (a command may not span slots): the
+    values (``list[bytes | None]`` when responses are not decoded), or with a
+    ``redis.asyncio`` client what to await for them."""
     return client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)
 
 
@@ -138,8 +149,7 @@ def aget_redis() -> Any:
 
 def _shared(clients: dict[ConnectionKey, Any], *, asyncio: bool) -> Any:
     """The client in ``clients`` for the current ``WS4REDIS_CONNECTION``, made once."""
-    kwargs = connection_kwargs()
-    key = connection_key(kwargs)
+    kwargs, key = configured_connection()
     client = clients.get(key)
     if client is None:
         with _lock:

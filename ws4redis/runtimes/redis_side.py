@@ -59,11 +59,16 @@ def subscribe(
             persisted = _Collected()
             subscriber.send_persisted_messages(persisted)
             start = Start(persisted)
-        start.control = frozenset(name.encode() for name in subscriber.control)
+        start.control = control_of(subscriber)
         opened(subscriber, accepted.request)
         return subscriber, start
     except Exception as exc:
         return failed(accepted, exc, subscriber)
+
+
+def control_of(subscriber: RedisSubscriber) -> frozenset[bytes]:
+    """The control channels of ``subscriber``'s websocket, as its relay looks them up."""
+    return frozenset(name.encode() for name in subscriber.control)
 
 
 def opened(subscriber: RedisSubscriber, request: HttpRequest) -> None:

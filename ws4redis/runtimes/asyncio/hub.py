@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import redis.asyncio
 import redis.exceptions
 
-from ws4redis.bus.pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
+from ws4redis.bus.pool import ConnectionKey, cluster_seeds, configured_connection
 from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.shards import SlotMap
@@ -246,8 +246,8 @@ _hubs: dict[tuple[asyncio.AbstractEventLoop, ConnectionKey], Hub] = {}
 def get_hub() -> Hub:
     """The hub of the running loop for the configured Redis (``override_settings`` in tests
     gets a hub of its own, as it gets a client of its own)."""
-    kwargs = connection_kwargs()
-    key = (asyncio.get_running_loop(), connection_key(kwargs))
+    kwargs, connection = configured_connection()
+    key = (asyncio.get_running_loop(), connection)
     hub = _hubs.get(key)
     if hub is None:
         hub = _hubs[key] = Hub(kwargs)

@@ -1,8 +1,9 @@
 """The production websocket loop: one asyncio process holding thousands of websockets.
 
 Each websocket is an ``asyncio.Protocol`` (no task, no queue per socket). Opening one runs the
-core's blocking checks (sessions, users, persisted messages) in a thread; afterwards the loop
-only moves bytes: the client's through its :class:`~ws4redis.core.relay.SocketRelay`, Redis
+core's checks that may block (sessions, users, groups) in a thread and subscribes on the
+loop, which reads the persisted messages of all openings at once; afterwards the loop only
+moves bytes: the client's through its :class:`~ws4redis.core.relay.SocketRelay`, Redis
 messages from the loop's :class:`~ws4redis.runtimes.asyncio.hub.Hub` straight to the
 transport.
 """
@@ -20,9 +21,8 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.core.handlers.wsgi import WSGIRequest
@@ -32,7 +32,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from ws4redis import settings
-from ws4redis.bus.pool import get_redis
+from ws4redis.bus.pool import aget_redis, get_many
 from ws4redis.core.drain import DrainSchedule
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
@@ -40,14 +40,14 @@ from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
 from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hooks import Hooked, act
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
-from ws4redis.runtimes.asyncio.opening import decide, open_in_thread, subscribed
+from ws4redis.runtimes.asyncio.opening import GONE, decide, open_in_thread, subscribed
 from ws4redis.runtimes.asyncio.posting import PostReader
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
 from ws4redis.runtimes.opening import may_block
 from ws4redis.runtimes.posting import answered, publish_request
-from ws4redis.runtimes.redis_side import failed, new_subscriber, opened
+from ws4redis.runtimes.redis_side import control_of, failed, new_subscriber, opened
 from ws4redis.subscriber import RedisSubscriber
 
 logger = logging.getLogger("ws4redis.server")
@@ -58,6 +58,14 @@ SLOW_CLIENT_GRACE = 1.0
 """Seconds a client closed for not reading keeps its buffer before the socket is aborted."""
 TICK_SCAN = 1.0
 """Seconds between two looks for websockets due a heartbeat or a keepalive ping."""
+YOUNG_OBJECTS = 10_000
+"""Allocations (net of what is freed) between two passes of the garbage collector over the
+youngest objects; Python's default is 700. Every websocket keeps some twenty objects for
+as long as it is open, so with the default a pass came every few dozen handshakes, each
+surviving object was scanned again by the older passes, and a full pass (every open
+websocket's objects) came each time their number grew by a quarter: some 80 µs of each
+handshake while 10,000 clients connect, against 30 µs now. Little is cyclic garbage here,
+so waiting longer between passes leaves at most a few megabytes unreclaimed meanwhile."""
 DESCRIPTOR_RESERVE = 64
 """File descriptors kept free beyond the connection cap: Redis, the database, log files, and
 the connections that are only told 503."""
@@ -103,7 +111,7 @@ class WebsocketServer:
         self.ticking: set[Connection] = set()
         # Opening a websocket may query sessions and users: threads keep that off the loop.
         self.openers = ThreadPoolExecutor(8, thread_name_prefix="ws4redis-open")
-        self.persisted = PersistedReads(self.openers)
+        self.persisted = PersistedReads()
         self.publisher = Publisher()
         self._server: asyncio.Server | None = None
         self._ticks: asyncio.Task[None] | None = None
@@ -205,14 +213,15 @@ class PersistedReads:
     for all of them that ask while the previous read is in flight.
 
     Thousands of clients connecting at once to the same channels then cost Redis one round
-    trip per batch instead of one each, and one thread hop per batch instead of one each.
-    A websocket asks once its subscriptions are confirmed, and the batch it joins starts
-    no earlier: its persisted messages are read after it subscribed, as the blocking path
-    reads them.
+    trip per batch instead of one each. The read is the loop's own (its ``redis.asyncio``
+    client): a thread would wait for the GIL while the loop is busy opening the others,
+    up to the switch interval each time it needs it, and every opening of the batch would
+    wait with it. A websocket asks once its subscriptions are confirmed, and the batch it
+    joins starts no earlier: its persisted messages are read after it subscribed, as the
+    blocking path reads them.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._executor = executor
+    def __init__(self) -> None:
         self._asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
         self._reading = False
 
@@ -228,8 +237,7 @@ class PersistedReads:
         asked, self._asked = self._asked, []
         keys = list(dict.fromkeys(key for channels, _ in asked for key in channels))
         self._reading = True
-        loop = asyncio.get_running_loop()
-        reading = loop.run_in_executor(self._executor, _mget, keys)
+        reading = asyncio.ensure_future(_mget(keys))
         reading.add_done_callback(lambda done: self._answer(asked, keys, done))
 
     def _answer(
@@ -256,41 +264,38 @@ class PersistedReads:
             self._next()
 
 
-def _mget(keys: list[str]) -> list[bytes | None]:
-    return cast(list[bytes | None], get_redis().mget(keys))  # bytes: responses are not decoded
-
-
-NOT_JOINING: list[Awaitable[None]] = []
-"""Shared by every :class:`LoopSubscription` once joined (so never changed in place)."""
+async def _mget(keys: list[str]) -> list[bytes | None]:
+    """``keys``' values (bytes: responses are not decoded), with the loop's client."""
+    values: list[bytes | None] = await get_many(aget_redis(), keys)
+    return values
 
 
 class LoopSubscription(HubSubscription):
-    """The subscription of a websocket that opens on the loop: joining the hub leaves what
-    to await in ``joining``, instead of a thread blocking until the loop had its turn.
+    """The subscription of a websocket that opens on the loop: subscribing only names the
+    channels (which may happen in a thread, where a session's channels are looked up), and
+    :meth:`joined`, on the loop, joins them to the hub: no thread blocks until the loop had
+    its turn.
 
     It is its own factory for the subscriber (``pubsub_factory``): no closure per websocket.
     """
 
-    __slots__ = ("joining",)
-
-    def __init__(self, hub: Hub, sink: Connection) -> None:
-        super().__init__(hub, sink)
-        self.joining: list[Awaitable[None]] = []
+    __slots__ = ()
 
     def __call__(self) -> LoopSubscription:
         return self
 
     def _add(self, names: list[str]) -> None:
-        self.joining = [*self.joining, self.hub.add(self.sink, names)]
+        """Nothing yet: the names are in ``channels`` until :meth:`joined`."""
 
     async def joined(self) -> None:
-        """Until Redis confirmed every channel joined so far (TimeoutError after
-        ``CONFIRM_WAIT``). A channel the loop already listens to is confirmed at once, and
-        then nothing is scheduled."""
-        joining, self.joining = self.joining, NOT_JOINING
-        pending = [future for future in joining if not future.done()]  # type: ignore[attr-defined]
-        if pending:
-            await asyncio.wait_for(asyncio.gather(*pending), CONFIRM_WAIT)
+        """Join the hub to the channels named so far, until Redis confirmed them
+        (TimeoutError after ``CONFIRM_WAIT``). A channel the loop already listens to is
+        confirmed at once, and then nothing is scheduled."""
+        if not self.channels:
+            return
+        joining = self.hub.add(self.sink, list(self.channels))
+        if not joining.done():  # type: ignore[attr-defined]
+            await asyncio.wait_for(joining, CONFIRM_WAIT)
 
 
 class Phase(enum.Enum):
@@ -450,15 +455,14 @@ class Connection(asyncio.Protocol):
         self.hub = get_hub()
         loop = asyncio.get_running_loop()
         opening: asyncio.Future[Rejection | Start]
-        if (
-            may_block(django_request)
-            or settings.load_callable("WS4REDIS_SUBSCRIBER") is not RedisSubscriber
-        ):
+        if settings.load_callable("WS4REDIS_SUBSCRIBER") is not RedisSubscriber:
             opening = open_in_thread(
                 django_request, self, framing=True, executor=self.server.openers
             )
         else:
-            opening = self.opening = loop.create_task(self._open_on_loop(django_request))
+            opening = self.opening = loop.create_task(
+                self._open_on_loop(django_request, may_block(django_request))
+            )
         opening.add_done_callback(self._opened)
 
     def _receive_post(self, data: bytes) -> None:
@@ -490,25 +494,29 @@ class Connection(asyncio.Protocol):
     def gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    async def _open_on_loop(self, request: WSGIRequest) -> Rejection | Start:
-        """The opening sequence (:mod:`ws4redis.runtimes.asyncio.opening`) on the loop, for
-        a request that cannot block there (:func:`~ws4redis.runtimes.opening.may_block`) and
-        the default subscriber, whose channels need no lookup then: no thread, and the
-        persisted messages come from a read shared with the other websockets opening
-        meanwhile (:class:`PersistedReads`). Only recovering what a client missed
-        (``recover``) still reads in a thread."""
-        outcome = decide(request, self, framing=True)
-        if not isinstance(outcome, Accepted):
-            return outcome
-        if outcome.since is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.server.openers, subscribed, outcome, self)
+    async def _open_on_loop(self, request: WSGIRequest, blocking: bool) -> Rejection | Start:
+        """The opening sequence (:mod:`ws4redis.runtimes.asyncio.opening`) for the default
+        subscriber, subscribed on the loop: no thread waits for the hub, and the persisted
+        messages come from a read shared with the other websockets opening meanwhile
+        (:class:`PersistedReads`). Deciding and naming the channels goes to a thread when it
+        may block (``blocking``: :func:`~ws4redis.runtimes.opening.may_block`; a session
+        cookie's session, user and groups are looked up), else it is done here too. Only
+        recovering what a client missed (``recover``) still reads in a thread."""
+        loop = asyncio.get_running_loop()
         assert self.hub is not None
         subscription = self.subscription = LoopSubscription(self.hub, self)
-        subscriber = None
+        if blocking:
+            named = await loop.run_in_executor(
+                self.server.openers, self._named, request, subscription
+            )
+        else:
+            named = self._named(request, subscription)
+        if isinstance(named, Accepted):
+            return await loop.run_in_executor(self.server.openers, subscribed, named, self)
+        if not isinstance(named, tuple):
+            return named
+        outcome, subscriber = named
         try:
-            subscriber = new_subscriber(subscription)
-            subscriber.set_pubsub_channels(outcome.request, outcome.channels)
             await subscription.joined()
             channels = subscriber.subscribed_channels
             stored = await self.server.persisted.read(channels) if channels else []
@@ -516,7 +524,26 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             return failed(outcome, exc, subscriber)
         self.subscriber = subscriber
-        return Start([message for message in stored if message])
+        return Start([message for message in stored if message], control=control_of(subscriber))
+
+    def _named(
+        self, request: WSGIRequest, subscription: LoopSubscription
+    ) -> Rejection | Accepted | tuple[Accepted, RedisSubscriber]:
+        """Decide ``request`` and have its subscriber name its channels in ``subscription``:
+        the part of an opening that may block. An opening that recovers what its client
+        missed comes back :class:`Accepted`, to be subscribed in a thread."""
+        if self.gone():
+            return GONE  # the client left while this waited for a thread: skip the work
+        outcome = decide(request, self, framing=True)
+        if not isinstance(outcome, Accepted) or outcome.since is not None:
+            return outcome
+        subscriber = None
+        try:
+            subscriber = new_subscriber(subscription)
+            subscriber.set_pubsub_channels(outcome.request, outcome.channels)
+        except Exception as exc:
+            return failed(outcome, exc, subscriber)
+        return outcome, subscriber
 
     def _opened(self, done: asyncio.Future[Any]) -> None:
         self.opening = None
@@ -712,6 +739,7 @@ async def serve(
     # Everything made so far lives as long as the process: keep it out of the collector's
     # full passes, which would otherwise pause delivery for every websocket at once.
     gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     logger.info("ws4redis websocket server listening on %s:%d", host, bound)
     await stop.wait()
     if watchdog is not None:

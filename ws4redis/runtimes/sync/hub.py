@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import redis
 import redis.exceptions
 
-from ws4redis.bus.pool import ConnectionKey, cluster_seeds, connection_key, connection_kwargs
+from ws4redis.bus.pool import ConnectionKey, cluster_seeds, configured_connection
 from ws4redis.core.links import CatchUp, HubState, LinkState, Plan, Wire
 from ws4redis.core.relay import Delivery
 from ws4redis.core.shards import SlotMap
@@ -220,8 +220,8 @@ _hubs_lock = threading.Lock()
 def get_hub() -> Hub:
     """The hub of this process for the configured Redis (uWSGI forks its workers after
     loading the application, so the process id is part of the key)."""
-    kwargs = connection_kwargs()
-    key = (os.getpid(), connection_key(kwargs))
+    kwargs, connection = configured_connection()
+    key = (os.getpid(), connection)
     with _hubs_lock:
         hub = _hubs.get(key)
         if hub is None:
