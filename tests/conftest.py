@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
+from django.test import override_settings
 
 from tests.support.clients import (
     SOCKET_RUNTIMES,
@@ -22,19 +25,41 @@ from tests.support.servers import InProcessServer, in_process_server, running_uw
 from ws4redis import settings as ws_settings
 from ws4redis.bus.pool import get_redis
 from ws4redis.django_runserver import application
+from ws4redis.testing import redis_server as redis_server_process
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> redis.Redis:
-    """The Redis of the settings; the whole suite needs it, so fail loudly without it."""
-    client = redis.Redis(**ws_settings.WS4REDIS_CONNECTION_ARGS)
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[redis.Redis]:
+    """The suite's own Redis: the private one ``scripts/test`` started (``REDIS_PORT``), else
+    one started here for the session. Never one somebody else runs: every test empties its
+    database. Servers started later (uWSGI, ASGI) find it through the environment."""
+    if "REDIS_PORT" in os.environ or "REDIS_HOST" in os.environ:
+        yield answering(redis.Redis(**ws_settings.WS4REDIS_CONNECTION_ARGS))
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            port = stack.enter_context(redis_server_process()).port
+        except RuntimeError as exc:  # no binary, or it did not start: the message says which
+            pytest.exit(str(exc), returncode=2)
+        os.environ.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(port))
+        for name in ("REDIS_HOST", "REDIS_PORT"):
+            stack.callback(os.environ.pop, name)
+        connection = {**django_settings.WS4REDIS_CONNECTION, "host": "127.0.0.1", "port": port}
+        session_redis = {**connection, "prefix": "session"}
+        stack.enter_context(
+            override_settings(WS4REDIS_CONNECTION=connection, SESSION_REDIS=session_redis)
+        )
+        yield answering(redis.Redis(**ws_settings.WS4REDIS_CONNECTION_ARGS))
+
+
+def answering(client: redis.Redis) -> redis.Redis:
+    """``client``, once its Redis answers; the whole suite needs it, so fail loudly without."""
     try:
         client.ping()
     except redis.ConnectionError as exc:
         pytest.exit(
             f"No Redis answers at {ws_settings.WS4REDIS_CONNECTION_ARGS}: {exc}. "
-            "Install one (Debian: apt-get install redis-server) or run scripts/test, "
-            "which starts a private redis-server.",
+            "Unset REDIS_HOST and REDIS_PORT: the suite then starts a private redis-server.",
             returncode=2,
         )
     return client
