@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import Any
 
 from bench.harness import CLIENT_CORE, prepare_clients, stop_process, ws4redis_server
 
@@ -28,15 +29,13 @@ REQUEST = (
 )
 
 
-def credentials() -> dict[str, bytes]:
-    """The bench user's two ways in: a database session (migrated into the benchmark's
-    SQLite file) and a token. Each way's request bytes, ready to send."""
+def logged_in() -> tuple[Any, str]:
+    """The bench user and the key of a database session of theirs (migrated into the
+    benchmark's SQLite file): what a browser's session cookie carries."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.models import User
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
-
-    from ws4redis.tokens import QUERY_KEY, connection_token
 
     call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")
@@ -45,8 +44,17 @@ def credentials() -> dict[str, bytes]:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.save()
+    return user, session.session_key or ""
+
+
+def credentials() -> dict[str, bytes]:
+    """The bench user's two ways in: a database session and a token. Each way's request
+    bytes, ready to send."""
+    from ws4redis.tokens import QUERY_KEY, connection_token
+
+    user, session_key = logged_in()
     token = connection_token(user, ["subscribe-user"], "bench", max_age=3600)
-    cookie = f"Cookie: sessionid={session.session_key}\r\n"
+    cookie = f"Cookie: sessionid={session_key}\r\n"
     return {
         "cookie": REQUEST.format(query="", host=HOST, cookie=cookie).encode(),
         "token": REQUEST.format(query=f"&{QUERY_KEY}={token}", host=HOST, cookie="").encode(),

@@ -88,11 +88,18 @@ class LeanClient(asyncio.Protocol):
     """
 
     def __init__(
-        self, uri: str, tally: Tally, extensions: Sequence[ClientExtensionFactory] | None = None
+        self,
+        uri: str,
+        tally: Tally,
+        extensions: Sequence[ClientExtensionFactory] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.tally = tally
         self.protocol = ClientProtocol(parse_uri(uri), extensions=extensions)
-        self.protocol.send_request(self.protocol.connect())
+        request = self.protocol.connect()
+        for name, value in (headers or {}).items():
+            request.headers[name] = value
+        self.protocol.send_request(request)
         self.transport: asyncio.Transport | None = None
         self.stash: list[tuple[float, bytes]] = []
         tally.clients.append(self)
@@ -143,13 +150,14 @@ async def open_websocket(
     path: str,
     tally: Tally,
     extensions: Sequence[ClientExtensionFactory] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> asyncio.Transport:
     """A :class:`LeanClient` to ``path``; offering ``extensions`` (``permessage-deflate``,
-    say) if given."""
+    say) and sending ``headers`` (a session cookie) if given."""
     uri = f"ws://{host}:{port}{path}"
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(
-        lambda: LeanClient(uri, tally, extensions), host, port
+        lambda: LeanClient(uri, tally, extensions, headers), host, port
     )
     return transport
 

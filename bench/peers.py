@@ -1,7 +1,10 @@
 """Peer benchmark: ``runwebsocket`` against nginx's nchan module, on this machine.
 
-Not a test: it prints figures. In one run, three servers, each pinned to core 0 as
-``bench/broadcast.py`` starts ``runwebsocket``: ws4redis (``runwebsocket``, one process),
+Not a test: it prints figures. In one run, four servers, each pinned to core 0 as
+``bench/broadcast.py`` starts ``runwebsocket``: ws4redis (``runwebsocket``, one process;
+"ws4redis-session" is the same server whose clients all send the session cookie of a
+logged-in user, so that every opening looks up the session and the user in the database,
+SQLite, as a page's websocket does),
 nchan with its memory store and nchan with Redis (``nchan_redis_storage_mode nostore`` with
 ``nchan_redis_nostore_fastpublish on``: each publish is one Redis ``PUBLISH``, nothing
 stored), both nginx with ``worker_processes 1``. nchan keeps no messages either
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import statistics
@@ -37,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.handshakes import logged_in
 from bench.harness import (
     CLIENT_CORE,
     Server,
@@ -45,6 +50,7 @@ from bench.harness import (
     child_pids,
     connect_clients,
     free_port,
+    open_websocket,
     prepare_clients,
     start_process,
     steady,
@@ -63,7 +69,7 @@ NCHAN_MODULES = [
     )
     if path
 ]
-SERVERS = ("ws4redis", "nchan-memory", "nchan-redis")
+SERVERS = ("ws4redis", "ws4redis-session", "nchan-memory", "nchan-redis")
 STEADY_RATES = {1000: 20.0, 10000: 5.0}  # broadcasts/s; otherwise 20,000 deliveries/s
 METRICS = (  # key, label, format
     ("us", "CPU µs/delivery, bursts", ".2f"),
@@ -236,8 +242,11 @@ def nchan_server(store: str, module: Path, clients: int) -> Server:
 
 async def measure(name: str, clients: int, rate: float, args: argparse.Namespace) -> dict:
     """One run against a freshly started server: connect, settle, measure, stop."""
-    if name == "ws4redis":
+    opener = open_websocket
+    if name.startswith("ws4redis"):
         server = ws4redis_server()
+        if name == "ws4redis-session":  # each opening looks up the session, then the user
+            opener = functools.partial(open_websocket, headers={"Cookie": args.cookie})
     else:
         server = nchan_server(name.removeprefix("nchan-"), args.module, clients)
     tally = Tally()
@@ -246,7 +255,9 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
         await asyncio.sleep(1)  # the server's start-up is done and its memory settled
         rss_before = server.rss_bytes()
         began = time.monotonic()
-        transports = await connect_clients("127.0.0.1", server.port, server.path, clients, tally)
+        transports = await connect_clients(
+            "127.0.0.1", server.port, server.path, clients, tally, opener
+        )
         connect = time.monotonic() - began
         await asyncio.sleep(2)  # idle: whatever the handshakes left behind is freed
         kib = (server.rss_bytes() - rss_before) / clients / 1024
@@ -276,6 +287,8 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     args = parser.parse_args()
     args.module = nchan_module()
+    if "ws4redis-session" in args.servers:
+        args.cookie = f"sessionid={logged_in()[1]}"
     if args.rates and len(args.rates) != len(args.clients):
         parser.error("--rates needs one rate per --clients")
     args.rates = dict(
@@ -307,25 +320,24 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict]]) ->
         }
         for key, results in runs.items()
     }  # fmt: skip
-    peers = [name for name in args.servers if name != "ws4redis"]
-    ours = "ws4redis" in args.servers
+    ours = [name for name in args.servers if name.startswith("ws4redis")]
+    peers = [name for name in args.servers if name not in ours]
     print()
     print(f"each server on core 0 (runwebsocket: 1 process; nginx: 1 worker), clients on "
           f"core 1; medians of {args.runs} rounds; bursts: median of {args.bursts} bursts of "
           f"{args.messages} broadcasts; steady: {args.seconds:g} s at the rate shown")  # fmt: skip
     for clients in args.clients:
         print()
-        header = [*args.servers, *(f"ws4redis / {peer}" for peer in peers if ours)]
+        header = [*args.servers, *(f"{mine} / {peer}" for mine in ours for peer in peers)]
         print(f"| {clients} clients, steady {args.rates[clients]:g}/s | " + " | ".join(header)
               + " |")  # fmt: skip
         print("|---|" + "---|" * len(header))
         for key, label, spec in METRICS:
             cells = [format(medians[name, clients][key], spec) for name in args.servers]
-            if ours:
-                mine = medians["ws4redis", clients][key]
+            for mine in ours:
                 for peer in peers:
                     theirs = medians[peer, clients][key]
-                    cells.append(f"{mine / theirs:.2f}x" if theirs else "-")
+                    cells.append(f"{medians[mine, clients][key] / theirs:.2f}x" if theirs else "-")
             print(f"| {label} | " + " | ".join(cells) + " |")
 
 
