@@ -287,8 +287,6 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     args = parser.parse_args()
     args.module = nchan_module()
-    if "ws4redis-session" in args.servers:
-        args.cookie = f"sessionid={logged_in()[1]}"
     if args.rates and len(args.rates) != len(args.clients):
         parser.error("--rates needs one rate per --clients")
     args.rates = dict(
@@ -300,6 +298,8 @@ def main() -> None:
         (name, clients): [] for clients in args.clients for name in args.servers
     }
     with asyncio.Runner(loop_factory=prepare_clients(CLIENT_CORE)) as runner:
+        if "ws4redis-session" in args.servers:  # Django is set up now
+            args.cookie = f"sessionid={logged_in()[1]}"
         for run in range(args.runs):
             print(f"round {run + 1} of {args.runs}:", flush=True)
             turn = run % len(args.servers)
