@@ -34,6 +34,7 @@ from bench.harness import (
     burst,
     connect_clients,
     connect_event_streams,
+    medians,
     open_websocket,
     prepare_clients,
     rss_bytes,
@@ -131,14 +132,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
-    medians = {
-        key: {
-            name: min(r[name] for r in results) if name == "reach" else
-            statistics.median(r[name] for r in results)
-            for name, _label, _format in METRICS
-        }
-        for key, results in runs.items()
-    }  # fmt: skip
+    figures = medians(runs, METRICS)
     print()
     print(f"runwebsocket, 1 process on core 0, clients on core 1; medians of {args.runs} "
           f"rounds; bursts: median of {args.bursts} bursts of {args.messages} broadcasts; "
@@ -150,12 +144,12 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, 
     baseline, *others = args.transports
     for clients in args.clients:
         for transport in args.transports:
-            m = medians[transport, clients]
+            m = figures[transport, clients]
             cells = [format(m[name], spec) for name, _, spec in METRICS]
             print(f"| {transport} | {clients} | " + " | ".join(cells) + " |")
-        base = medians[baseline, clients]
+        base = figures[baseline, clients]
         for transport in others:
-            m = medians[transport, clients]
+            m = figures[transport, clients]
             ratios = [f"{m[k] / base[k]:.2f}x" if base[k] else "-" for k, _, _ in METRICS]
             print(f"| **{transport} / {baseline}** | {clients} | " + " | ".join(ratios) + " |")
 

@@ -514,3 +514,16 @@ def summary(
     print(f"  {name} {clients}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
           flush=True)  # fmt: skip
     return result
+
+
+def medians(runs: dict, metrics: tuple[tuple[str, str, str], ...]) -> dict:
+    """Per key of ``runs`` (a server or transport and N: its runs' figures), the median of
+    each of ``metrics`` over the runs; for reach, the lowest."""
+    return {
+        key: {
+            name: min(r[name] for r in results) if name == "reach" else
+            statistics.median(r[name] for r in results)
+            for name, _label, _format in metrics
+        }
+        for key, results in runs.items()
+    }  # fmt: skip

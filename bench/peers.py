@@ -35,7 +35,6 @@ import contextlib
 import functools
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -50,6 +49,7 @@ from bench.harness import (
     child_pids,
     connect_clients,
     free_port,
+    medians,
     open_websocket,
     prepare_clients,
     start_process,
@@ -312,14 +312,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict]]) -> None:
-    medians = {
-        key: {
-            name: min(r[name] for r in results) if name == "reach" else
-            statistics.median(r[name] for r in results)
-            for name, _label, _format in METRICS
-        }
-        for key, results in runs.items()
-    }  # fmt: skip
+    figures = medians(runs, METRICS)
     ours = [name for name in args.servers if name.startswith("ws4redis")]
     peers = [name for name in args.servers if name not in ours]
     print()
@@ -333,11 +326,11 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict]]) ->
               + " |")  # fmt: skip
         print("|---|" + "---|" * len(header))
         for key, label, spec in METRICS:
-            cells = [format(medians[name, clients][key], spec) for name in args.servers]
+            cells = [format(figures[name, clients][key], spec) for name in args.servers]
             for mine in ours:
                 for peer in peers:
-                    theirs = medians[peer, clients][key]
-                    cells.append(f"{medians[mine, clients][key] / theirs:.2f}x" if theirs else "-")
+                    theirs = figures[peer, clients][key]
+                    cells.append(f"{figures[mine, clients][key] / theirs:.2f}x" if theirs else "-")
             print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -40,6 +40,7 @@ from bench.harness import (
     LeanClient,
     Tally,
     connect_clients,
+    medians,
     prepare_clients,
     stop_process,
     ws4redis_server,
@@ -151,8 +152,8 @@ def cases_for(clients: int, args: argparse.Namespace) -> list[str]:
     return [c for c in CASES if c != "per-join" or clients in args.per_join_clients]
 
 
-def ratio(medians: dict, case: str, clients: int, name: str) -> float:
-    return medians[case, clients][name] / medians["plain", clients][name]
+def ratio(figures: dict, case: str, clients: int, name: str) -> float:
+    return figures[case, clients][name] / figures["plain", clients][name]
 
 
 def main() -> None:
@@ -182,10 +183,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
-    medians = {
-        key: {name: statistics.median(r[name] for r in results) for name, _, _ in METRICS}
-        for key, results in runs.items()
-    }
+    figures = medians(runs, METRICS)
     print()
     print(f"runwebsocket, 1 process on core 0, clients on core 1, query {QUERY}; medians of "
           f"{args.runs} rounds; 'to last': until the last frame, {args.quiet:g} s of quiet "
@@ -195,12 +193,12 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, 
     print("|---|---|" + "---|" * len(METRICS))
     for clients in args.clients:
         for case in cases_for(clients, args):
-            m = medians[case, clients]
+            m = figures[case, clients]
             cells = [format(m[name], spec) for name, _, spec in METRICS]
             print(f"| {case} | {clients} | " + " | ".join(cells) + " |")
-        plain = medians["plain", clients]
+        plain = figures["plain", clients]
         for case in cases_for(clients, args)[1:]:
-            m = medians[case, clients]
+            m = figures[case, clients]
             ratios = [
                 f"{m[name] / plain[name]:.2f}x" if plain[name] else "-"
                 for name, _, _ in METRICS[:4]
@@ -208,8 +206,8 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict[str, 
             print(f"| **{case} / plain** | {clients} | " + " | ".join(ratios) + " | | |")
     print()
     for clients in args.clients:
-        connect = ratio(medians, "presence", clients, "connect")
-        cpu = ratio(medians, "presence", clients, "cpu")
+        connect = ratio(figures, "presence", clients, "connect")
+        cpu = ratio(figures, "presence", clients, "cpu")
         verdict = "met" if connect <= 1.5 else "NOT met"
         print(f"goal, connect with presence <= 1.5x without, {clients} clients: "
               f"{connect:.2f}x, {verdict} (server CPU {cpu:.2f}x)")  # fmt: skip
