@@ -84,13 +84,13 @@ def test_compression_can_be_turned_off(socket_server):
 
 
 def test_what_a_client_compresses_reaches_others_as_sent(socket_server):
-    with override_settings(WS4REDIS_COMPRESSION=True):
-        with (
-            connected(socket_server, "subscribe-broadcast") as plain,
-            deflating(socket_server) as client,
-        ):
-            client.send(Frame(Opcode.TEXT, MESSAGE.encode()))
-            assert plain.recv() == MESSAGE
+    with (
+        connected(socket_server, "subscribe-broadcast") as plain,
+        deflating(socket_server) as client,
+    ):
+        assert client.protocol.extensions  # what it sends goes compressed
+        client.send(Frame(Opcode.TEXT, MESSAGE.encode()))
+        assert plain.recv() == MESSAGE
 
 
 def test_a_message_that_inflates_past_the_limit_closes_with_1009_and_spares_others(socket_server):
@@ -101,6 +101,7 @@ def test_a_message_that_inflates_past_the_limit_closes_with_1009_and_spares_othe
             connected(socket_server, "subscribe-broadcast") as neighbour,
             deflating(socket_server) as client,
         ):
+            assert client.protocol.extensions
             client.send(Frame(Opcode.TEXT, b"0" * 10_000_000))
             close = client.next_frame()
             assert close.opcode is Opcode.CLOSE and Close.parse(close.data).code == 1009

@@ -69,6 +69,24 @@ def test_compression_is_negotiated_without_context_takeover_only_when_enabled():
     assert relay(compression=False).encode is frame_message
 
 
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; server_max_window_bits=8",  # zlib cannot: refused
+        "permessage-deflate; client_max_window_bits=abc",
+        "permessage-deflate; unknown_parameter",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "x-webkit-deflate-frame",
+    ],
+)
+def test_an_offer_that_cannot_be_taken_gets_plain_frames_not_an_error(offer):
+    _, answer = negotiate(
+        upgrade("/ws/chat", Sec_WebSocket_Extensions=offer), 1024, compression=True
+    )
+    assert answer.status_code == 101 and "Sec-WebSocket-Extensions" not in answer.headers
+    assert relay(offer, compression=True).encode is frame_message
+
+
 def test_a_message_is_compressed_once_for_every_websocket_and_each_reads_it_alone():
     compressed = [relay(compression=True) for _ in range(3)]
     plain = relay(compression=False)
@@ -76,6 +94,9 @@ def test_a_message_is_compressed_once_for_every_websocket_and_each_reads_it_alon
     for delivery in deliveries:
         for framed in (compressed[0], plain, *compressed[1:]):  # taking turns
             framed.deliver(delivery)
+    # one compressed frame per message, the same object in every outbox
+    assert all(a is b for a, b in zip(compressed[0].outbox, compressed[2].outbox, strict=True))
+    assert all(a is b for a, b in zip(compressed[0].outbox, compressed[1].outbox, strict=True))
     wires = [framed.frames_to_write(1.0) for framed in compressed]
     assert wires[0] == wires[1] == wires[2]
     client = client_of()
@@ -83,8 +104,6 @@ def test_a_message_is_compressed_once_for_every_websocket_and_each_reads_it_alon
     wire = plain.frames_to_write(1.0) or b""
     assert len(wires[0] or b"") < 0.5 * len(wire)  # the aim for a 1 KB JSON message
     assert received(client_of(), wire) == [d.data for d in deliveries]  # plain frames pass too
-    # built once per transport: the two encodings are kept side by side
-    assert deliveries[0].encoder is not None and deliveries[0].other is not None
 
 
 def test_short_or_incompressible_messages_go_uncompressed():

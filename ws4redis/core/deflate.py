@@ -3,7 +3,7 @@
 A message reaches thousands of websockets; compressing it for each of them would cost
 thousands of compressions. It can be compressed once when the server never uses context
 takeover: every compressed message then starts from an empty window, so its bytes are the
-same on every connection. :func:`server_extension` negotiates that (and, for the memory of
+same on every connection. :data:`SERVER_EXTENSION` negotiates that (and, for the memory of
 a process holding many thousands of connections, that clients do not keep a window
 either: their decoder lives for one message), :class:`SharedDeflate` compresses, and
 :func:`~ws4redis.core.websocket.deflated_encoder` builds the frames with it.
@@ -19,7 +19,7 @@ from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
-from websockets.frames import CONT, CTRL_OPCODES, Frame
+from websockets.frames import Frame
 from websockets.protocol import Protocol
 from websockets.typing import ExtensionName
 
@@ -30,14 +30,13 @@ TAIL = b"\x00\x00\xff\xff"
 """The empty stored block a flush ends with; RFC 7692 has the sender drop it."""
 
 
-def server_extension() -> ServerPerMessageDeflateFactory:
-    """The offer a server that compresses once answers: no context takeover on either
-    side."""
-    return ServerPerMessageDeflateFactory(
-        server_no_context_takeover=True,
-        client_no_context_takeover=True,
-        compress_settings={"level": LEVEL, "memLevel": MEMORY_LEVEL},
-    )
+SERVER_EXTENSION = ServerPerMessageDeflateFactory(
+    server_no_context_takeover=True,
+    client_no_context_takeover=True,
+    compress_settings={"level": LEVEL, "memLevel": MEMORY_LEVEL},
+)
+"""The offer a server that compresses once answers: no context takeover on either side.
+Made once: a factory keeps no state of a connection."""
 
 
 def negotiated_window(protocol: Protocol) -> int | None:
@@ -67,8 +66,7 @@ class SharedDeflate(Extension):
         self._idle: list[zlib._Compress] = []
 
     def encode(self, frame: Frame) -> Frame:
-        if frame.opcode in CTRL_OPCODES or frame.opcode is CONT:
-            return frame  # only whole messages are encoded here
+        """Compress ``frame``, a whole data message (the only frames given to it)."""
         try:
             compressor = self._idle.pop()
         except IndexError:

@@ -24,7 +24,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from ws4redis.core.deflate import server_extension
+from ws4redis.core.deflate import SERVER_EXTENSION
 from ws4redis.core.events import wants_events
 
 
@@ -287,7 +287,7 @@ def negotiate(
     """
     # Only a client that offers subprotocols needs the choice (and its bound method kept).
     choose = _first_offered if "Sec-WebSocket-Protocol" in upgrade.headers else None
-    extensions = [server_extension()] if compression else None
+    extensions = [SERVER_EXTENSION] if compression else None
     protocol = ServerProtocol(
         select_subprotocol=choose, extensions=extensions, max_size=max_size, state=OPEN
     )
