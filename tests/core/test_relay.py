@@ -313,9 +313,18 @@ def test_unread_pongs_count_against_the_limit():
 
 def test_client_messages_backed_up_behind_redis_fail_the_client_with_1013():
     framed = relay(max_pending=5)
-    assert not framed.backed_up(1, 10, PendingLimits(1000, waiting=4))
-    assert framed.backed_up(1, 10, PendingLimits(1000, waiting=5))
+    assert framed.admit([b"m" * 10], PendingLimits(1000, waiting=4)) == 1
+    assert framed.admit([b"m" * 10], PendingLimits(1000, waiting=5)) == 0
     assert close_code(sent_frames(framed)[0]) == 1013
+
+
+def test_what_one_read_brought_is_cut_at_the_bound_not_refused_whole():
+    """Three messages arrive together and two fit: those two are queued (and counted as
+    the client's), the third is not, and the client is failed with 1013."""
+    framed = relay(max_pending=5)
+    assert framed.admit([b"a" * 10, b"b" * 20, b"c" * 30], PendingLimits(1000, waiting=3)) == 2
+    assert framed.pending_bytes == 30
+    assert framed.failure is Failure.BACKED_UP
 
 
 @pytest.mark.parametrize(
@@ -325,15 +334,16 @@ def test_client_messages_are_bounded_in_bytes_per_process_and_per_client(process
     """Bytes count, not only messages: past the process's bound, or past this client's own
     (40 bytes already pending here), the client is failed with 1013."""
     framed = relay(max_client_pending_bytes=80, max_message_size=50)
-    assert not framed.backed_up(1, 40, PendingLimits(100))
+    assert framed.admit([b"m" * 40], PendingLimits(100)) == 1
     assert framed.pending_bytes == 40
-    assert framed.backed_up(1, 41, process)
+    assert framed.admit([b"m" * 41], process) == 0
+    assert framed.pending_bytes == 40
     assert framed.failure is Failure.BACKED_UP
 
 
 def test_a_message_redis_did_not_take_is_told_with_1013():
     framed = relay()
-    assert not framed.backed_up(2, 30, PendingLimits(100))
+    assert framed.admit([b"m" * 10, b"m" * 20], PendingLimits(100)) == 2
     framed.published(10, None)
     assert framed.pending_bytes == 20 and not framed.closing
     framed.published(20, 1013)
@@ -345,5 +355,5 @@ def test_a_message_redis_did_not_take_is_told_with_1013():
 
 def test_one_message_of_the_largest_size_always_fits_the_client_bound():
     framed = relay(max_client_pending_bytes=80, max_message_size=1000)
-    assert not framed.backed_up(1, 1000, PendingLimits(10_000))
-    assert framed.backed_up(1, 1, PendingLimits(10_000))  # but nothing more meanwhile
+    assert framed.admit([b"m" * 1000], PendingLimits(10_000)) == 1
+    assert framed.admit([b"m"], PendingLimits(10_000)) == 0  # but nothing more meanwhile

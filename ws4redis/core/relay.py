@@ -378,26 +378,35 @@ class Relay:
             return None
         return message if self.accept(message) else None
 
-    def backed_up(self, count: int, size: int, limits: PendingLimits) -> bool:
-        """``count`` messages of ``size`` bytes from this client would join what waits for
-        Redis: the ``waiting`` messages and ``waiting_bytes`` of the whole process, and this
-        client's own ``pending_bytes``. True when that is over a bound (messages or bytes
-        per process, bytes per client): the client is failed with 1013 (try again later)
-        and its messages are not queued, so a stalled Redis cannot grow the process, nor
-        one client take the whole queue. Otherwise they count as this client's until
-        :meth:`published`."""
-        if (
-            limits.waiting + count > self.max_pending
-            or limits.waiting_bytes + size > limits.max_bytes
-            or self.pending_bytes + size > self.max_pending_bytes
-        ):
-            self.fail(Failure.BACKED_UP)
-            return True
-        self.pending_bytes += size
-        return False
+    def admit(self, messages: list[bytes], limits: PendingLimits) -> int:
+        """How many of ``messages`` from this client, the first ones in order, may join what
+        waits for Redis: the ``waiting`` messages and ``waiting_bytes`` of the whole process,
+        and this client's own ``pending_bytes``, each stay within its bound (messages or
+        bytes per process, bytes per client). Those count as this client's until
+        :meth:`published`. When not all fit, the client is failed with 1013 (try again
+        later) and the rest is not queued, so a stalled Redis cannot grow the process, nor
+        one client take the whole queue; what one read brought in is cut at the bound, not
+        refused whole, so what fitted still goes out in order."""
+        waiting, waiting_bytes, pending = limits.waiting, limits.waiting_bytes, self.pending_bytes
+        admitted = 0
+        for message in messages:
+            size = len(message)
+            waiting += 1
+            waiting_bytes += size
+            pending += size
+            if (
+                waiting > self.max_pending
+                or waiting_bytes > limits.max_bytes
+                or pending > self.max_pending_bytes
+            ):
+                self.fail(Failure.BACKED_UP)
+                break
+            admitted += 1
+            self.pending_bytes = pending
+        return admitted
 
     def published(self, size: int, failure: int | None) -> None:
-        """Messages of ``size`` bytes handed over by :meth:`backed_up` are done: published,
+        """Messages of ``size`` bytes handed over by :meth:`admit` are done: published,
         or not (``failure``: the close code, 1013 when Redis refused them or was away). A
         client whose message could not be published is told so by that close, never left
         to believe it went out."""

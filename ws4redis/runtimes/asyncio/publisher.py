@@ -34,14 +34,18 @@ class Publisher:
         messages: list[bytes],
         failed: Callable[[], None],
     ) -> asyncio.Future[int | None] | None:
-        """Publish what one client sent, after everything handed over before, unless that
-        overruns a bound: then ``relay`` is failed with 1013 and None returned. When Redis
-        does not take them, ``relay`` is failed (1013, "message not published") and
-        ``failed`` called on the loop, for the runtime to send the close."""
-        size = sum(map(len, messages))
+        """Publish what one client sent, after everything handed over before, as far as it
+        fits the bounds: past them ``relay`` is failed with 1013, and None returned when
+        nothing fitted. When Redis does not take them, ``relay`` is failed (1013, "message
+        not published") and ``failed`` called on the loop, for the runtime to send the
+        close."""
         self.pending.max_bytes = pending_bound()
-        if relay.backed_up(len(messages), size, self.pending):
+        admitted = relay.admit(messages, self.pending)
+        if not admitted:
             return None
+        if admitted < len(messages):  # the relay failed: the rest is not published
+            messages = messages[:admitted]
+        size = sum(map(len, messages))
         future = self.publish(subscriber, messages, size)
 
         def done(future: asyncio.Future[int | None]) -> None:
