@@ -169,24 +169,33 @@ async def connect_clients(
     count: int,
     tally: Tally,
     opener: Callable[[str, int, str, Tally], Awaitable[asyncio.Transport]] = open_websocket,
+    window: int = 200,
 ) -> list:
-    """Open ``count`` more websockets (or what ``opener`` opens) to ``path`` (in batches);
-    return once every one of them has its handshake answer (the tally may count earlier
-    clients too)."""
+    """Open ``count`` more websockets (or what ``opener`` opens) to ``path``, at most
+    ``window`` of them waiting for their handshake answer at a time: a new one starts as
+    soon as one is answered, as independent browsers would. (Batches that each wait for
+    their last answer would idle the client while the server works and the server while
+    the client does, adding the server's time to the client's.) Return once every one of
+    them has its answer (the tally may count earlier clients too)."""
     answered_before = tally.opened + tally.failed
     transports: list = []
-    batch = 200
-    for start in range(0, count, batch):
-        transports.extend(
-            await asyncio.gather(
-                *(opener(host, port, path, tally) for _ in range(min(batch, count - start)))
+
+    def waiting() -> int:
+        return len(transports) - (tally.opened + tally.failed - answered_before)
+
+    while len(transports) < count:
+        room = min(window - waiting(), count - len(transports))
+        if room > 0:
+            transports.extend(
+                await asyncio.gather(*(opener(host, port, path, tally) for _ in range(room)))
             )
-        )
-        await wait_for(
-            lambda: tally.opened + tally.failed - answered_before >= len(transports), tally, 120
-        )
+        elif not await wait_for(lambda: waiting() < window, tally, 120):
+            break
+    await wait_for(lambda: waiting() <= 0, tally, 120)
     if tally.failed:
         raise SystemExit(f"{tally.failed} handshakes failed")
+    if waiting() > 0:
+        raise SystemExit(f"{waiting()} handshakes went unanswered")
     return transports
 
 

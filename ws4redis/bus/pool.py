@@ -30,7 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ws4redis import settings
 from ws4redis.core.shards import SERVER, Address
 
-ConnectionKey = tuple[tuple[str, str], ...]
+ConnectionKey = str
 
 _clients: dict[ConnectionKey, redis.Redis] = {}
 _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ConnectionKey, Any]] = (
@@ -52,8 +52,9 @@ def connection_kwargs() -> dict[str, Any]:
 
 
 def connection_key(kwargs: dict[str, Any]) -> ConnectionKey:
-    """A hashable key of connection arguments: one client, or one hub, per distinct set."""
-    return tuple(sorted((name, repr(value)) for name, value in kwargs.items()))
+    """A key of connection arguments: one client, or one hub, per distinct set. A string,
+    whose hash is computed once: every opening looks its hub up by it."""
+    return repr(sorted((name, repr(value)) for name, value in kwargs.items()))
 
 
 @settings.derived

@@ -20,18 +20,19 @@ def process_name() -> str:
 
 
 def per_process(factory: Callable[[], T]) -> Callable[[], T]:
-    """A getter of one ``factory()`` per process, made on first use (no lock once made)."""
-    made: dict[int, T] = {}
+    """A getter of one ``factory()`` per process, made on first use (no lock once made). A
+    forked child starts without it (``os.register_at_fork``), so the getter never asks for
+    the pid: that is a system call, and openings ask for these many times."""
+    made: list[T] = []
     lock = threading.Lock()
+    os.register_at_fork(after_in_child=made.clear)
 
     def get() -> T:
-        pid = os.getpid()
-        value = made.get(pid)
-        if value is None:
-            with lock:
-                value = made.get(pid)
-                if value is None:
-                    value = made[pid] = factory()
-        return value
+        if made:
+            return made[0]
+        with lock:
+            if not made:
+                made.append(factory())
+        return made[0]
 
     return get
