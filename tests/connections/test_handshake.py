@@ -74,6 +74,20 @@ def test_bad_version_or_key_is_400(socket_server, changes):
     assert http_get(socket_server, **changes).status_code == 400
 
 
+@pytest.mark.parametrize("twice", ["Upgrade", "Sec-WebSocket-Key"])
+def test_a_header_given_twice_is_400(socket_server, twice):
+    """Each header once is what the opening reads: one given twice is merged, as WSGI
+    servers merge it, and refused as a bad value, never failed with a 500."""
+    url = urlsplit(socket_server.url())
+    lines = [f"GET {url.path}?{url.query} HTTP/1.1", f"Host: {url.netloc}"]
+    for name, value in upgrade_headers().items():
+        lines += [f"{name}: {value}"] * (2 if name == twice else 1)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status = sock.makefile("rb").readline()
+    assert status.split()[1] == b"400"
+
+
 def test_permission_denied_by_dotted_path_callback_is_403(socket_server):
     # tests.support.settings names tests.support.callbacks.deny_on_header by its dotted path.
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:

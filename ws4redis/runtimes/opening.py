@@ -90,13 +90,22 @@ def read_options() -> Options:
     )
 
 
+PARSED_HEADERS = "ws4redis.headers"
+"""The ``META`` key under which a runtime that parsed the request itself (``runwebsocket``)
+leaves its headers, each name given once: the opening reads them instead of rebuilding
+them from the ``HTTP_`` keys."""
+
+
 def upgrade_of(request: HttpRequest) -> Upgrade:
-    """What the core reads of ``request``: its headers from ``META`` (as a WSGI server
-    passes them), the Host Django would check and whether Django sees it as secure."""
-    headers = Headers()
-    for key, value in request.META.items():
-        if key.startswith("HTTP_"):
-            headers[key[5:].replace("_", "-")] = value
+    """What the core reads of ``request``: its headers (from ``META``, as a WSGI server
+    passes them, unless :data:`PARSED_HEADERS` has them), the Host Django would check and
+    whether Django sees it as secure."""
+    headers = request.META.get(PARSED_HEADERS)
+    if headers is None:
+        headers = Headers()
+        for key, value in request.META.items():
+            if key.startswith("HTTP_"):
+                headers[key[5:].replace("_", "-")] = value
     try:
         host: str | None = request._get_raw_host()  # what get_host() checks; the core checks
     except KeyError:  # neither Host nor SERVER_NAME

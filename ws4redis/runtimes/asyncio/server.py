@@ -45,7 +45,7 @@ from ws4redis.runtimes.asyncio.posting import PostReader
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
 from ws4redis.runtimes.hubs import CONFIRM_WAIT
-from ws4redis.runtimes.opening import may_block
+from ws4redis.runtimes.opening import PARSED_HEADERS, may_block
 from ws4redis.runtimes.posting import answered, publish_request
 from ws4redis.runtimes.redis_side import control_of, failed, new_subscriber, opened
 from ws4redis.subscriber import RedisSubscriber
@@ -97,9 +97,13 @@ def wsgi_request(request: Request, transport: asyncio.Transport, body: bytes = b
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.url_scheme": "http",
     }
+    given = len(environ)
     for name, value in request.headers.raw_items():
         key = "HTTP_" + name.upper().replace("-", "_")
         environ[key] = f"{environ[key]},{value}" if key in environ else value
+        given += 1
+    if len(environ) == given:  # no name given twice: the parsed headers need no merging
+        environ[PARSED_HEADERS] = request.headers
     return WSGIRequest(environ)
 
 
