@@ -64,13 +64,15 @@ class Stream:
 
 
 @contextlib.contextmanager
-def streaming(server, query: str, headers: dict | None = None) -> Iterator[Stream]:
+def streaming(
+    server, query: str, headers: dict | None = None, facility: str = FACILITY
+) -> Iterator[Stream]:
     """``GET`` the facility's websocket URL as an event stream."""
     url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
     connection.request(
         "GET",
-        f"/ws/{FACILITY}?{query}",
+        f"/ws/{facility}?{query}",
         headers={"Accept": "text/event-stream", **(headers or {})},
     )
     response = connection.getresponse()
@@ -82,9 +84,9 @@ def streaming(server, query: str, headers: dict | None = None) -> Iterator[Strea
         connection.close()
 
 
-def publish(data: str | bytes, **audience) -> None:
+def publish(data: str | bytes, facility: str = FACILITY, **audience) -> None:
     audience = audience or {"broadcast": True}
-    RedisPublisher(facility=FACILITY, **audience).publish_message(data)
+    RedisPublisher(facility=facility, **audience).publish_message(data)
 
 
 def test_an_event_stream_gets_the_stored_message_then_each_published_one(server, rdb):
@@ -240,25 +242,26 @@ def test_a_stream_that_is_not_read_is_ended_and_others_get_everything(server, rd
     neighbour gets every message in order. The blocking runtimes know it once a write has
     waited ``SOCKET_WAIT``: the live counts say when the stream was let go, and only then
     is it read (under ASGI the stream ends once its held-back send returns)."""
-    count, payload = 200, "x" * 65536
+    count, payload, facility = 200, "x" * 65536, "unread"  # counted alone in the live counts
     url = urlsplit(server.ws_base.replace("ws:", "http:", 1))
 
     def open_streams() -> int:
-        return live.facilities(rdb)[0][FACILITY]
+        return live.facilities(rdb)[0][facility]
 
     with override_settings(WS4REDIS_MAX_BUFFER_SIZE=256 * 1024):
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(10)
         slow.connect((url.hostname, url.port))
-        slow.sendall(f"GET /ws/{FACILITY}?subscribe-broadcast HTTP/1.1\r\nHost: x\r\n"
+        slow.sendall(f"GET /ws/{facility}?subscribe-broadcast HTTP/1.1\r\nHost: x\r\n"
                      "Accept: text/event-stream\r\n\r\n".encode())  # fmt: skip
         head = slow.recv(4096)  # its head: subscribed
-        with contextlib.closing(slow), streaming(server, "subscribe-broadcast") as good:
+        good_stream = streaming(server, "subscribe-broadcast", facility=facility)
+        with contextlib.closing(slow), good_stream as good:
             assert head.startswith(b"HTTP/1.1 200")
             wait_until(lambda: open_streams() == 2, "both streams in the live counts")
             for number in range(count):
-                publish(f"{number:06d}{payload}")
+                publish(f"{number:06d}{payload}", facility)
                 assert good.data() == f"{number:06d}{payload}"
             if server.runtime != "asgi":  # there the app cannot let go of it while a send
                 # waits for the client: what it held is dropped, its stream ends once read
