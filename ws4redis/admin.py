@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import redis
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -17,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 
 from ws4redis import settings
 from ws4redis.bus.live import facilities
+from ws4redis.bus.pool import REDIS_FAILED
 from ws4redis.control import disconnect
 from ws4redis.core.presence import tracked
 from ws4redis.presence import present
@@ -39,7 +39,7 @@ def live_view(request: HttpRequest) -> HttpResponse:
     try:
         counts, processes = facilities()
         error = None
-    except redis.RedisError as exc:
+    except REDIS_FAILED as exc:
         counts, processes, error = Counter(), 0, f"Redis does not answer: {exc}"
     rows = []
     for facility, count in sorted(counts.items()):

@@ -12,17 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from ws4redis import settings
-from ws4redis.bus.pool import connection_kwargs, make_client
+from ws4redis.bus.pool import REDIS_FAILED, connection_kwargs, make_client
 from ws4redis.core.names import AUDIENCES
 
 REDIS_CHECK_TIMEOUT = 1.0
 """Seconds the Redis check waits for an answer: a command must not hang on an absent one."""
+UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_FAILED, OSError)
+"""What the Redis check reports as Redis not answering."""
 
 DEVELOPMENT_WSGI = "ws4redis.django_runserver.application"
 
@@ -60,7 +61,7 @@ def check_redis_answers(**kwargs: Any) -> list[checks.CheckMessage]:
             client.close()
     except (ImproperlyConfigured, TypeError):
         return []  # a wrong WS4REDIS_CONNECTION is ws4redis.E001's to report
-    except (redis.RedisError, OSError) as exc:
+    except UNREACHABLE as exc:
         where = (
             options.get("unix_socket_path")
             or options.get("cluster_nodes")

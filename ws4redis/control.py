@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete
 
-from ws4redis.bus.pool import get_redis, is_cluster
+from ws4redis.bus.pool import REDIS_FAILED, get_redis, is_cluster
 from ws4redis.core.names import control_channel
 from ws4redis.core.relay import SESSION_ENDED, UNSUBSCRIBED, Control, Failure, FailureKind
 from ws4redis.settings import key_prefix
@@ -80,7 +79,7 @@ def _command(session: str | None, user: str | None, command: Control) -> int | N
         connection = get_redis()
         verb = "SPUBLISH" if is_cluster(connection) else "PUBLISH"
         return sum(connection.execute_command(verb, channel, payload) for channel in channels)
-    except redis.RedisError as exc:
+    except REDIS_FAILED as exc:
         logger.warning("Cannot close the websockets of %s: Redis: %s", channels, exc)
         return None
 

@@ -25,7 +25,7 @@ import redis
 from django.http import HttpRequest
 
 from ws4redis import settings
-from ws4redis.bus.pool import get_redis
+from ws4redis.bus.pool import REDIS_FAILED, get_redis
 from ws4redis.bus.process import per_process, process_name
 from ws4redis.core.history import PRESENCE
 from ws4redis.core.names import presence_keys
@@ -164,7 +164,7 @@ class Tracker:
             changes = book.changes(time.monotonic())
             try:
                 _write(changes, book.ttl)
-            except redis.RedisError as exc:
+            except REDIS_FAILED as exc:
                 if not failing:
                     logger.warning("Cannot write presence, will retry: %s", exc)
                 failing = True
@@ -236,7 +236,7 @@ def _announce(announcements: list[tuple[str, bytes]]) -> None:
             # enveloped as the presence's own: no client can send one, and clients that
             # get JSON messages can tell it from any chat line
             publisher._publish(message, 0, PRESENCE)
-        except redis.RedisError as exc:
+        except REDIS_FAILED as exc:
             logger.warning("Cannot announce presence on %r: %s", facility, exc)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import redis
 from django.test import override_settings
 
@@ -12,10 +13,13 @@ from tests.support.clients import FACILITY, connected
 from tests.support.servers import (
     PASSWORD,
     cluster_group,
+    free_port,
     redis_tls_files,
     sentinel_group,
     wait_until,
 )
+from ws4redis.bus import live
+from ws4redis.bus.live import Reporter
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import PublishError
 from ws4redis.testing import redis_cluster
@@ -192,3 +196,35 @@ def test_a_failover_inside_a_publish_loop_delivers_no_message_twice(socket_serve
                     seen.append(text)
                 assert len(seen) == len(set(seen)), f"{facility} got a message twice"
                 assert went_out[facility] <= set(seen), f"{facility} missed what went out"
+
+
+def test_a_cluster_none_of_whose_nodes_answers_is_a_redis_error_to_a_view():
+    """A view that publishes while no node of the cluster answers gets a ``RedisError``, as
+    with one server: redis-py's cluster client raises its own errors, which are not."""
+    dead = ("127.0.0.1", free_port())  # nothing listens: every connection is refused
+    with override_settings(WS4REDIS_CONNECTION={"cluster_nodes": [dead]}):
+        with pytest.raises(redis.RedisError, match="Redis Cluster"):
+            RedisPublisher(facility=FACILITY, broadcast=True).publish_message("lost")
+
+
+def test_the_live_counts_outlive_a_cluster_that_goes_away(tmp_path, caplog):
+    """Every node of the cluster is killed under the writer of the live counts: it says so
+    and tries again, where redis-py's cluster error (no ``RedisError``) used to end its
+    thread, and the admin's live page stayed stale for the life of the process."""
+    reporter = Reporter()  # this test's own: the process's reporter stays as it was
+    with redis_cluster(masters=1, replicas=0, workdir=tmp_path) as cluster:
+        with override_settings(WS4REDIS_CONNECTION=cluster.connection):
+            reporter.change("outlived", +1)
+            wait_until(lambda: live.facilities()[0]["outlived"] == 1, "the first report")
+            for process in cluster.processes.values():
+                process.kill()
+                process.wait()
+            reporter.change("outlived", -1)  # report again: the cluster is gone now
+            assert reporter.thread is not None
+            wait_until(
+                lambda: (
+                    "Cannot write the live counts" in caplog.text or not reporter.thread.is_alive()
+                ),
+                "the writer to meet the dead cluster",
+            )
+            assert reporter.thread.is_alive()

@@ -26,13 +26,15 @@ import redis.asyncio.cluster
 import redis.cluster
 import redis.exceptions
 
-from ws4redis.bus.pool import is_cluster
+from ws4redis.bus.pool import REDIS_FAILED, is_cluster
 
 RETRY_FOR = 5.0
 """Seconds a command Redis refused (or that could not be sent) is tried again: about what
 a cluster needs to promote a replica (``cluster-node-timeout`` plus the election)."""
 
 LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+NOT_SENT_ON: tuple[type[Exception], ...] = (*LOST, *REDIS_FAILED)
+"""What keeps a command from being sent: the connection, or the cluster, failing."""
 REFUSED = (
     redis.exceptions.MovedError,
     redis.exceptions.AskError,
@@ -181,7 +183,7 @@ def _route(
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         try:
             yield client.initialize  # learns the slot map once; at once afterwards
-        except (*LOST, redis.exceptions.RedisError) as exc:
+        except NOT_SENT_ON as exc:
             for index in pending:
                 results[index] = NotSent(str(exc))
             return []
@@ -230,7 +232,7 @@ def _send(pool: Any, commands: list[Sequence[Any]], held: Held) -> Generator[Ste
     that kept them from being sent (a half-sent batch is :class:`Unknown`)."""
     try:
         connection = yield pool.get_connection  # connects, or checks a pooled connection
-    except (*LOST, redis.exceptions.RedisError) as exc:
+    except NOT_SENT_ON as exc:
         return NotSent(str(exc))
     held[id(connection)] = (pool, connection)
     packed = connection.pack_commands(commands)
@@ -274,7 +276,5 @@ def _give_back(
 
 def _reread_slots(client: Any) -> Generator[Step, Any, None]:
     """Ask the cluster for its slot map again (a master failed over, a slot moved)."""
-    try:
+    with contextlib.suppress(*NOT_SENT_ON):  # the next round routes by what is known
         yield client.nodes_manager.initialize
-    except (*LOST, redis.exceptions.RedisError):
-        pass  # the next round routes by what is known, and tries again

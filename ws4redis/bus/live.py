@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from ws4redis.bus.pool import get_redis
+from ws4redis.bus.pool import REDIS_FAILED, get_redis
 from ws4redis.bus.process import per_process, process_name
 from ws4redis.core.names import live_registry, live_report
 from ws4redis.core.stats import STATS, Stats
@@ -60,7 +60,7 @@ class Reporter:
             try:
                 self._write(dict(self.stats.facilities))
                 failing = False
-            except redis.RedisError as exc:
+            except REDIS_FAILED as exc:
                 if not failing:
                     logger.warning("Cannot write the live counts, will retry: %s", exc)
                 failing = True

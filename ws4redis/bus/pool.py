@@ -32,6 +32,14 @@ from ws4redis.core.shards import SERVER, Address
 
 ConnectionKey = str
 
+REDIS_FAILED: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+)
+"""What redis-py raises when Redis fails. Its cluster client's own errors (no node can be
+reached, a slot no master covers while one fails over) are no ``RedisError``: a handler
+that caught only those would let a cluster outage stop a thread or fail a request."""
+
 _clients: dict[ConnectionKey, redis.Redis] = {}
 _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ConnectionKey, Any]] = (
     weakref.WeakKeyDictionary()
@@ -149,7 +157,8 @@ def aget_redis() -> Any:
 
 
 def _shared(clients: dict[ConnectionKey, Any], *, asyncio: bool) -> Any:
-    """The client in ``clients`` for the current ``WS4REDIS_CONNECTION``, made once."""
+    """The client in ``clients`` for the current ``WS4REDIS_CONNECTION``, made once;
+    ``redis.ConnectionError`` while no node of a cluster answers."""
     kwargs, key = configured_connection()
     client = clients.get(key)
     if client is None:
@@ -160,5 +169,10 @@ def _shared(clients: dict[ConnectionKey, Any], *, asyncio: bool) -> Any:
                     client = make_client(kwargs, asyncio=asyncio)
                 except TypeError as exc:
                     raise ImproperlyConfigured(f"WS4REDIS_CONNECTION: {exc}") from exc
+                except redis.exceptions.RedisClusterException as exc:
+                    # a cluster client learns its nodes when made: none answered. Callers
+                    # (a view that publishes) expect a RedisError; nothing is kept, so the
+                    # next call asks again.
+                    raise redis.exceptions.ConnectionError(str(exc)) from exc
                 clients[key] = client
     return client

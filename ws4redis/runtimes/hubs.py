@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ws4redis.bus import history
-from ws4redis.bus.pool import get_redis, make_client, node_kwargs
+from ws4redis.bus.pool import REDIS_FAILED, get_redis, make_client, node_kwargs
 from ws4redis.core.history import CLIENT, SERVER, Position, Window, envelope
 from ws4redis.core.links import LinkState, Missed, Plan
 from ws4redis.core.relay import Delivery
@@ -95,7 +95,7 @@ def read_missed(positions: dict[bytes, dict[Sink, Position]]) -> Missed[Sink]:
     for channel, offsets in positions.items():
         try:
             found[channel] = offsets, _missed(channel, offsets.values())
-        except redis.exceptions.RedisError as exc:
+        except REDIS_FAILED as exc:
             logger.warning("Cannot read what %r missed: %s", channel, exc)
     return found
 

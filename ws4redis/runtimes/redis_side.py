@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from django.http import HttpRequest
 from websockets.frames import CloseCode
 
 from ws4redis import settings
 from ws4redis.bus import history
 from ws4redis.bus.live import reporter
-from ws4redis.bus.pool import get_many, get_redis
+from ws4redis.bus.pool import REDIS_FAILED, get_many, get_redis
 from ws4redis.core.handshake import Rejection
 from ws4redis.core.history import Position, first_messages, label, wire
 from ws4redis.core.history import options as history_options
@@ -95,7 +94,7 @@ def failed(
     """What a connection whose subscribing raised ``exc`` is answered instead of the
     handshake; its ``subscriber``, if made, releases what it subscribed."""
     path = accepted.request.get_full_path()
-    if isinstance(exc, redis.RedisError | TimeoutError):
+    if isinstance(exc, (*REDIS_FAILED, TimeoutError)):
         logger.error("Cannot subscribe websocket %s: %s", path, exc)
         rejection = Rejection(503, "Redis is unavailable.\n", retry_after=1)
     elif isinstance(exc, TooManyChannels):
@@ -144,7 +143,7 @@ def publish(subscriber: RedisSubscriber, messages: list[bytes]) -> int | None:
     try:
         for message in messages:
             subscriber.publish_message(message, expire=expire)
-    except redis.RedisError as exc:
+    except REDIS_FAILED as exc:
         logger.warning("Dropped %d client message(s), Redis failed: %s", len(messages), exc)
         return CloseCode.TRY_AGAIN_LATER
     except Exception:  # a subscriber subclass failed: its traceback, and the loop goes on
