@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,6 +20,7 @@ from tests.support.clients import FACILITY, connected, login
 from tests.support.servers import free_port, private_redis, redis_tls_files
 from ws4redis import settings as ws_settings
 from ws4redis.bus.pool import get_redis
+from ws4redis.bus.process import per_process
 from ws4redis.context_processors import default as context_processor
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import SELF, RedisMessage
@@ -151,6 +155,36 @@ def test_one_pool_per_process(rdb):
     for n in range(20):
         first.publish_message(f"m{n}")
     assert pool._created_connections == opened
+
+
+def test_a_forked_worker_makes_its_own_per_process_values():
+    """A worker forked from a process that already made one (``runwebsocket --workers``,
+    uWSGI) gets its own, and can make one even where a thread of its parent was making it
+    as it forked (that thread and its lock stay behind); the parent keeps its own."""
+    parent_pid = os.getpid()
+    made = per_process(object)
+    parent = made()
+    holding, release = threading.Event(), threading.Event()
+
+    def make_slowly() -> object:
+        if os.getpid() == parent_pid:  # the parent's maker: holds the lock until released
+            holding.set()
+            release.wait(10)
+        return object()
+
+    slow = per_process(make_slowly)
+    maker = threading.Thread(target=slow)
+    maker.start()
+    holding.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if both hold; a lock never released ends it
+        signal.alarm(10)
+        os._exit(0 if made() is not parent and slow() is not None else 1)
+    release.set()
+    maker.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert made() is parent
 
 
 def test_context_processor(rf):

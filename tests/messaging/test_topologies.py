@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 import redis
+import websocket
 from django.test import override_settings
 
 from tests.support.clients import FACILITY, connected
@@ -228,3 +229,21 @@ def test_the_live_counts_outlive_a_cluster_that_goes_away(tmp_path, caplog):
                 "the writer to meet the dead cluster",
             )
             assert reporter.thread.is_alive()
+
+
+def test_an_opening_while_the_cluster_is_gone_is_503(socket_server, tmp_path):
+    """An anonymous client opens while every node of the cluster is dead, after the server
+    had spoken to it: the answer is 503 with Retry-After, as with one Redis server, not a
+    500 (redis-py's cluster errors are no ``RedisError``)."""
+    with redis_cluster(masters=1, replicas=0, workdir=tmp_path) as cluster:
+        with override_settings(WS4REDIS_CONNECTION=cluster.connection):
+            with connected(socket_server, "subscribe-broadcast") as ws:
+                RedisPublisher(facility=FACILITY, broadcast=True).publish_message("up")
+                assert ws.recv() == "up"
+            for process in cluster.processes.values():
+                process.kill()
+                process.wait()
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                socket_server.connect("subscribe-broadcast")
+            assert refused.value.status_code == 503
+            assert refused.value.resp_headers["retry-after"] == "1"

@@ -21,11 +21,19 @@ def process_name() -> str:
 
 def per_process(factory: Callable[[], T]) -> Callable[[], T]:
     """A getter of one ``factory()`` per process, made on first use (no lock once made). A
-    forked child starts without it (``os.register_at_fork``), so the getter never asks for
-    the pid: that is a system call, and openings ask for these many times."""
+    forked child starts without it, and with a lock of its own (``os.register_at_fork``),
+    so the getter never asks for the pid: that is a system call, and openings ask for these
+    many times."""
     made: list[T] = []
     lock = threading.Lock()
-    os.register_at_fork(after_in_child=made.clear)
+
+    def forked() -> None:
+        """The child has neither the value nor a lock that a thread of its parent held."""
+        nonlocal lock
+        made.clear()
+        lock = threading.Lock()
+
+    os.register_at_fork(after_in_child=forked)
 
     def get() -> T:
         if made:
