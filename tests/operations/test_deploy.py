@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,7 +111,28 @@ def check_site(http_url: str) -> None:
     assert browser.get(f"{http_url}/chat/", timeout=10).status_code == 200
     assert chat_line(ws).startswith("Welcome")  # published live by that view
     ws.close()
+    check_keep_alive(http_url)
     check_events(http_url, browser)
+
+
+def check_keep_alive(http_url: str) -> None:
+    """A connection the server keeps after an answer takes the next request: one it closes
+    without saying so (no ``Connection: close``) makes a client that reuses it lose a request."""
+    host, port = http_url.removeprefix("http://").split(":")
+    request = f"GET /chat/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        answers = connection.makefile("rb")
+        for _ in range(2):
+            connection.sendall(request)
+            status = answers.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            headers = {}
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if headers.get("connection", "").lower() == "close":
+                return  # said so: a client opens a new connection
+            answers.read(int(headers["content-length"]))
 
 
 def check_events(http_url: str, browser: requests.Session) -> None:
