@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 
 from bench.harness import (
     CLIENT_CORE,
     Server,
     Tally,
+    anchor_server,
     connect_clients,
-    free_port,
     prepare_clients,
     rss_bytes,
-    start_process,
     steady,
     stop_process,
     ws4redis_server,
@@ -42,23 +40,7 @@ METRICS = (
 
 
 def yardstick_server() -> Server:
-    from ws4redis.core.names import channel_name
-    from ws4redis.publisher import RedisPublisher
-    from ws4redis.settings import key_prefix
-
-    port = free_port()
-    # Same channel and publisher as ws4redis_server(): the publishing side costs the same.
-    channel = channel_name(key_prefix(), "broadcast", "bench")
-    process = start_process(
-        [sys.executable, "-m", "bench.anchors.websockets_floor", str(port), channel],
-        "listening on",
-    )
-    publisher = RedisPublisher(facility="bench", broadcast=True)
-
-    async def publish(text: str) -> None:
-        publisher.publish_message(text)
-
-    return Server("yardstick", process, port, "/", publish)
+    return anchor_server("bench.anchors.websockets_floor", "yardstick", "/")
 
 
 async def measure(server: Server, args: argparse.Namespace) -> dict[str, float]:

@@ -383,6 +383,25 @@ def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
     return Server("ws4redis", process, port, "/ws/bench?subscribe-broadcast", publish)
 
 
+def anchor_server(module: str, name: str, path: str) -> Server:
+    """The yardstick ``module`` of ``bench/anchors`` (``python -m module PORT CHANNEL``),
+    subscribed to the channel and published to by the publisher of :func:`ws4redis_server`,
+    so the publishing side costs the same; its clients open ``path``."""
+    from ws4redis.core.names import channel_name
+    from ws4redis.publisher import RedisPublisher
+    from ws4redis.settings import key_prefix
+
+    port = free_port()
+    channel = channel_name(key_prefix(), "broadcast", "bench")
+    process = start_process([sys.executable, "-m", module, str(port), channel], "listening on")
+    publisher = RedisPublisher(facility="bench", broadcast=True)
+
+    async def publish(text: str) -> None:
+        publisher.publish_message(text)
+
+    return Server(name, process, port, path, publish)
+
+
 def channels_server() -> Server:
     from channels.layers import get_channel_layer
 

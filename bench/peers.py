@@ -1,10 +1,10 @@
 """Peer benchmark: ``runwebsocket`` against nginx's nchan module, on this machine.
 
-Not a test: it prints figures. In one run, four servers, each pinned to core 0 as
-``bench/broadcast.py`` starts ``runwebsocket``: ws4redis (``runwebsocket``, one process;
-"ws4redis-session" is the same server whose clients all send the session cookie of a
-logged-in user, so that every opening looks up the session and the user in the database,
-SQLite, as a page's websocket does),
+Not a test: it prints figures. In one run, four servers (and a floor, below), each
+pinned to core 0 as ``bench/broadcast.py`` starts ``runwebsocket``: ws4redis
+(``runwebsocket``, one process; "ws4redis-session" is the same server whose clients all
+send the session cookie of a logged-in user, so that every opening looks up the session
+and the user in the database, SQLite, as a page's websocket does),
 nchan with its memory store and nchan with Redis (``nchan_redis_storage_mode nostore`` with
 ``nchan_redis_nostore_fastpublish on``: each publish is one Redis ``PUBLISH``, nothing
 stored), both nginx with ``worker_processes 1``. nchan keeps no messages either
@@ -23,8 +23,12 @@ every message) and over a steady rate of them; publish-to-receive p50 and p99 at
 Redis's own CPU counts for nobody: it relays one ``PUBLISH`` to one subscriber in both
 Redis cases. Each measurement gets a freshly started server; within a round the servers
 take turns, their order rotating from round to round, so a drift of the machine hits all
-alike. Needs nginx and its nchan module (Debian: ``apt-get install nginx
-libnginx-mod-nchan``). Run it through ``bench/run peers``.
+alike. A fifth, "python-floor" (``bench/anchors/transport_floor.py``), is not a server but
+the least Python on uvloop can do: the ``websockets`` library's parse and accept per
+opening, one ``write()`` per connection per message, nothing else; its ratios say how much
+of a gap to nchan is Python's own and how much is ws4redis's work. Needs nginx and its nchan
+module (Debian: ``apt-get install nginx libnginx-mod-nchan``). Run it through
+``bench/run peers``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from bench.harness import (
     CLIENT_CORE,
     Server,
     Tally,
+    anchor_server,
     burst,
     child_pids,
     connect_clients,
@@ -69,7 +74,9 @@ NCHAN_MODULES = [
     )
     if path
 ]
-SERVERS = ("ws4redis", "ws4redis-session", "nchan-memory", "nchan-redis")
+SERVERS = ("ws4redis", "ws4redis-session", "nchan-memory", "nchan-redis", "python-floor")
+FLOORS = ("python-floor",)
+"""Yardsticks, not peers: what Python itself costs (``bench/anchors/transport_floor.py``)."""
 STEADY_RATES = {1000: 20.0, 10000: 5.0}  # broadcasts/s; otherwise 20,000 deliveries/s
 METRICS = (  # key, label, format
     ("us", "CPU µs/delivery, bursts", ".2f"),
@@ -247,6 +254,8 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
         server = ws4redis_server()
         if name == "ws4redis-session":  # each opening looks up the session, then the user
             opener = functools.partial(open_websocket, headers={"Cookie": args.cookie})
+    elif name == "python-floor":
+        server = anchor_server("bench.anchors.transport_floor", name, "/ws/bench")
     else:
         server = nchan_server(name.removeprefix("nchan-"), args.module, clients)
     tally = Tally()
@@ -314,23 +323,25 @@ def main() -> None:
 def report(args: argparse.Namespace, runs: dict[tuple[str, int], list[dict]]) -> None:
     figures = medians(runs, METRICS)
     ours = [name for name in args.servers if name.startswith("ws4redis")]
-    peers = [name for name in args.servers if name not in ours]
+    floors = [name for name in args.servers if name in FLOORS]
+    peers = [name for name in args.servers if name not in ours and name not in floors]
+    # ws4redis against nchan and against the floor; the floor against nchan
+    pairs = [(a, b) for a in ours for b in peers + floors] + [(a, b) for a in floors for b in peers]
     print()
     print(f"each server on core 0 (runwebsocket: 1 process; nginx: 1 worker), clients on "
           f"core 1; medians of {args.runs} rounds; bursts: median of {args.bursts} bursts of "
           f"{args.messages} broadcasts; steady: {args.seconds:g} s at the rate shown")  # fmt: skip
     for clients in args.clients:
         print()
-        header = [*args.servers, *(f"{mine} / {peer}" for mine in ours for peer in peers)]
+        header = [*args.servers, *(f"{mine} / {peer}" for mine, peer in pairs)]
         print(f"| {clients} clients, steady {args.rates[clients]:g}/s | " + " | ".join(header)
               + " |")  # fmt: skip
         print("|---|" + "---|" * len(header))
         for key, label, spec in METRICS:
             cells = [format(figures[name, clients][key], spec) for name in args.servers]
-            for mine in ours:
-                for peer in peers:
-                    theirs = figures[peer, clients][key]
-                    cells.append(f"{figures[mine, clients][key] / theirs:.2f}x" if theirs else "-")
+            for mine, peer in pairs:
+                theirs = figures[peer, clients][key]
+                cells.append(f"{figures[mine, clients][key] / theirs:.2f}x" if theirs else "-")
             print(f"| {label} | " + " | ".join(cells) + " |")
 
 
