@@ -1,7 +1,7 @@
 """Broadcast benchmark: ``runwebsocket`` against Django Channels, on this machine.
 
 Not a test: it prints figures. The server under test runs pinned to core 0; this process
-(clients and publisher) pins itself to core 1. Server CPU comes from ``/proc/<pid>/stat``,
+(clients and publisher) pins itself to core 1. Server CPU comes from ``schedstat``,
 memory from ``/proc/<pid>/statm``. Run it through ``bench/run`` (it finds Redis and installs
 Channels and uvicorn, which only the comparison needs).
 """

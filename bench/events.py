@@ -6,7 +6,7 @@ core 0 as ``bench/broadcast.py`` starts it, ``WS4REDIS_COMPRESSION`` on) gets N 
 (``bench.harness``'s lean clients, offering nothing: plain frames), N websockets that offer
 ``permessage-deflate`` as browsers do ("deflate") or N event streams (a ``GET`` of the same
 URL with ``Accept: text/event-stream``, read by raw asyncio streams), from this process on
-core 1. Per transport and N: server CPU per delivery (``/proc/<pid>/stat``) over bursts of
+core 1. Per transport and N: server CPU per delivery (``schedstat``) over bursts of
 broadcasts (from the first publish until every client has every message) and over a
 steady rate of them, the bytes a client reads per delivery in the bursts, publish-to-receive
 p50 and p99 at that steady rate, and the server's RSS growth per connection ((RSS after -

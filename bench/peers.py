@@ -17,7 +17,7 @@ as they come, so that publishing never waits for the server.
 
 Per server and N: the time to connect N clients; the server's RSS growth per connection
 ((RSS after - RSS before) / N, idle; for nginx its worker's, shared memory it touched
-included); server CPU per delivery (``/proc/<pid>/stat``: ``runwebsocket``'s process,
+included); server CPU per delivery (``schedstat``: ``runwebsocket``'s process,
 nginx's worker) over bursts of broadcasts (from the first publish until every client has
 every message) and over a steady rate of them; publish-to-receive p50 and p99 at that rate.
 Redis's own CPU counts for nobody: it relays one ``PUBLISH`` to one subscriber in both

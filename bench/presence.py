@@ -18,7 +18,7 @@ clients get none, see ``docs/reference.md#presence``). Cases:
   old quadratic behaviour.
 
 Per case: the time to connect all N (every handshake answered), the server's CPU seconds
-during it (``/proc/<pid>/stat``), and, once no frame has arrived for ``--quiet`` seconds,
+during it (``schedstat``), and, once no frame has arrived for ``--quiet`` seconds,
 how long the announcements took to stop arriving, the server's CPU until then and the
 announcements each client received (median over clients; the slowest announcing is still
 counted). Each case gets a freshly started server; within a round the cases alternate, their

@@ -7,7 +7,7 @@ workers' socket descriptors). Then
 
 (a) bursts: M broadcasts published at once. Deliveries/s = C x M / the time from the first
     publish until every client has every message; server CPU per delivery is summed over the
-    worker processes (the children of the supervisor), from ``/proc/<pid>/stat``.
+    worker processes (the children of the supervisor), from ``schedstat``.
 (b) steady: R broadcasts/s for S seconds; p50/p99 publish-to-receive latency.
 
 Medians of ``--runs`` runs. The workloads are bench/broadcast.py's, so the figures compare
