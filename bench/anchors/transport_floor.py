@@ -16,7 +16,6 @@ to stderr once it accepts connections.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -27,6 +26,8 @@ from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+
+from bench.anchors import run
 
 OPEN_TRANSPORTS: set[asyncio.Transport] = set()
 
@@ -72,15 +73,4 @@ async def main(port: int, channel: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("port", type=int)
-    parser.add_argument("channel")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory = None
-    else:  # runwebsocket runs on uvloop when it is installed: so does its floor
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main(args.port, args.channel))
+    run(main, __doc__)

@@ -12,14 +12,14 @@ to stderr once it accepts connections.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import sys
 
 import redis.asyncio
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
+
+from bench.anchors import run
 
 
 async def main(port: int, channel: str) -> None:
@@ -46,15 +46,4 @@ async def main(port: int, channel: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("port", type=int)
-    parser.add_argument("channel")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory = None
-    else:  # runwebsocket runs on uvloop when it is installed: so does its floor
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main(args.port, args.channel))
+    run(main, __doc__)
