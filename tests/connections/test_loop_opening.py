@@ -5,17 +5,23 @@ subscribed on the loop all the same."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import uuid
+import warnings
 
 import pytest
 import websocket
 from django.test import override_settings
 
+from tests.messaging.test_async_publishing import on_a_loop
 from tests.support.clients import FACILITY, login, session_cookie
+from ws4redis.bus.pool import get_redis
+from ws4redis.core.relay import Delivery
 from ws4redis.core.stats import STATS
 from ws4redis.publisher import RedisPublisher
+from ws4redis.runtimes.asyncio import hub, server
 from ws4redis.runtimes.asyncio import opening as asyncio_opening
-from ws4redis.runtimes.asyncio import server
 
 NO_HOOKS = {"WS4REDIS_ALLOWED_CHANNELS": None, "WS4REDIS_PROCESS_REQUEST": None}
 URL = f"/ws/{FACILITY}?subscribe-broadcast"
@@ -86,3 +92,35 @@ def test_a_session_cookie_is_decided_in_a_thread(asyncio_server, rdb, users, thr
         finally:
             ws.close()
     assert threads_used == [f"/ws/{FACILITY}?subscribe-user"]
+
+
+class Listener:
+    """A websocket as the loop's hub sees it: it notes what Redis delivered."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def push(self, delivery: Delivery) -> bool:
+        self.received.append(delivery.data)
+        return False  # nothing to write
+
+
+def test_the_loop_hub_connects_to_redis_without_a_warning(redis_server):
+    """Handed a blocking ``Retry``, redis-py's asyncio client converts it and warns, on every
+    connection the hub makes: a warning in the server's log each time Redis comes back."""
+    channel = f"ws4redis-test:{uuid.uuid4().hex}"
+
+    async def hear_one() -> list[bytes]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            listener = Listener()
+            try:
+                await asyncio.wait_for(hub.get_hub().add(listener, [channel]), 10)
+                get_redis().publish(channel, "heard")
+                while not listener.received:
+                    await asyncio.sleep(0.01)
+            finally:
+                await hub.close_hubs()
+        return listener.received
+
+    assert on_a_loop(hear_one()) == [b"heard"]

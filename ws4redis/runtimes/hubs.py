@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.exceptions
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -33,11 +34,14 @@ LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError
 """What a Redis connection raises once it is gone (redis-py's, and the socket's)."""
 
 
-def subscription_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+def subscription_kwargs(kwargs: dict[str, Any], *, asyncio: bool = False) -> dict[str, Any]:
     """The settings of a hub's connections, from the configured ones: a subscription read
     blocks until something is published, and a lost connection must surface at once (the
-    hub reconnects with its own backoff and says so)."""
-    return {**kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
+    hub reconnects with its own backoff and says so). An ``asyncio`` hub's retry is
+    redis-py's asyncio one: given the blocking one, redis-py converts it and warns on every
+    connection it makes."""
+    retry = AsyncRetry(NoBackoff(), 0) if asyncio else Retry(NoBackoff(), 0)
+    return {**kwargs, "socket_timeout": None, "retry": retry}
 
 
 def node_client(kwargs: dict[str, Any], node: Address, asyncio: bool = False) -> Any:

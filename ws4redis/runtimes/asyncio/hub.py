@@ -50,7 +50,7 @@ class Hub:
 
     def __init__(self, connection_kwargs: dict[str, Any]) -> None:
         self.loop = asyncio.get_running_loop()
-        self._kwargs = hubs.subscription_kwargs(connection_kwargs)
+        self._kwargs = hubs.subscription_kwargs(connection_kwargs, asyncio=True)
         self._state: HubState[Sink] = HubState(cluster_seeds(self._kwargs), STATS, hubs.logger)
         self._refresher: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
