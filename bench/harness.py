@@ -331,6 +331,9 @@ class Server:
     # Called by stop(), after the server's process ended: a publisher's connection closed,
     # a configuration directory removed.
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # A burst's messages all at once, pipelined (see :func:`pipelined_publish`); without
+    # it a burst is published one ``publish`` after the other.
+    publish_burst: Callable[[list[str]], Awaitable[None]] | None = None
 
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far, over all its processes."""
@@ -378,8 +381,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
-    """``runwebsocket`` with ``workers`` processes on ``cores``; ready once each listens."""
+def pipelined_publish() -> Callable[[list[str]], Awaitable[None]]:
+    """Publish a burst to the bench facility's broadcast channel as one pipeline of
+    ``PUBLISH``es: what ``publish_message`` sends for each under the bench's settings
+    (``WS4REDIS_EXPIRE = 0``, no history), but all in one round trip, as ``bench/peers.py``
+    sends nchan its burst. One call after the other, a burst of 50 reaches the server over
+    some 3 ms of round trips: about one flush to 1,000 sockets, so it coalesces less."""
+    from ws4redis.bus.pool import get_redis
+    from ws4redis.core.names import channel_name
+    from ws4redis.settings import key_prefix
+
+    channel = channel_name(key_prefix(), "broadcast", "bench")
+
+    async def publish_burst(texts: list[str]) -> None:
+        pipeline = get_redis().pipeline(transaction=False)
+        for text in texts:
+            pipeline.publish(channel, text)
+        pipeline.execute()
+
+    return publish_burst
+
+
+def ws4redis_server(
+    workers: int = 1, cores: str = str(SERVER_CORE), *, pipelined_bursts: bool = False
+) -> Server:
+    """``runwebsocket`` with ``workers`` processes on ``cores``; ready once each listens.
+    With ``pipelined_bursts``, bursts are published as :func:`pipelined_publish` does."""
     from ws4redis.publisher import RedisPublisher
 
     port = free_port()
@@ -394,13 +421,17 @@ def ws4redis_server(workers: int = 1, cores: str = str(SERVER_CORE)) -> Server:
     async def publish(text: str) -> None:
         publisher.publish_message(text)
 
-    return Server("ws4redis", process, port, "/ws/bench?subscribe-broadcast", publish)
+    return Server(
+        "ws4redis", process, port, "/ws/bench?subscribe-broadcast", publish,
+        publish_burst=pipelined_publish() if pipelined_bursts else None,
+    )  # fmt: skip
 
 
-def anchor_server(module: str, name: str, path: str) -> Server:
+def anchor_server(module: str, name: str, path: str, *, pipelined_bursts: bool = False) -> Server:
     """The yardstick ``module`` of ``bench/anchors`` (``python -m module PORT CHANNEL``),
-    subscribed to the channel and published to by the publisher of :func:`ws4redis_server`,
-    so the publishing side costs the same; its clients open ``path``."""
+    subscribed to the channel and published to by the publisher of :func:`ws4redis_server`
+    (with ``pipelined_bursts`` as it), so the publishing side costs the same; its clients
+    open ``path``."""
     from ws4redis.core.names import channel_name
     from ws4redis.publisher import RedisPublisher
     from ws4redis.settings import key_prefix
@@ -413,7 +444,8 @@ def anchor_server(module: str, name: str, path: str) -> Server:
     async def publish(text: str) -> None:
         publisher.publish_message(text)
 
-    return Server(name, process, port, path, publish)
+    burst = pipelined_publish() if pipelined_bursts else None
+    return Server(name, process, port, path, publish, publish_burst=burst)
 
 
 def channels_server() -> Server:
@@ -474,8 +506,12 @@ async def burst(
     ``limit`` seconds have passed: then reach says what was missing)."""
     numbers = NUMBERS.take(messages)
     before, read = server.cpu_seconds(), tally.wire
-    for n in numbers:
-        await server.publish(f"{n} {time.monotonic()} burst{payload}")
+    texts = [f"{n} {time.monotonic()} burst{payload}" for n in numbers]
+    if server.publish_burst is not None:
+        await server.publish_burst(texts)
+    else:
+        for text in texts:
+            await server.publish(text)
     await wait_for(lambda: tally.total(numbers) >= clients * messages, tally, limit)
     used = server.cpu_seconds() - before
     received = tally.total(numbers)

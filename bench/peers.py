@@ -13,7 +13,10 @@ whoever is connected. The same lean websocket clients (``bench.harness``) on cor
 subscribe: to ``/ws/bench?subscribe-broadcast``, or to an ``nchan_subscriber websocket``
 location. ws4redis is published to through Redis (``RedisPublisher``), nchan through its
 ``nchan_publisher`` location: ``POST``s pipelined on one keep-alive connection, answers read
-as they come, so that publishing never waits for the server.
+as they come, so that publishing never waits for the server. A burst reaches both at once:
+nchan's ``POST``s in one stream, ws4redis's (and the floor's) ``PUBLISH``es in one Redis
+pipeline (``bench.harness.pipelined_publish``: what ``publish_message`` sends under the
+bench's settings, without a round trip each).
 
 Per server and N: the time to connect N clients; the server's RSS growth per connection
 ((RSS after - RSS before) / N, idle; for nginx its worker's, shared memory it touched
@@ -251,11 +254,13 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
     """One run against a freshly started server: connect, settle, measure, stop."""
     opener = open_websocket
     if name.startswith("ws4redis"):
-        server = ws4redis_server()
+        server = ws4redis_server(pipelined_bursts=True)
         if name == "ws4redis-session":  # each opening looks up the session, then the user
             opener = functools.partial(open_websocket, headers={"Cookie": args.cookie})
     elif name == "python-floor":
-        server = anchor_server("bench.anchors.transport_floor", name, "/ws/bench")
+        server = anchor_server(
+            "bench.anchors.transport_floor", name, "/ws/bench", pipelined_bursts=True
+        )
     else:
         server = nchan_server(name.removeprefix("nchan-"), args.module, clients)
     tally = Tally()
