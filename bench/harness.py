@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.extensions import ClientExtensionFactory
@@ -331,7 +332,7 @@ class Server:
     # Called by stop(), after the server's process ended: a publisher's connection closed,
     # a configuration directory removed.
     cleanups: list[Callable[[], None]] = field(default_factory=list)
-    # A burst's messages all at once, pipelined (see :func:`pipelined_publish`); without
+    # A burst's messages all at once, pipelined (see :func:`bench_publishing`); without
     # it a burst is published one ``publish`` after the other.
     publish_burst: Callable[[list[str]], Awaitable[None]] | None = None
 
@@ -381,17 +382,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pipelined_publish() -> Callable[[list[str]], Awaitable[None]]:
-    """Publish a burst to the bench facility's broadcast channel as one pipeline of
-    ``PUBLISH``es: what ``publish_message`` sends for each under the bench's settings
-    (``WS4REDIS_EXPIRE = 0``, no history), but all in one round trip, as ``bench/peers.py``
-    sends nchan its burst. One call after the other, a burst of 50 reaches the server over
-    some 3 ms of round trips: about one flush to 1,000 sockets, so it coalesces less."""
-    from ws4redis.bus.pool import get_redis
+def bench_channel() -> str:
+    """The channel ``RedisPublisher(facility="bench", broadcast=True)`` publishes to, and
+    that ``/ws/bench?subscribe-broadcast`` (or a yardstick) listens to."""
     from ws4redis.core.names import channel_name
     from ws4redis.settings import key_prefix
 
-    channel = channel_name(key_prefix(), "broadcast", "bench")
+    return channel_name(key_prefix(), "broadcast", "bench")
+
+
+def bench_publishing(*, pipelined_bursts: bool = False) -> dict[str, Any]:
+    """How a server of the bench facility is published to (keyword arguments of
+    :class:`Server`): each message with ``RedisPublisher.publish_message``, as a Django view
+    does; with ``pipelined_bursts`` a burst as one pipeline of ``PUBLISH``es to
+    :func:`bench_channel`. That is what ``publish_message`` sends for each under the bench's
+    settings (``WS4REDIS_EXPIRE = 0``, no history), but in one round trip, as
+    ``bench/peers.py`` sends nchan its burst: one call after the other, a burst of 50
+    reaches the server over some 3 ms of round trips, about one flush to 1,000 sockets, so
+    it coalesces less."""
+    from ws4redis.bus.pool import get_redis
+    from ws4redis.publisher import RedisPublisher
+
+    publisher = RedisPublisher(facility="bench", broadcast=True)
+    channel = bench_channel()
+
+    async def publish(text: str) -> None:
+        publisher.publish_message(text)
 
     async def publish_burst(texts: list[str]) -> None:
         pipeline = get_redis().pipeline(transaction=False)
@@ -399,16 +415,14 @@ def pipelined_publish() -> Callable[[list[str]], Awaitable[None]]:
             pipeline.publish(channel, text)
         pipeline.execute()
 
-    return publish_burst
+    return {"publish": publish, "publish_burst": publish_burst if pipelined_bursts else None}
 
 
 def ws4redis_server(
     workers: int = 1, cores: str = str(SERVER_CORE), *, pipelined_bursts: bool = False
 ) -> Server:
     """``runwebsocket`` with ``workers`` processes on ``cores``; ready once each listens.
-    With ``pipelined_bursts``, bursts are published as :func:`pipelined_publish` does."""
-    from ws4redis.publisher import RedisPublisher
-
+    Published to as :func:`bench_publishing` says."""
     port = free_port()
     command = [sys.executable, "-m", "django", "runwebsocket", f"127.0.0.1:{port}"]
     # e.g. WS4REDIS_BENCH_SERVER_ARGS="--metrics 127.0.0.1:9100" to watch the server's metrics
@@ -416,36 +430,20 @@ def ws4redis_server(
     if workers != 1:
         command += ["--workers", str(workers)]
     process = start_process(command, "listening on", cores=cores, ready_lines=workers)
-    publisher = RedisPublisher(facility="bench", broadcast=True)
-
-    async def publish(text: str) -> None:
-        publisher.publish_message(text)
-
     return Server(
-        "ws4redis", process, port, "/ws/bench?subscribe-broadcast", publish,
-        publish_burst=pipelined_publish() if pipelined_bursts else None,
+        "ws4redis", process, port, "/ws/bench?subscribe-broadcast",
+        **bench_publishing(pipelined_bursts=pipelined_bursts),
     )  # fmt: skip
 
 
 def anchor_server(module: str, name: str, path: str, *, pipelined_bursts: bool = False) -> Server:
-    """The yardstick ``module`` of ``bench/anchors`` (``python -m module PORT CHANNEL``),
-    subscribed to the channel and published to by the publisher of :func:`ws4redis_server`
-    (with ``pipelined_bursts`` as it), so the publishing side costs the same; its clients
-    open ``path``."""
-    from ws4redis.core.names import channel_name
-    from ws4redis.publisher import RedisPublisher
-    from ws4redis.settings import key_prefix
-
+    """The yardstick ``module`` of ``bench/anchors`` (``python -m module PORT CHANNEL``)
+    on :func:`bench_channel`, published to as :func:`ws4redis_server` is, so the publishing
+    side costs the same; its clients open ``path``."""
     port = free_port()
-    channel = channel_name(key_prefix(), "broadcast", "bench")
-    process = start_process([sys.executable, "-m", module, str(port), channel], "listening on")
-    publisher = RedisPublisher(facility="bench", broadcast=True)
-
-    async def publish(text: str) -> None:
-        publisher.publish_message(text)
-
-    burst = pipelined_publish() if pipelined_bursts else None
-    return Server(name, process, port, path, publish, publish_burst=burst)
+    command = [sys.executable, "-m", module, str(port), bench_channel()]
+    process = start_process(command, "listening on")
+    return Server(name, process, port, path, **bench_publishing(pipelined_bursts=pipelined_bursts))
 
 
 def channels_server() -> Server:

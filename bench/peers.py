@@ -15,7 +15,7 @@ location. ws4redis is published to through Redis (``RedisPublisher``), nchan thr
 ``nchan_publisher`` location: ``POST``s pipelined on one keep-alive connection, answers read
 as they come, so that publishing never waits for the server. A burst reaches both at once:
 nchan's ``POST``s in one stream, ws4redis's (and the floor's) ``PUBLISH``es in one Redis
-pipeline (``bench.harness.pipelined_publish``: what ``publish_message`` sends under the
+pipeline (``bench.harness.bench_publishing``: what ``publish_message`` sends under the
 bench's settings, without a round trip each).
 
 Per server and N: the time to connect N clients; the server's RSS growth per connection
