@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pytest
 import websocket
 from django.test import Client
 
@@ -87,3 +88,12 @@ def connected(server: Server, query: str = "", **kwargs) -> Iterator[websocket.W
         yield ws
     finally:
         ws.close()
+
+
+def assert_retry_later(opening: Callable[[], object]) -> None:
+    """``opening()`` (a websocket's) is refused with 503 and ``Retry-After: 1``: the answer
+    to a refusal that will pass (Redis unreachable, the server at its cap)."""
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        opening()
+    assert refused.value.status_code == 503
+    assert refused.value.resp_headers["retry-after"] == "1"
