@@ -124,3 +124,31 @@ def test_the_loop_hub_connects_to_redis_without_a_warning(redis_server):
         return listener.received
 
     assert on_a_loop(hear_one()) == [b"heard"]
+
+
+def mget_calls(rdb) -> int:
+    """How many MGETs the test Redis has run."""
+    return rdb.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+
+
+def test_persisted_reads_asked_within_the_spacing_share_one_mget(rdb):
+    """Clients connecting under load ask for their persisted messages one after the other:
+    those that ask within the spacing after a read started wait and share the next MGET,
+    instead of the first of them reading alone as soon as the read before was answered
+    (a read costs the loop far more than an opening's share of it). The spacing here is
+    far longer than a round trip to Redis, so the first read is answered before the others
+    ask."""
+    rdb.set("ws4redis-test:first", "1")
+    rdb.set("ws4redis-test:second", "2")
+
+    async def ask() -> tuple[list, list, list]:
+        reads = server.PersistedReads(spacing=1.0)
+        first = await reads.read(["ws4redis-test:first"])
+        second = reads.read(["ws4redis-test:second", "ws4redis-test:none"])
+        third = reads.read(["ws4redis-test:first", "ws4redis-test:second"])
+        return first, await second, await third
+
+    before = mget_calls(rdb)
+    first, second, third = on_a_loop(ask())
+    assert (first, second, third) == ([b"1"], [b"2", None], [b"1", b"2"])
+    assert mget_calls(rdb) - before == 2

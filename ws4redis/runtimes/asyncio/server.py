@@ -66,6 +66,9 @@ surviving object was scanned again by the older passes, and a full pass (every o
 websocket's objects) came each time their number grew by a quarter: some 80 µs of each
 handshake while 10,000 clients connect, against 30 µs now. Little is cyclic garbage here,
 so waiting longer between passes leaves at most a few megabytes unreclaimed meanwhile."""
+READ_SPACING = 0.01
+"""Seconds between the starts of two reads of persisted messages (:class:`PersistedReads`):
+at most what an opening under load waits for its batch beyond the read itself."""
 DESCRIPTOR_RESERVE = 64
 """File descriptors kept free beyond the connection cap: Redis, the database, log files, and
 the connections that are only told 503."""
@@ -214,7 +217,7 @@ class RequestParser:
 
 class PersistedReads:
     """The persisted messages of the websockets that open on the loop, read with one MGET
-    for all of them that ask while the previous read is in flight.
+    for all of them that ask while the previous read is in flight (or waits its turn).
 
     Thousands of clients connecting at once to the same channels then cost Redis one round
     trip per batch instead of one each. The read is the loop's own (its ``redis.asyncio``
@@ -223,24 +226,41 @@ class PersistedReads:
     wait with it. A websocket asks once its subscriptions are confirmed, and the batch it
     joins starts no earlier: its persisted messages are read after it subscribed, as the
     blocking path reads them.
+
+    Reads start at least ``spacing`` seconds apart (:data:`READ_SPACING`): while clients
+    connect faster than one per read, each read then serves a window's worth of openings
+    instead of the few that asked during the last round trip (a read costs the loop some
+    100-250 µs of redis-py and its wakeups, which every opening of its batch shares).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spacing: float = READ_SPACING) -> None:
         self._asked: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
-        self._reading = False
+        self._reading = False  # a read is in flight, or waits for its turn
+        self._spacing = spacing
+        self._started = -spacing
 
     def read(self, channels: list[str]) -> asyncio.Future[list[bytes | None]]:
         """The stored value of each of ``channels`` (None where nothing is stored)."""
-        answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
         self._asked.append((channels, answer))
         if not self._reading:
-            self._next()
+            self._reading = True
+            self._when_spaced(loop)
         return answer
+
+    def _when_spaced(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next read now, or ``spacing`` after the last one started."""
+        wait = self._started + self._spacing - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._next)
+        else:
+            self._next()
 
     def _next(self) -> None:
         asked, self._asked = self._asked, []
         keys = list(dict.fromkeys(key for channels, _ in asked for key in channels))
-        self._reading = True
+        self._started = asyncio.get_running_loop().time()
         reading = asyncio.ensure_future(_mget(keys))
         reading.add_done_callback(lambda done: self._answer(asked, keys, done))
 
@@ -250,8 +270,8 @@ class PersistedReads:
         keys: list[str],
         done: asyncio.Future[list[bytes | None]],
     ) -> None:
-        self._reading = False
         if done.cancelled():  # the server is shutting down
+            self._reading = False
             for _, answer in asked:
                 answer.cancel()
             return
@@ -264,8 +284,9 @@ class PersistedReads:
                 answer.set_exception(error)
             else:
                 answer.set_result([values[channel] for channel in channels])
-        if self._asked:
-            self._next()
+        self._reading = bool(self._asked)
+        if self._reading:
+            self._when_spaced(asyncio.get_running_loop())
 
 
 async def _mget(keys: list[str]) -> list[bytes | None]:
