@@ -167,6 +167,11 @@ _SPECS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     ),
     "WS4REDIS_TOKEN_MAX_AGE": (300, _is_positive_int, "a positive int (seconds)"),
     "WS4REDIS_MAX_FACILITIES": (16, _is_positive_int, "a positive int (per connection)"),
+    "WS4REDIS_DECISIONS_KEPT": (
+        256,
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "an int >= 0 (decisions; 0 keeps none)",
+    ),
     "WS4REDIS_HOOKS": (
         {},
         lambda v: (

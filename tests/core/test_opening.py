@@ -4,6 +4,7 @@ keys, hosts and origins, subprotocols (the Django side:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -19,7 +20,15 @@ from ws4redis.core.handshake import (
     origin_allowed,
     over_capacity,
 )
-from ws4redis.core.opening import Accepted, TooManyChannels, accept, requested_keys
+from ws4redis.core.opening import (
+    DECISION_KEY_SIZE,
+    Accepted,
+    Decisions,
+    TooManyChannels,
+    accept,
+    decision_key,
+    requested_keys,
+)
 from ws4redis.core.relay import Start
 from ws4redis.core.stats import Stats
 
@@ -149,3 +158,78 @@ def test_the_handshake_response_is_written_by_the_relay_and_frames_parse_right_a
     client.state = OPEN
     client.send_text(b"hello")
     assert relay.receive_data(client.data_to_send()[0]) == [b"hello"]
+
+
+def test_a_decision_key_leaves_out_only_what_differs_per_browser():
+    """Two browsers opening the same URL from the same page share a key whatever their
+    handshake key, cookies, language or user agent; anything a check before the handshake
+    reads (the query, the Origin, the Host, the scheme, a subprotocol) makes another."""
+    first = decision_key(upgrade("/ws/chat?subscribe-broadcast", Origin="http://a.test"))
+    same = upgrade(
+        "/ws/chat?subscribe-broadcast", Origin="http://a.test", Cookie="csrftoken=x",
+        Sec_WebSocket_Key=base64.b64encode(b"fedcba9876543210").decode(),
+        User_Agent="other", Accept_Language="fr", Accept_Encoding="br",
+        Cache_Control="no-cache", Pragma="no-cache",
+    )  # fmt: skip
+    assert first is not None and decision_key(same) == first
+    others = [
+        upgrade("/ws/chat?subscribe-broadcast&publish-broadcast", Origin="http://a.test"),
+        upgrade("/ws/chat?subscribe-broadcast", Origin="http://b.test"),
+        upgrade("/ws/chat?subscribe-broadcast", Origin="http://a.test", Host="b.test"),
+        dataclasses.replace(
+            upgrade("/ws/chat?subscribe-broadcast", Origin="http://a.test"), secure=True
+        ),
+        upgrade(
+            "/ws/chat?subscribe-broadcast",
+            Origin="http://a.test",
+            Sec_WebSocket_Protocol="ws4redis.v1",
+        ),
+        upgrade("/ws/other?subscribe-broadcast", Origin="http://a.test"),
+        upgrade("/ws/chat?subscribe-broadcast", "POST", Origin="http://a.test"),
+    ]
+    assert all(decision_key(other) not in (None, first) for other in others)
+
+
+def test_a_request_larger_than_the_key_bound_gets_no_key():
+    assert decision_key(upgrade("/ws/chat?" + "x" * DECISION_KEY_SIZE)) is None
+    assert decision_key(upgrade("/ws/chat?x", X_Padding="x" * DECISION_KEY_SIZE)) is None
+
+
+def plain(facility: str = "chat", **changes) -> Accepted:
+    return dataclasses.replace(
+        Accepted(None, facility, ["subscribe-broadcast"], True, OPTIONS), **changes
+    )
+
+
+def test_decisions_keep_plain_openings_and_give_them_to_the_next_request():
+    decisions = Decisions(8)
+    decisions.keep("key", plain())
+    known = decisions.get("key")
+    assert known is not None
+    again = known.accepted("the next request", OPTIONS)
+    assert (again.request, again.facility, again.channels, again.echo, again.options) == (
+        "the next request", "chat", ["subscribe-broadcast"], True, OPTIONS,
+    )  # fmt: skip
+    assert again.since is None and again.grant is None and not again.multiplex
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"multiplex": True}, {"events": True}, {"grant": object()}, {"since": {}}],
+    ids=["multiplexed", "event stream", "token", "positions"],
+)
+def test_decisions_keep_no_opening_that_depends_on_more_than_its_url(changes):
+    decisions = Decisions(8)
+    decisions.keep("key", plain(**changes))
+    assert decisions.get("key") is None
+
+
+def test_decisions_are_bounded():
+    decisions = Decisions(2)
+    for facility in ("a", "b", "c"):
+        decisions.keep(facility, plain(facility))
+        assert len(decisions) <= 2
+    assert decisions.get("c") is not None
+    none = Decisions(0)
+    none.keep("key", plain())
+    assert len(none) == 0

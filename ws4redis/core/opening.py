@@ -10,7 +10,7 @@ for, the handshake's outcome, and the relay with the limits of the options.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,3 +173,78 @@ def accept(upgrade: Upgrade, accepted: Accepted, *, framing: bool = True) -> Acc
         return Rejection(response.status_code, (response.body or b"").decode())
     accepted.protocol, accepted.response = protocol, response
     return accepted
+
+
+PER_CLIENT_HEADERS = frozenset(
+    ["sec-websocket-key", "cookie", "user-agent", "accept-language", "accept-encoding",
+     "cache-control", "pragma"]
+)  # fmt: skip
+"""Headers that differ from one browser to the next and that nothing before the handshake
+reads once an opening is known to be anonymous (the key is the handshake's, made for each
+opening; cookies count only for the session, which such an opening has none of)."""
+DECISION_KEY_SIZE = 2048
+"""Most characters a :func:`decision_key` may hold; a larger request is decided each time,
+so :class:`Decisions` keeps at most this much per entry."""
+
+
+def decision_key(upgrade: Upgrade) -> Hashable | None:
+    """All an anonymous opening's decision reads of ``upgrade`` (method, path, query, Host,
+    scheme, the headers but :data:`PER_CLIENT_HEADERS`), as a key of :class:`Decisions`;
+    None when over :data:`DECISION_KEY_SIZE`."""
+    headers = tuple(
+        (name, value)
+        for name, value in upgrade.headers.raw_items()
+        if name.lower() not in PER_CLIENT_HEADERS
+    )
+    size = len(upgrade.path) + len(upgrade.query) + len(upgrade.host or "")
+    if size + sum(len(name) + len(value) for name, value in headers) > DECISION_KEY_SIZE:
+        return None
+    return upgrade.method, upgrade.path, upgrade.query, upgrade.host, upgrade.secure, headers
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What a plain opening (one facility by URL, no positions, no token, no event stream)
+    was decided: its facility, channel keys and echo."""
+
+    facility: str
+    channels: tuple[str, ...]
+    echo: bool
+
+    def accepted(self, request: Any, options: Options) -> Accepted:
+        """The same decision for another ``request`` of the same key."""
+        return Accepted(request, self.facility, list(self.channels), self.echo, options)
+
+
+class Decisions:
+    """The decisions of anonymous openings by :func:`decision_key`, kept until the settings
+    change (a new instance then): thousands of clients opening the same URL are judged once.
+
+    Only openings whose outcome follows from the request and the settings alone come here
+    (no session, token or project code: the runtime checks); a refused request is judged
+    each time. Once ``size`` are kept, all are dropped before the next is (a client that
+    varies its URL to fill it only makes every opening be judged, as without it); each key
+    holds at most :data:`DECISION_KEY_SIZE` characters. The blocking runtimes decide in
+    many threads, with no lock: each step is one dict operation, and threads keeping at the
+    same instant may pass ``size`` by one each.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: dict[Hashable, Decided] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: Hashable) -> Decided | None:
+        """The decision kept under ``key``, if any."""
+        return self._kept.get(key)
+
+    def keep(self, key: Hashable, accepted: Accepted) -> None:
+        """Keep what ``accepted`` was decided under ``key``, if it is a plain opening."""
+        plain = not (accepted.multiplex or accepted.events or accepted.grant is not None)
+        if self.size <= 0 or not plain or accepted.since is not None:
+            return
+        if len(self._kept) >= self.size:
+            self._kept.clear()
+        self._kept[key] = Decided(accepted.facility, tuple(accepted.channels), accepted.echo)

@@ -42,8 +42,10 @@ from ws4redis.core.history import Position
 from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.opening import (
     Accepted,
+    Decisions,
     Options,
     accept,
+    decision_key,
     requested_keys,
     requested_positions,
 )
@@ -88,6 +90,13 @@ def read_options() -> Options:
         compression=settings.WS4REDIS_COMPRESSION,
         compress_min_size=settings.WS4REDIS_COMPRESSION_MIN_SIZE,
     )
+
+
+@settings.derived
+def decisions() -> Decisions:
+    """The decisions of anonymous openings (``WS4REDIS_DECISIONS_KEPT`` of them), forgotten
+    whenever a setting changes: they follow from the request and the settings alone."""
+    return Decisions(settings.WS4REDIS_DECISIONS_KEPT)
 
 
 PARSED_HEADERS = "ws4redis.headers"
@@ -309,30 +318,46 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
     try:
         options = read_options()
         upgrade = upgrade_of(request)
-        rejection = check_request(upgrade, options.handshake, ambient=False)
-        if rejection is not None:
-            return rejection
-        fields = dict(request.GET.items())  # the query's size is checked: parsing is bounded
-        token = fields.get(QUERY_KEY)  # with one, cookies count for nothing: Origin neither
-        if token is None and (rejection := origin_refusal(upgrade, options.handshake)):
-            return rejection
-        grant = identify(request, token)
-        facility = options.handshake.facility(upgrade)
-        events = wants_events(upgrade.method, upgrade.headers)
-        if events and (resume := upgrade.headers.get("Last-Event-ID")):
-            fields["since"] = resume  # the browser's reconnect names where it stands
-        if multiplexed(upgrade) and not events:
-            if facility or requested_keys(fields)[0] or requested_positions(fields) is not None:
-                raise ValueError(MULTIPLEX_URL)
-            accepted = Accepted(request, "", [], True, options, multiplex=True, grant=grant)
-        else:
-            channels, echo, since = permitted(request, grant, facility, fields)
-            origin = upgrade.headers.get("Origin") if events else None
-            accepted = Accepted(request, facility, channels, echo, options, since, grant=grant,
-                                events=events, origin=origin)  # fmt: skip
-        return accept(upgrade, accepted, framing=framing)
+        # An opening without session, token or project code is decided by the request and
+        # the settings alone: the same request gets the decision kept for it.
+        key = None if may_block(request) else decision_key(upgrade)
+        known = decisions().get(key) if key is not None else None
+        if known is not None:
+            identify(request)
+            return accept(upgrade, known.accepted(request, options), framing=framing)
+        decided = _judge(request, upgrade, options)
+        if isinstance(decided, Rejection):
+            return decided
+        if key is not None:
+            decisions().keep(key, decided)
+        return accept(upgrade, decided, framing=framing)
     except Exception as exc:
         if (rejection := refusal_for(exc)) is not None:
             return rejection
         logger.exception("Cannot open websocket %s", request.get_full_path())
         return Rejection(500, "The websocket could not be opened; see the server log.\n")
+
+
+def _judge(request: HttpRequest, upgrade: Upgrade, options: Options) -> Accepted | Rejection:
+    """Every check of an opening before its handshake: the request, its identity and the
+    channels the rules give it."""
+    rejection = check_request(upgrade, options.handshake, ambient=False)
+    if rejection is not None:
+        return rejection
+    fields = dict(request.GET.items())  # the query's size is checked: parsing is bounded
+    token = fields.get(QUERY_KEY)  # with one, cookies count for nothing: Origin neither
+    if token is None and (rejection := origin_refusal(upgrade, options.handshake)):
+        return rejection
+    grant = identify(request, token)
+    facility = options.handshake.facility(upgrade)
+    events = wants_events(upgrade.method, upgrade.headers)
+    if events and (resume := upgrade.headers.get("Last-Event-ID")):
+        fields["since"] = resume  # the browser's reconnect names where it stands
+    if multiplexed(upgrade) and not events:
+        if facility or requested_keys(fields)[0] or requested_positions(fields) is not None:
+            raise ValueError(MULTIPLEX_URL)
+        return Accepted(request, "", [], True, options, multiplex=True, grant=grant)
+    channels, echo, since = permitted(request, grant, facility, fields)
+    origin = upgrade.headers.get("Origin") if events else None
+    return Accepted(request, facility, channels, echo, options, since, grant=grant,
+                    events=events, origin=origin)  # fmt: skip
