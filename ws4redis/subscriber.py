@@ -21,7 +21,13 @@ from ws4redis.bus.pool import get_many
 from ws4redis.core.history import CLIENT
 from ws4redis.core.names import ARGUMENTS, PUBLISH_KEYS, SUBSCRIBE_KEYS
 from ws4redis.core.opening import TooManyChannels
-from ws4redis.redis_store import SELF, RedisStore, control_channels
+from ws4redis.redis_store import (
+    SELF,
+    RedisStore,
+    control_channels,
+    is_authenticated,
+    known_session_key,
+)
 
 
 class Subscription(Protocol):
@@ -43,6 +49,21 @@ PubSubFactory = Callable[[], Subscription]
 
 NO_CHANNELS: frozenset[str] = frozenset()
 """The publish channels of every subscriber that publishes nowhere."""
+
+Names = tuple[tuple[str, ...], tuple[str, ...]]
+"""The channel names a websocket publishes to and subscribes to."""
+ANONYMOUS_NAMES_KEPT = 256
+"""Most (facility, channel keys) whose anonymous names :func:`anonymous_names` keeps; once
+full it is emptied (each entry holds at most a facility name and its channels')."""
+
+
+@settings.derived
+def anonymous_names() -> dict[tuple[str, tuple[str, ...]], Names]:
+    """The names the default subscriber gives an anonymous client without a session, by
+    facility and channel keys: they follow from those and the settings alone (no session,
+    user or group to look up), and thousands of clients opening one URL would compute
+    the same ones each. Emptied whenever a setting changes (the prefix is one)."""
+    return {}
 
 
 class RedisSubscriber(RedisStore):
@@ -90,18 +111,39 @@ class RedisSubscriber(RedisStore):
         # one string. Frozen: most websockets publish nowhere, and all of those then share
         # one empty frozenset instead of holding an empty set each.
         facility = self.facility = sys.intern(request.path_info[len(settings.WEBSOCKET_URL) :])
-        publishers = self._get_message_channels(
-            request, facility, **self._audience("publish", channels)
-        )
-        keys = self._get_message_channels(
-            request, facility, **self._audience("subscribe", channels)
-        )
+        # A project's subclass may name channels from anything in the request: it is asked.
+        anonymous = type(self) is RedisSubscriber and not known_session_key(request)
+        if anonymous and not is_authenticated(request):
+            publishers, keys = self._anonymous_names(facility, channels)
+        else:
+            publishers, keys = self._names(request, facility, channels)
         TooManyChannels.check(len(publishers) + len(keys), settings.WS4REDIS_MAX_CHANNELS)
         self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
         self.control = tuple(control_channels(request))
         if keys or self.control:
             self._subscription.subscribe(*keys, *self.control)
+
+    def _names(self, request: HttpRequest | None, facility: str, channels: list[str]) -> Names:
+        """The channels the keys ``channels`` name on ``facility`` for ``request``."""
+        publish = self._audience("publish", channels)
+        subscribe = self._audience("subscribe", channels)
+        return (
+            tuple(self._get_message_channels(request, facility, **publish)),
+            tuple(self._get_message_channels(request, facility, **subscribe)),
+        )
+
+    def _anonymous_names(self, facility: str, channels: list[str]) -> Names:
+        """:meth:`_names` for a client without session or user, as kept."""
+        kept = anonymous_names()
+        key = (facility, tuple(channels))
+        names = kept.get(key)
+        if names is None:
+            names = self._names(None, facility, channels)
+            if len(kept) >= ANONYMOUS_NAMES_KEPT:
+                kept.clear()
+            kept[key] = names
+        return names
 
     @property
     def publishes(self) -> bool:

@@ -1,15 +1,23 @@
-"""Anonymous openings are judged once per URL and page (``Decisions``): the websockets that
-follow get the same channels, a setting changed applies to the next opening, and nothing
-with an identity is ever served what an anonymous opening was decided, or the reverse."""
+"""Anonymous openings are judged once per URL and page (``Decisions``), and the default
+subscriber names an anonymous client's channels once per facility and keys: the websockets
+that follow get the same channels, a setting changed applies to the next opening, and
+nothing with an identity is ever served what an anonymous opening was decided or named,
+or the reverse."""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import pytest
 import websocket
+from django.conf import settings
 from django.test import override_settings
 
 from tests.support.clients import FACILITY, connected, login, publish_marker, session_cookie
+from ws4redis.publisher import RedisPublisher
 from ws4redis.runtimes.opening import decisions
+from ws4redis.subscriber import anonymous_names
+from ws4redis.tokens import QUERY_KEY, connection_token
 
 AUTHENTICATED_ONLY = {FACILITY: {"subscribe": "authenticated"}}
 ANONYMOUS_KEPT = {"WS4REDIS_ALLOWED_CHANNELS": None, "WS4REDIS_DECISIONS_KEPT": 8}
@@ -50,3 +58,49 @@ def test_an_anonymous_client_is_never_given_what_a_session_was_decided(socket_se
             marker = publish_marker()
             assert john.recv() == marker.decode()
         assert len(decisions()) == 0
+
+
+OWN_CHANNELS = "subscribe-user&subscribe-session"
+
+
+def anonymous_session() -> str:
+    """The key of a saved session nobody logged into (a visitor's cart, say)."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session["visited"] = True
+    session.save()
+    assert session.session_key
+    return session.session_key
+
+
+def test_a_session_and_a_token_hear_their_own_channels_after_an_anonymous_client(
+    socket_server, users
+):
+    """An anonymous client asking for its user's and session's channels gets none, and
+    that naming is kept for the facility and keys; john, asking the same keys with his
+    session, then with a token (a user and no session), still gets his own channels, and a
+    visitor's session without a user its session's."""
+    john = login("john")
+    token = connection_token(users["john"], ["subscribe-user"], FACILITY)
+    with override_settings(**ANONYMOUS_KEPT):
+        with connected(socket_server, OWN_CHANNELS):
+            assert len(anonymous_names()) == 1
+        with connected(socket_server, OWN_CHANNELS, header=[session_cookie(john)]) as his:
+            RedisPublisher(facility=FACILITY, users=["john"]).publish_message(
+                "by session", expire=0
+            )
+            assert his.recv() == "by session"
+        visitor = anonymous_session()
+        cookie = f"Cookie: {settings.SESSION_COOKIE_NAME}={visitor}"
+        with connected(socket_server, OWN_CHANNELS, header=[cookie]) as theirs:
+            RedisPublisher(facility=FACILITY, sessions=[visitor]).publish_message(
+                "visitor", expire=0
+            )
+            assert theirs.recv() == "visitor"
+        with connected(socket_server, f"subscribe-user&{QUERY_KEY}={token}") as tokened:
+            with connected(socket_server, "subscribe-user"):
+                pass  # the token's keys, anonymous: named (none) and kept
+            RedisPublisher(facility=FACILITY, users=["john"]).publish_message("by token", expire=0)
+            assert tokened.recv() == "by token"
+        with connected(socket_server, f"subscribe-user&{QUERY_KEY}={token}") as later:
+            RedisPublisher(facility=FACILITY, users=["john"]).publish_message("after", expire=0)
+            assert later.recv() == "after"

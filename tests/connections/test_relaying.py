@@ -338,6 +338,30 @@ def test_subscriber_subclass_adds_a_channel(server, rdb):
             assert ws.recv() == "site news"
 
 
+class RoomSubscriber(RedisSubscriber):
+    """Also listens to the room its request names in a header: a project's own naming,
+    from more of the request than its session and user."""
+
+    def _get_message_channels(self, request=None, facility="{facility}", **audiences):
+        channels = super()._get_message_channels(request, facility, **audiences)
+        if audiences.get("broadcast") and request is not None:
+            channels.append(f"room:{request.META['HTTP_X_ROOM']}")
+        return channels
+
+
+@override_settings(
+    WS4REDIS_SUBSCRIBER="tests.connections.test_relaying.RoomSubscriber",
+    WS4REDIS_ALLOWED_CHANNELS=None,
+)
+def test_a_subscriber_subclass_names_each_anonymous_clients_channels_itself(socket_server, rdb):
+    """The default subscriber's names for an anonymous client are kept per facility and
+    keys; a subclass's are asked for each client, since they may read anything."""
+    with connected(socket_server, "subscribe-broadcast", header=["X-Room: a"]):
+        with connected(socket_server, "subscribe-broadcast", header=["X-Room: b"]) as b:
+            rdb.publish("room:b", "in room b")
+            assert b.recv() == "in room b"
+
+
 def test_subscriber_subclass_replaces_persisted_messages(server, rdb):
     RedisPublisher(facility=FACILITY, broadcast=True).publish_message(MESSAGE)
     with override_settings(WS4REDIS_SUBSCRIBER="tests.connections.test_relaying.QuietSubscriber"):
