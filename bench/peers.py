@@ -18,7 +18,8 @@ nchan's ``POST``s in one stream, ws4redis's (and the floor's) ``PUBLISH``es in o
 pipeline (``bench.harness.bench_publishing``: what ``publish_message`` sends under the
 bench's settings, without a round trip each).
 
-Per server and N: the time to connect N clients; the server's RSS growth per connection
+Per server and N: the time to connect N clients and the server's CPU per opening meanwhile;
+the server's RSS growth per connection
 ((RSS after - RSS before) / N, idle; for nginx its worker's, shared memory it touched
 included); server CPU per delivery (``schedstat``: ``runwebsocket``'s process,
 nginx's worker) over bursts of broadcasts (from the first publish until every client has
@@ -87,6 +88,7 @@ METRICS = (  # key, label, format
     ("p50", "p50 ms, steady", ".2f"),
     ("p99", "p99 ms, steady", ".2f"),
     ("connect", "connect N clients, s", ".2f"),
+    ("open_us", "server CPU µs/opening", ".0f"),
     ("kib", "RSS KiB/connection", ".1f"),
     ("reach", "reach (lowest)", ".3f"),
 )
@@ -267,12 +269,13 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
     transports: list = []
     try:
         await asyncio.sleep(1)  # the server's start-up is done and its memory settled
-        rss_before = server.rss_bytes()
+        rss_before, cpu_before = server.rss_bytes(), server.cpu_seconds()
         began = time.monotonic()
         transports = await connect_clients(
             "127.0.0.1", server.port, server.path, clients, tally, opener
         )
         connect = time.monotonic() - began
+        open_us = (server.cpu_seconds() - cpu_before) / clients * 1e6
         await asyncio.sleep(2)  # idle: whatever the handshakes left behind is freed
         kib = (server.rss_bytes() - rss_before) / clients / 1024
         bursts = [
@@ -283,7 +286,7 @@ async def measure(name: str, clients: int, rate: float, args: argparse.Namespace
         for transport in transports:
             transport.abort()
         server.stop()
-    return summary(name, clients, bursts, latency, connect=connect, kib=kib)
+    return summary(name, clients, bursts, latency, connect=connect, open_us=open_us, kib=kib)
 
 
 def main() -> None:
