@@ -20,14 +20,8 @@ from ws4redis import settings
 from ws4redis.bus.pool import get_many
 from ws4redis.core.history import CLIENT
 from ws4redis.core.names import ARGUMENTS, PUBLISH_KEYS, SUBSCRIBE_KEYS
-from ws4redis.core.opening import TooManyChannels
-from ws4redis.redis_store import (
-    SELF,
-    RedisStore,
-    control_channels,
-    is_authenticated,
-    known_session_key,
-)
+from ws4redis.core.opening import Kept, TooManyChannels
+from ws4redis.redis_store import SELF, RedisStore, control_channels
 
 
 class Subscription(Protocol):
@@ -52,18 +46,15 @@ NO_CHANNELS: frozenset[str] = frozenset()
 
 Names = tuple[tuple[str, ...], tuple[str, ...]]
 """The channel names a websocket publishes to and subscribes to."""
-ANONYMOUS_NAMES_KEPT = 256
-"""Most (facility, channel keys) whose anonymous names :func:`anonymous_names` keeps; once
-full it is emptied (each entry holds at most a facility name and its channels')."""
 
 
 @settings.derived
-def anonymous_names() -> dict[tuple[str, tuple[str, ...]], Names]:
-    """The names the default subscriber gives an anonymous client without a session, by
-    facility and channel keys: they follow from those and the settings alone (no session,
-    user or group to look up), and thousands of clients opening one URL would compute
-    the same ones each. Emptied whenever a setting changes (the prefix is one)."""
-    return {}
+def anonymous_names() -> Kept[tuple[str, tuple[str, ...]], Names]:
+    """The names the default subscriber gives a client with neither session nor user, by
+    facility and channel keys (``WS4REDIS_DECISIONS_KEPT`` of them): they follow from those
+    and the settings alone, and thousands of clients opening one URL would compute the
+    same ones each. Forgotten whenever a setting changes (the prefix is one)."""
+    return Kept(settings.WS4REDIS_DECISIONS_KEPT)
 
 
 class RedisSubscriber(RedisStore):
@@ -111,16 +102,16 @@ class RedisSubscriber(RedisStore):
         # one string. Frozen: most websockets publish nowhere, and all of those then share
         # one empty frozenset instead of holding an empty set each.
         facility = self.facility = sys.intern(request.path_info[len(settings.WEBSOCKET_URL) :])
-        # A project's subclass may name channels from anything in the request: it is asked.
-        anonymous = type(self) is RedisSubscriber and not known_session_key(request)
-        if anonymous and not is_authenticated(request):
+        # None without a known session or a user: the client is anonymous. A project's
+        # subclass may name channels from anything in the request: it is always asked.
+        self.control = tuple(control_channels(request))
+        if not self.control and type(self) is RedisSubscriber:
             publishers, keys = self._anonymous_names(facility, channels)
         else:
             publishers, keys = self._names(request, facility, channels)
         TooManyChannels.check(len(publishers) + len(keys), settings.WS4REDIS_MAX_CHANNELS)
         self._publishers = frozenset(publishers) if publishers else NO_CHANNELS  # type: ignore[assignment]
         self._subscription = self._new_subscription()
-        self.control = tuple(control_channels(request))
         if keys or self.control:
             self._subscription.subscribe(*keys, *self.control)
 
@@ -140,9 +131,7 @@ class RedisSubscriber(RedisStore):
         names = kept.get(key)
         if names is None:
             names = self._names(None, facility, channels)
-            if len(kept) >= ANONYMOUS_NAMES_KEPT:
-                kept.clear()
-            kept[key] = names
+            kept.keep(key, names)
         return names
 
     @property

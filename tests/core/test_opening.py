@@ -23,7 +23,8 @@ from ws4redis.core.handshake import (
 from ws4redis.core.opening import (
     DECISION_KEY_SIZE,
     Accepted,
-    Decisions,
+    Decided,
+    Kept,
     TooManyChannels,
     accept,
     decision_key,
@@ -201,10 +202,8 @@ def plain(facility: str = "chat", **changes) -> Accepted:
     )
 
 
-def test_decisions_keep_plain_openings_and_give_them_to_the_next_request():
-    decisions = Decisions(8)
-    decisions.keep("key", plain())
-    known = decisions.get("key")
+def test_a_plain_opening_is_kept_and_given_to_the_next_request():
+    known = Decided.of(plain())
     assert known is not None
     again = known.accepted("the next request", OPTIONS)
     assert (again.request, again.facility, again.channels, again.echo, again.options) == (
@@ -218,18 +217,16 @@ def test_decisions_keep_plain_openings_and_give_them_to_the_next_request():
     [{"multiplex": True}, {"events": True}, {"grant": object()}, {"since": {}}],
     ids=["multiplexed", "event stream", "token", "positions"],
 )
-def test_decisions_keep_no_opening_that_depends_on_more_than_its_url(changes):
-    decisions = Decisions(8)
-    decisions.keep("key", plain(**changes))
-    assert decisions.get("key") is None
+def test_no_opening_that_depends_on_more_than_its_url_is_kept(changes):
+    assert Decided.of(plain(**changes)) is None
 
 
-def test_decisions_are_bounded():
-    decisions = Decisions(2)
-    for facility in ("a", "b", "c"):
-        decisions.keep(facility, plain(facility))
-        assert len(decisions) <= 2
-    assert decisions.get("c") is not None
-    none = Decisions(0)
-    none.keep("key", plain())
-    assert len(none) == 0
+def test_what_is_kept_is_bounded():
+    kept: Kept[str, int] = Kept(2)
+    for number, key in enumerate("abc"):
+        kept.keep(key, number)
+        assert len(kept) <= 2
+    assert kept.get("c") == 2
+    none: Kept[str, int] = Kept(0)
+    none.keep("key", 1)
+    assert len(none) == 0 and none.get("key") is None

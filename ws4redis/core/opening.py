@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
@@ -184,12 +184,12 @@ reads once an opening is known to be anonymous (the key is the handshake's, made
 opening; cookies count only for the session, which such an opening has none of)."""
 DECISION_KEY_SIZE = 2048
 """Most characters a :func:`decision_key` may hold; a larger request is decided each time,
-so :class:`Decisions` keeps at most this much per entry."""
+so a :class:`Kept` of decisions holds at most this much per entry."""
 
 
 def decision_key(upgrade: Upgrade) -> Hashable | None:
     """All an anonymous opening's decision reads of ``upgrade`` (method, path, query, Host,
-    scheme, the headers but :data:`PER_CLIENT_HEADERS`), as a key of :class:`Decisions`;
+    scheme, the headers but :data:`PER_CLIENT_HEADERS`), as a key of kept decisions;
     None when over :data:`DECISION_KEY_SIZE`."""
     headers = tuple(
         (name, value)
@@ -211,40 +211,51 @@ class Decided:
     channels: tuple[str, ...]
     echo: bool
 
+    @classmethod
+    def of(cls, accepted: Accepted) -> Decided | None:
+        """What may be kept of ``accepted``: None unless it is a plain opening."""
+        if accepted.multiplex or accepted.events or accepted.grant is not None:
+            return None
+        if accepted.since is not None:
+            return None
+        return cls(accepted.facility, tuple(accepted.channels), accepted.echo)
+
     def accepted(self, request: Any, options: Options) -> Accepted:
         """The same decision for another ``request`` of the same key."""
         return Accepted(request, self.facility, list(self.channels), self.echo, options)
 
 
-class Decisions:
-    """The decisions of anonymous openings by :func:`decision_key`, kept until the settings
-    change (a new instance then): thousands of clients opening the same URL are judged once.
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-    Only openings whose outcome follows from the request and the settings alone come here
-    (no session, token or project code: the runtime checks); a refused request is judged
-    each time. Once ``size`` are kept, all are dropped before the next is (a client that
-    varies its URL to fill it only makes every opening be judged, as without it); each key
-    holds at most :data:`DECISION_KEY_SIZE` characters. The blocking runtimes decide in
-    many threads, with no lock: each step is one dict operation, and threads keeping at the
-    same instant may pass ``size`` by one each.
+
+class Kept(Generic[K, V]):
+    """Values that thousands of openings would each compute alike (an anonymous opening's
+    decision by :func:`decision_key`, its channel names), kept by their key; the runtime
+    makes a new one whenever the settings change.
+
+    At most ``size``: once full, all are dropped before the next is kept, so a client that
+    varies its requests to fill it only makes every opening compute its own, as without
+    it; 0 keeps none. The blocking runtimes open in many threads, with no lock: each step
+    is one dict operation, and threads keeping at the same instant may pass ``size`` by
+    one each.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._kept: dict[Hashable, Decided] = {}
+        self._kept: dict[K, V] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, key: Hashable) -> Decided | None:
-        """The decision kept under ``key``, if any."""
+    def get(self, key: K) -> V | None:
+        """The value kept under ``key``, if any."""
         return self._kept.get(key)
 
-    def keep(self, key: Hashable, accepted: Accepted) -> None:
-        """Keep what ``accepted`` was decided under ``key``, if it is a plain opening."""
-        plain = not (accepted.multiplex or accepted.events or accepted.grant is not None)
-        if self.size <= 0 or not plain or accepted.since is not None:
+    def keep(self, key: K, value: V) -> None:
+        """Keep ``value`` under ``key`` (emptied first when full)."""
+        if self.size <= 0:
             return
         if len(self._kept) >= self.size:
             self._kept.clear()
-        self._kept[key] = Decided(accepted.facility, tuple(accepted.channels), accepted.echo)
+        self._kept[key] = value

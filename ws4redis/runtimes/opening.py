@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Hashable
 from importlib import import_module
 
 from django.conf import settings as django_settings
@@ -42,7 +43,8 @@ from ws4redis.core.history import Position
 from ws4redis.core.names import CHANNEL_KEYS
 from ws4redis.core.opening import (
     Accepted,
-    Decisions,
+    Decided,
+    Kept,
     Options,
     accept,
     decision_key,
@@ -93,10 +95,10 @@ def read_options() -> Options:
 
 
 @settings.derived
-def decisions() -> Decisions:
+def decisions() -> Kept[Hashable, Decided]:
     """The decisions of anonymous openings (``WS4REDIS_DECISIONS_KEPT`` of them), forgotten
     whenever a setting changes: they follow from the request and the settings alone."""
-    return Decisions(settings.WS4REDIS_DECISIONS_KEPT)
+    return Kept(settings.WS4REDIS_DECISIONS_KEPT)
 
 
 PARSED_HEADERS = "ws4redis.headers"
@@ -328,8 +330,8 @@ def _decide(request: HttpRequest, framing: bool) -> Accepted | Rejection:
         decided = _judge(request, upgrade, options)
         if isinstance(decided, Rejection):
             return decided
-        if key is not None:
-            decisions().keep(key, decided)
+        if key is not None and (plain := Decided.of(decided)) is not None:
+            decisions().keep(key, plain)
         return accept(upgrade, decided, framing=framing)
     except Exception as exc:
         if (rejection := refusal_for(exc)) is not None:
