@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from tests.support.clients import FACILITY, connected, login, publish_marker, session_cookie
+from ws4redis.core.opening import DECISION_KEY_SIZE
 from ws4redis.publisher import RedisPublisher
 from ws4redis.runtimes.opening import decisions
 from ws4redis.subscriber import anonymous_names
@@ -104,3 +105,21 @@ def test_a_session_and_a_token_hear_their_own_channels_after_an_anonymous_client
         with connected(socket_server, f"subscribe-user&{QUERY_KEY}={token}") as later:
             RedisPublisher(facility=FACILITY, users=["john"]).publish_message("after", expire=0)
             assert later.recv() == "after"
+
+
+def test_a_client_varying_its_url_keeps_nothing_past_the_bounds(socket_server):
+    """An anonymous client may open any facility with anything in its query, each a new
+    key. Past ``WS4REDIS_DECISIONS_KEPT`` both stores empty themselves, a request too large
+    for a key is judged every time and never kept, and a bystander's websocket still hears
+    its broadcast."""
+    with override_settings(**{**ANONYMOUS_KEPT, "WS4REDIS_DECISIONS_KEPT": 4}):
+        with connected(socket_server, "subscribe-broadcast") as bystander:
+            for number in range(10):
+                with connected(socket_server, "subscribe-broadcast", facility=f"probe{number}"):
+                    assert len(decisions()) <= 4
+                    assert len(anonymous_names()) <= 4
+            kept = len(decisions())
+            with connected(socket_server, "subscribe-broadcast&junk=" + "x" * DECISION_KEY_SIZE):
+                assert len(decisions()) == kept
+            marker = publish_marker()
+            assert bystander.recv() == marker.decode()

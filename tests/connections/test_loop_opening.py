@@ -11,6 +11,7 @@ import uuid
 import warnings
 
 import pytest
+import redis
 import websocket
 from django.test import override_settings
 
@@ -22,6 +23,7 @@ from ws4redis.core.stats import STATS
 from ws4redis.publisher import RedisPublisher
 from ws4redis.runtimes.asyncio import hub, server
 from ws4redis.runtimes.asyncio import opening as asyncio_opening
+from ws4redis.testing import free_port
 
 NO_HOOKS = {"WS4REDIS_ALLOWED_CHANNELS": None, "WS4REDIS_PROCESS_REQUEST": None}
 URL = f"/ws/{FACILITY}?subscribe-broadcast"
@@ -152,3 +154,27 @@ def test_persisted_reads_asked_within_the_spacing_share_one_mget(rdb):
     first, second, third = on_a_loop(ask())
     assert (first, second, third) == ([b"1"], [b"2", None], [b"1", b"2"])
     assert mget_calls(rdb) - before == 2
+
+
+def test_a_batch_whose_read_fails_fails_each_opening_in_it_and_the_next_batch_reads(rdb):
+    """Redis refuses the read of a batch: every opening of it gets the error (and is
+    answered 503 by the server), none waits for ever, and the next batch is read once
+    Redis answers again. The first read opens the spacing, so that the two asked after it
+    share the failing batch."""
+    rdb.set("ws4redis-test:first", "1")
+    dead = {"host": "127.0.0.1", "port": free_port()}  # nothing listens there
+
+    async def ask() -> tuple[list, list, list]:
+        reads = server.PersistedReads(spacing=0.2)
+        first = await reads.read(["ws4redis-test:first"])
+        with override_settings(WS4REDIS_CONNECTION=dead):
+            batch = asyncio.gather(
+                *(reads.read(["ws4redis-test:first"]) for _ in range(2)), return_exceptions=True
+            )
+            # bounded: an opening left waiting fails the test instead of hanging it
+            failures = await asyncio.wait_for(batch, 30)
+        return first, failures, await asyncio.wait_for(reads.read(["ws4redis-test:first"]), 30)
+
+    first, failures, later = on_a_loop(ask())
+    assert first == later == [b"1"]
+    assert [type(failure) for failure in failures] == [redis.exceptions.ConnectionError] * 2
