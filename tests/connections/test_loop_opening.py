@@ -96,7 +96,7 @@ def test_a_session_cookie_is_decided_in_a_thread(asyncio_server, rdb, users, thr
     assert threads_used == [f"/ws/{FACILITY}?subscribe-user"]
 
 
-class Listener:
+class Listener(hub.Queueing):
     """A websocket as the loop's hub sees it: it notes what Redis delivered."""
 
     def __init__(self) -> None:
@@ -105,6 +105,11 @@ class Listener:
     def push(self, delivery: Delivery) -> bool:
         self.received.append(delivery.data)
         return False  # nothing to write
+
+
+async def heard(listener: Listener) -> None:
+    while not listener.received:
+        await asyncio.sleep(0.01)
 
 
 def test_the_loop_hub_connects_to_redis_without_a_warning(redis_server):
@@ -119,8 +124,7 @@ def test_the_loop_hub_connects_to_redis_without_a_warning(redis_server):
             try:
                 await asyncio.wait_for(hub.get_hub().add(listener, [channel]), 10)
                 get_redis().publish(channel, "heard")
-                while not listener.received:
-                    await asyncio.sleep(0.01)
+                await asyncio.wait_for(heard(listener), 10)
             finally:
                 await hub.close_hubs()
         return listener.received

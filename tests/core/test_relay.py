@@ -357,3 +357,36 @@ def test_one_message_of_the_largest_size_always_fits_the_client_bound():
     framed = relay(max_client_pending_bytes=80, max_message_size=1000)
     assert framed.admit([b"m" * 1000], PendingLimits(10_000)) == 1
     assert framed.admit([b"m"], PendingLimits(10_000)) == 0  # but nothing more meanwhile
+
+
+def test_a_lone_message_goes_out_at_once_only_where_no_other_rule_applies():
+    """``direct`` hands the frame of a message alone in its round to write at once (and
+    counts it as sent); where anything else must be decided (something waits before it,
+    the echo, a command of Django's, the bounds, a failure) it changes nothing and says
+    None, so that ``deliver`` decides."""
+    channel, command = b"ws4redis:broadcast:chat", b"ws4redis:control:k:session"
+    framed = relay(opened=False)
+    framed.opened(Start([], control=frozenset({command})))
+    framed.data_to_send()  # the 101
+    frame = framed.direct(Delivery(channel, b"one"), 5.0)
+    assert frame == frame_message(b"one") and framed.outbox == []
+    assert framed.last_sent_at == 5.0 and framed.stats.bytes_out == len(frame)
+
+    framed.receive_data(client(Opcode.TEXT, b"mine"))  # the author's own: not sent back
+    assert framed.direct(Delivery(channel, b"mine"), 6.0) is None
+    assert not framed.deliver(Delivery(channel, b"mine"))
+
+    framed.send(b"first")  # something waits: what comes next goes after it
+    assert framed.direct(Delivery(channel, b"second"), 6.0) is None
+    framed.deliver(Delivery(channel, b"second"))
+    assert framed.frames_to_write(6.0) == frame_message(b"first") + frame_message(b"second")
+
+    assert framed.direct(Delivery(command, b"4001 session ended"), 7.0) is None
+    assert framed.last_sent_at == 6.0 and framed.outbox == []
+    framed.deliver(Delivery(command, b"4001 session ended"))
+    assert framed.direct(Delivery(channel, b"after"), 8.0) is None  # failed: nothing more
+    assert close_code(sent_frames(framed)[0]) == 4001
+
+    small = relay(max_buffer=100)  # over the bound: the rules of deliver() apply
+    assert small.direct(Delivery(channel, b"x" * 200), 1.0) is None
+    assert small.direct(Delivery(channel, b"x" * 50), 1.0) == frame_message(b"x" * 50)

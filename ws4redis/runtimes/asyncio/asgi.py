@@ -27,7 +27,7 @@ from ws4redis.core.relay import Delivery, Failure, Relay
 from ws4redis.core.websocket import is_text
 from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hooks import Hooked, act
-from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, Queueing, close_hubs, get_hub
 from ws4redis.runtimes.asyncio.opening import open_in_thread
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.hooks import Verdict, text_of
@@ -42,7 +42,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class ASGISink:
+class ASGISink(Queueing):
     """A websocket as the hub sees it: messages wait in the relay's outbox until sent.
 
     ASGI offers no transport to write to, so a small task sends while there is something

@@ -30,7 +30,7 @@ from ws4redis.core.opening import Accepted
 from ws4redis.core.relay import Delivery, Relay
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.asyncio.hooks import Hooked
-from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription
+from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, Queueing
 from ws4redis.runtimes.asyncio.publisher import Publisher
 from ws4redis.runtimes.facilities import FacilitySink as BaseSink
 from ws4redis.runtimes.facilities import new_multiplex, open_facility
@@ -62,7 +62,7 @@ class Owner(Protocol):
         ...
 
 
-class FacilitySink(BaseSink):
+class FacilitySink(Queueing, BaseSink):
     """A facility whose hub is the loop's: it queues on the loop, and its connection writes
     once the hub's round is over."""
 

@@ -44,6 +44,22 @@ class Sink(Protocol):
         """Write what was pushed since the last flush (``now``: monotonic seconds)."""
         ...
 
+    def deliver(self, delivery: Delivery, now: float) -> None:
+        """Take a message that came alone in its round of the loop, and write it at
+        ``now`` (a websocket that owns its socket writes its frame at once)."""
+        ...
+
+
+class Queueing:
+    """For a sink that writes a message alone in its round as it writes the others:
+    queued, then flushed (it has no socket of its own to write to at once)."""
+
+    __slots__ = ()
+
+    def deliver(self: Sink, delivery: Delivery, now: float) -> None:
+        if self.push(delivery):
+            self.flush(now)
+
 
 class Hub:
     """The loop's Redis subscription connections and the local websockets on each channel."""
@@ -55,6 +71,7 @@ class Hub:
         self._refresher: asyncio.Task[None] | None = None
         self._dirty: list[Sink] = []
         self._flush_scheduled = False
+        self._alone: tuple[tuple[Sink, ...], Delivery] | None = None
         self._ready: asyncio.Future[None] = self.loop.create_future()
         self._ready.set_result(None)
 
@@ -120,20 +137,43 @@ class Hub:
     # -- delivery --------------------------------------------------------------------------
 
     def hand(self, sinks: Collection[Sink], delivery: Delivery) -> None:
-        """Give ``delivery`` to ``sinks``; they write once this round of the loop is over."""
+        """Give ``delivery`` to ``sinks``; they write once this round of the loop is over.
+
+        The first message of a round waits, with the sinks it has now: if it stays alone
+        (a steady stream), each sink writes it at once (:meth:`Sink.deliver`), one call per
+        websocket; when more follow (a burst), it is queued like them, and every sink
+        writes all of the round's frames in one write (:meth:`Sink.flush`).
+        """
+        if not self._flush_scheduled:
+            # Runs once the reader has drained every reply hiredis already parsed.
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+            self._alone = (tuple(sinks), delivery)  # what a sink's write may unsubscribe
+            return
+        self._queue_alone()
+        self._queue(sinks, delivery)
+
+    def _queue_alone(self) -> None:
+        if self._alone is not None:
+            sinks, delivery = self._alone
+            self._alone = None
+            self._queue(sinks, delivery)
+
+    def _queue(self, sinks: Collection[Sink], delivery: Delivery) -> None:
         dirty = self._dirty
         for sink in sinks:
             if sink.push(delivery):
                 dirty.append(sink)
-        if dirty and not self._flush_scheduled:
-            # Runs once the reader has drained every reply hiredis already parsed.
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
         now = time.monotonic()
+        if self._alone is not None:
+            sinks, delivery = self._alone
+            self._alone = None
+            for sink in sinks:
+                sink.deliver(delivery, now)
+        dirty, self._dirty = self._dirty, []
         for sink in dirty:
             sink.flush(now)
 

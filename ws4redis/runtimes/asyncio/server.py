@@ -586,6 +586,8 @@ class Connection(asyncio.Protocol):
             return
         relay.opened(outcome)
         self.phase = Phase.OPEN
+        # From now on the transport tells (pause_writing) when the client falls behind.
+        self.transport.set_write_buffer_limits(high=relay.max_buffer)
         if relay.next_tick() is not None:
             self.server.ticking.add(self)
         self._write_protocol_output()  # the 101 response, the persisted messages and the rest
@@ -608,6 +610,23 @@ class Connection(asyncio.Protocol):
         self._write(handshake.data_to_send())
 
     # -- writing -------------------------------------------------------------------------------
+
+    def deliver(self, delivery: Delivery, now: float) -> None:
+        """From the hub, a message alone in its round of the loop (a steady stream): its
+        frame is written at once when the relay says nothing waits before it (one call per
+        websocket, no queue), else it is queued and flushed as :meth:`push` and
+        :meth:`flush` do. A client that stops reading is caught by :meth:`pause_writing`.
+
+        The hot path of a steady stream: one call per websocket and message.
+        """
+        transport, relay = self.transport, self.relay
+        frame = None
+        if not self.dirty and self.phase is Phase.OPEN and not transport.is_closing():  # type: ignore[union-attr]
+            frame = relay.direct(delivery, now)  # type: ignore[union-attr]
+        if frame is not None:
+            transport.write(frame)  # type: ignore[union-attr]
+        elif self.push(delivery):
+            self.flush(now)
 
     def push(self, delivery: Delivery) -> bool:
         """From the hub: queue a message; True when this connection needs a flush."""
@@ -642,9 +661,18 @@ class Connection(asyncio.Protocol):
             self._too_slow()
             return
         transport.write(frames)
-        unsent = transport.get_write_buffer_size()
-        if unsent and relay.backlogged(unsent):
-            self._too_slow()
+
+    def pause_writing(self) -> None:
+        """The transport holds more unsent bytes than its high-water mark, which is the
+        relay's ``max_buffer`` once the websocket opened: a client that does not read is
+        failed with 1008 (then closed, once this write is over), and what it had not read
+        is dropped. The transport says so itself after each write, so the hot paths need
+        not ask it."""
+        relay, transport = self.relay, self.transport
+        if self.phase is not Phase.OPEN or relay is None or transport is None:
+            return
+        if relay.failure is None and relay.backlogged(transport.get_write_buffer_size()):
+            asyncio.get_running_loop().call_soon(self._too_slow)
 
     def _too_slow(self) -> None:
         relay, transport = self.relay, self.transport
@@ -674,13 +702,7 @@ class Connection(asyncio.Protocol):
                 gathered = asyncio.gather(*waiting, return_exceptions=True)
                 gathered.add_done_callback(lambda _: self._write_protocol_output())
                 return
-        self._write(relay.data_to_send())
-        transport = self.transport
-        if relay.failure is None and transport is not None:
-            # Replies pile up here when a client sends pings and never reads.
-            unsent = transport.get_write_buffer_size()
-            if unsent and relay.backlogged(unsent):
-                self._too_slow()
+        self._write(relay.data_to_send())  # pings piling up unread: see pause_writing()
 
     def _write(self, chunks: list[bytes]) -> None:
         transport = self.transport
