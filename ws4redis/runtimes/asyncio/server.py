@@ -152,7 +152,7 @@ class WebsocketServer:
             self._server.close()
         waiting = []
         for connection in list(self.connections):
-            if connection.phase is Phase.OPEN:
+            if connection.phase is OPEN:
                 waiting.append(connection)
             else:  # not a websocket yet: its client retries elsewhere at once
                 connection.going_away()
@@ -336,6 +336,11 @@ class Phase(enum.Enum):
     """Refused (or its request malformed) and answered over HTTP; the socket closes."""
 
 
+REQUEST, OPENING, OPEN, ANSWERED = Phase
+"""The phases by name: CPython 3.11 looks an enum member up through its class at each use
+(some 50 ns), and the delivery paths compare a phase per websocket and message."""
+
+
 class Connection(asyncio.Protocol):
     """One client: first an HTTP handshake, then a websocket fed by the hub.
 
@@ -370,7 +375,7 @@ class Connection(asyncio.Protocol):
         self.hub: Hub | None = None
         self.subscription: HubSubscription | None = None
         self.last_publish: asyncio.Future[int | None] | None = None
-        self.phase = Phase.REQUEST
+        self.phase = REQUEST
         self.opening: asyncio.Task[Rejection | Start] | None = None
         self.dirty = False
         self.early = b""  # what the client sent before its websocket was open
@@ -390,12 +395,12 @@ class Connection(asyncio.Protocol):
         )
 
     def _handshake_expired(self) -> None:
-        if self.phase is Phase.REQUEST and self.transport is not None:
+        if self.phase is REQUEST and self.transport is not None:
             logger.info("Closing a connection whose request did not arrive in time")
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is Phase.OPEN:
+        if self.phase is OPEN:
             assert self.relay is not None
             relay, publisher, subscriber = self.relay, self.server.publisher, self.subscriber
             messages = relay.receive_data(data)
@@ -409,7 +414,7 @@ class Connection(asyncio.Protocol):
                 publishing = publisher.offer(relay, subscriber, messages, self._not_published)
                 self.last_publish = publishing or self.last_publish
             self._write_protocol_output()
-        elif self.phase is Phase.REQUEST:
+        elif self.phase is REQUEST:
             self._receive_handshake(data)
         else:  # opening (or answered): kept for the relay, as much as a client may leave unread
             self.early += data
@@ -431,7 +436,7 @@ class Connection(asyncio.Protocol):
             self._write_protocol_output()
 
     def eof_received(self) -> bool | None:
-        if self.phase is Phase.OPEN:
+        if self.phase is OPEN:
             assert self.relay is not None
             self.relay.receive_eof()
             self._write_protocol_output()
@@ -459,7 +464,7 @@ class Connection(asyncio.Protocol):
             # just closing), from every byte received so far.
             answer = ServerProtocol()
             answer.receive_data(self.early)
-            self.handshake, self.phase = None, Phase.ANSWERED
+            self.handshake, self.phase = None, ANSWERED
             self._write(answer.data_to_send())
             return
         if request is None:
@@ -467,13 +472,13 @@ class Connection(asyncio.Protocol):
         # Frames may follow the request in the same packet: the relay's protocol gets their
         # bytes once the websocket is open (the handshake's parser is done with them).
         self.early = self.early[self.early.index(b"\r\n\r\n") + 4 :]
-        self.handshake, self.phase = None, Phase.OPENING
+        self.handshake, self.phase = None, OPENING
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         full = over_capacity(len(self.server.connections), self.server.capacity)
         if full is not None:
-            self.phase = Phase.ANSWERED
+            self.phase = ANSWERED
             self._reject(full)
             return
         django_request = wsgi_request(request, self.transport)  # type: ignore[arg-type]
@@ -497,7 +502,7 @@ class Connection(asyncio.Protocol):
         outcome = self.post.feed(data)
         if outcome is None:
             return
-        self.phase = Phase.ANSWERED
+        self.phase = ANSWERED
         if self.deadline is not None:
             self.deadline.cancel()
         if isinstance(outcome, Rejection):
@@ -576,7 +581,7 @@ class Connection(asyncio.Protocol):
             return
         outcome = done.result()
         if isinstance(outcome, Rejection):
-            self.relay, self.phase = None, Phase.ANSWERED
+            self.relay, self.phase = None, ANSWERED
             self._reject(outcome)
             return
         relay = self.relay
@@ -585,7 +590,7 @@ class Connection(asyncio.Protocol):
             self._release()
             return
         relay.opened(outcome)
-        self.phase = Phase.OPEN
+        self.phase = OPEN
         # From now on the transport tells (pause_writing) when the client falls behind.
         self.transport.set_write_buffer_limits(high=relay.max_buffer)
         if relay.next_tick() is not None:
@@ -621,7 +626,7 @@ class Connection(asyncio.Protocol):
         """
         transport, relay = self.transport, self.relay
         frame = None
-        if not self.dirty and self.phase is Phase.OPEN and not transport.is_closing():  # type: ignore[union-attr]
+        if not self.dirty and self.phase is OPEN and not transport.is_closing():  # type: ignore[union-attr]
             frame = relay.direct(delivery, now)  # type: ignore[union-attr]
         if frame is not None:
             transport.write(frame)  # type: ignore[union-attr]
@@ -630,21 +635,21 @@ class Connection(asyncio.Protocol):
 
     def push(self, delivery: Delivery) -> bool:
         """From the hub: queue a message; True when this connection needs a flush."""
-        if self.relay.deliver(delivery) and not self.dirty and self.phase is Phase.OPEN:  # type: ignore[union-attr]
+        if self.relay.deliver(delivery) and not self.dirty and self.phase is OPEN:  # type: ignore[union-attr]
             self.dirty = True
             return True
         return False
 
     def wanted(self) -> bool:
         """One of its facilities queued a message: True when it needs a flush."""
-        if not self.dirty and self.phase is Phase.OPEN:
+        if not self.dirty and self.phase is OPEN:
             self.dirty = True
             return True
         return False
 
     def wake(self) -> None:
         """Write what its facilities queued outside of a delivery (their answers)."""
-        if self.relay is not None and self.phase is Phase.OPEN:
+        if self.relay is not None and self.phase is OPEN:
             self._write_protocol_output()
 
     def flush(self, now: float) -> None:
@@ -669,7 +674,7 @@ class Connection(asyncio.Protocol):
         is dropped. The transport says so itself after each write, so the hot paths need
         not ask it."""
         relay, transport = self.relay, self.transport
-        if self.phase is not Phase.OPEN or relay is None or transport is None:
+        if self.phase is not OPEN or relay is None or transport is None:
             return
         if relay.failure is None and relay.backlogged(transport.get_write_buffer_size()):
             asyncio.get_running_loop().call_soon(self._too_slow)
@@ -735,7 +740,7 @@ class Connection(asyncio.Protocol):
             self._write_protocol_output()
 
     def going_away(self) -> None:
-        if self.phase is Phase.OPEN:
+        if self.phase is OPEN:
             assert self.relay is not None
             self.relay.close(CloseCode.GOING_AWAY, "server shutting down")
             self._write_protocol_output()
