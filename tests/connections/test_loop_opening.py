@@ -9,6 +9,7 @@ import asyncio
 import threading
 import uuid
 import warnings
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -107,8 +108,8 @@ class Listener(hub.Queueing):
         return False  # nothing to write
 
 
-async def heard(listener: Listener) -> None:
-    while not listener.received:
+async def until(condition: Callable[[], object]) -> None:
+    while not condition():
         await asyncio.sleep(0.01)
 
 
@@ -124,12 +125,63 @@ def test_the_loop_hub_connects_to_redis_without_a_warning(redis_server):
             try:
                 await asyncio.wait_for(hub.get_hub().add(listener, [channel]), 10)
                 get_redis().publish(channel, "heard")
-                await asyncio.wait_for(heard(listener), 10)
+                await asyncio.wait_for(until(lambda: listener.received), 10)
             finally:
                 await hub.close_hubs()
         return listener.received
 
     assert on_a_loop(hear_one()) == [b"heard"]
+
+
+class Recorder:
+    """A websocket as the loop's hub sees it, noting how the hub hands it each message."""
+
+    relay = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.dirty = False
+
+    def push(self, delivery: Delivery) -> bool:
+        """True only for the first message since the last flush, as a websocket says."""
+        self.calls.append(("push", delivery.data))
+        wanted, self.dirty = not self.dirty, True
+        return wanted
+
+    def flush(self, now: float) -> None:
+        self.calls.append(("flush", b""))
+        self.dirty = False
+
+    def deliver(self, delivery: Delivery, now: float) -> None:
+        self.calls.append(("deliver", delivery.data))
+
+
+def test_a_lone_message_is_delivered_at_once_and_a_burst_is_queued_for_one_write(redis_server):
+    """A message alone in its round of the loop goes to each websocket in one call; the
+    messages Redis delivered together are queued, the first of them too, and written once,
+    in order."""
+    channel = f"ws4redis-test:{uuid.uuid4().hex}"
+    burst = [f"m{number}".encode() for number in range(20)]
+
+    async def hand_out() -> list[tuple[str, bytes]]:
+        recorder = Recorder()
+        try:
+            await asyncio.wait_for(hub.get_hub().add(recorder, [channel]), 10)
+            get_redis().publish(channel, "alone")
+            await asyncio.wait_for(until(lambda: recorder.calls), 10)
+            # Published while the loop is held here: Redis has sent all of them by the time
+            # the hub reads, so they come in one round.
+            with get_redis().pipeline(transaction=False) as pipeline:
+                for message in burst:
+                    pipeline.publish(channel, message)
+                pipeline.execute()
+            await asyncio.wait_for(until(lambda: ("flush", b"") in recorder.calls), 10)
+        finally:
+            await hub.close_hubs()
+        return recorder.calls
+
+    calls = on_a_loop(hand_out())
+    assert calls == [("deliver", b"alone"), *(("push", m) for m in burst), ("flush", b"")]
 
 
 def mget_calls(rdb) -> int:

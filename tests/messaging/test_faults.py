@@ -106,17 +106,23 @@ def test_listener_arriving_as_the_last_one_resets_is_not_deaf(server, rdb):
 
 
 @pytest.mark.not_under("asgi", reason="the ASGI server answers pings itself")
-def test_ping_flood_from_a_client_that_never_reads_is_cut_off(server, rdb):
+@pytest.mark.parametrize(
+    "bound", [64 * 1024, 1024 * 1024], ids=["reached-by-one-read", "reached-in-the-socket"]
+)
+def test_ping_flood_from_a_client_that_never_reads_is_cut_off(server, rdb, bound):
     """Pongs count against ``WS4REDIS_MAX_BUFFER_SIZE``: a client that floods pings and
-    never reads is closed instead of growing the server, and its neighbour is served."""
+    never reads is closed instead of growing the server, and its neighbour is served. Both
+    where the pongs of one read pass the bound (64 KiB) and where no single read can (1 MiB:
+    one read brings at most a few hundred KB of pings), so that what waits in the server's
+    own socket buffer is bounded too."""
     ping = Frame(Opcode.PING, b"x" * 125).serialize(mask=True)
-    with override_settings(WS4REDIS_MAX_BUFFER_SIZE=64 * 1024):
+    with override_settings(WS4REDIS_MAX_BUFFER_SIZE=bound):
         flooder = server.connect(
             "subscribe-broadcast", sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
         )
     with connected(server, "subscribe-broadcast") as neighbour:
         cut_off = False
-        for _ in range(200_000):  # 26 MB of pings, far past every buffer on the way
+        for _ in range(32_000):  # 64 MB of pings, far past the bound and the kernel's buffers
             try:
                 flooder.sock.sendall(ping * 16)
             except TimeoutError:  # the server stopped reading it, but kept it: not cut off

@@ -499,16 +499,14 @@ class Relay:
         """
         if (
             self.outbox
-            or not self.sending
-            or self.failure is not None
+            or not self.sending  # also after a failure: fail() stops the sending
             or self.enveloped
             or self.labels is not None
             or self.early is not None
             or (self.control and delivery.channel in self.control)
         ):
             return None
-        data = delivery.data
-        if not self.echo and data == self.last_received:
+        if not self.echo and delivery.data == self.last_received:  # push()'s echo rule
             return None
         encode = self.encode
         frame = delivery.encoded if delivery.encoder is encode else encoded(delivery, encode)

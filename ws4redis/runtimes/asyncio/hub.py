@@ -150,14 +150,10 @@ class Hub:
             self.loop.call_soon(self._flush)
             self._alone = (tuple(sinks), delivery)  # what a sink's write may unsubscribe
             return
-        self._queue_alone()
+        alone, self._alone = self._alone, None
+        if alone is not None:  # the round's second message: the first is queued too
+            self._queue(*alone)
         self._queue(sinks, delivery)
-
-    def _queue_alone(self) -> None:
-        if self._alone is not None:
-            sinks, delivery = self._alone
-            self._alone = None
-            self._queue(sinks, delivery)
 
     def _queue(self, sinks: Collection[Sink], delivery: Delivery) -> None:
         dirty = self._dirty
@@ -168,9 +164,9 @@ class Hub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         now = time.monotonic()
-        if self._alone is not None:
-            sinks, delivery = self._alone
-            self._alone = None
+        alone, self._alone = self._alone, None
+        if alone is not None:
+            sinks, delivery = alone
             for sink in sinks:
                 sink.deliver(delivery, now)
         dirty, self._dirty = self._dirty, []
