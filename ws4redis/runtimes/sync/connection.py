@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ from ws4redis.subscriber import RedisSubscriber
 logger = logging.getLogger("ws4redis")
 
 READ_SIZE = 65536
+RESET = struct.pack("ii", 1, 0)
+"""``SO_LINGER`` on, for 0 seconds: closing the socket resets the connection."""
 SOCKET_WAIT = 1.0
 """Seconds a blocked send or receive waits before it looks again at the relay's state: a
 client that stopped reading cannot hold the writer for longer once it has been failed."""
@@ -51,6 +54,8 @@ class Connection:
         self.publishing = False
         self.released = False
         self.finished = False
+        self.cut = False
+        """Cut off for not reading: its socket is shut down."""
         self.facilities: Facilities | None = None
         """With ``ws4redis.v1``: its facilities, whose requests its reading thread runs."""
         self.hook: Hook | None = None
@@ -60,6 +65,7 @@ class Connection:
         """From the hub's thread: queue a message and wake the writer."""
         with self.changed:
             if self.relay.deliver(delivery):
+                self._cut_off_if_too_slow()
                 self.changed.notify()
         return False
 
@@ -101,6 +107,7 @@ class Connection:
             if data:
                 with self.changed:
                     messages = relay.receive_data(data)
+                    self._cut_off_if_too_slow()  # pongs it never reads
                     self.publishing = bool(messages)
                     self.changed.notify()
                 if messages:
@@ -206,19 +213,35 @@ class Connection:
                 if sent < len(view):  # the client's socket is full: it is behind
                     with self.changed:
                         self.relay.stall()
+                        if self._cut_off_if_too_slow():
+                            return False
                 view = view[sent:]
             except TimeoutError:
                 with self.changed:
                     self.relay.stall()
-                failure = self.relay.failure
-                if failure is not None and failure.kind is FailureKind.TOO_SLOW:
-                    logger.warning("Closing a websocket that does not read")
-                    self._shutdown(socket.SHUT_RDWR)
-                    return False
+                    if self._cut_off_if_too_slow():
+                        return False
             except OSError as exc:
                 logger.debug("websocket write failed: %s", exc)
                 return False
         return True
+
+    def _cut_off_if_too_slow(self) -> bool:
+        """With the lock held: whether the client is cut off for not reading, which is done
+        at once by whichever thread failed it. Its writer may be blocked in a send to it for
+        up to :data:`SOCKET_WAIT`, while its reader would go on taking (and dropping)
+        whatever it floods in."""
+        failure = self.relay.failure
+        if not self.cut and failure is not None and failure.kind is FailureKind.TOO_SLOW:
+            self.cut = True
+            logger.warning("Closing a websocket that does not read")
+            # Reset, not closed in order: the client's unread data may have closed the
+            # server's receive window, and a closed socket behind a closed window answers
+            # nothing, so a client that keeps sending would hang instead of being told.
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+            self._shutdown(socket.SHUT_RDWR)
+        return self.cut
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):
