@@ -189,10 +189,15 @@ def test_client_that_does_not_read_is_failed_with_1008_and_its_backlog_dropped()
 
 
 def test_unsent_bytes_in_the_runtime_count_against_the_limit():
+    """Past the bound the client is failed and marked behind, which the runtimes cut off
+    (it would not take its close frame); a client failed for another reason is not."""
     framed = relay(max_buffer=100)
-    assert not framed.backlogged(100)
-    assert framed.backlogged(101)
+    assert not framed.backlogged(100) and not framed.behind
+    assert framed.backlogged(101) and framed.behind
     assert close_code(sent_frames(framed)[0]) == 1008
+    other = relay()
+    other.fail(Failure.TOO_BIG)
+    assert not other.behind
 
 
 def test_heartbeat_goes_out_only_after_an_idle_interval():

@@ -652,6 +652,12 @@ class Relay:
     # -- ending ------------------------------------------------------------------------------
 
     @property
+    def behind(self) -> bool:
+        """Failed for not reading: the runtime cuts the connection off, since the client
+        cannot even take its close frame."""
+        return self.failure is not None and self.failure.kind is FailureKind.TOO_SLOW
+
+    @property
     def closing(self) -> bool:
         """True once the connection is to end (or, for a transport with a handshake, before
         it is open)."""

@@ -36,7 +36,7 @@ from ws4redis.bus.pool import aget_redis, get_many
 from ws4redis.core.drain import DrainSchedule
 from ws4redis.core.handshake import Rejection, over_capacity
 from ws4redis.core.opening import Accepted
-from ws4redis.core.relay import Delivery, FailureKind, SocketRelay, Start
+from ws4redis.core.relay import Delivery, SocketRelay, Start
 from ws4redis.runtimes.asyncio.facilities import Facilities
 from ws4redis.runtimes.asyncio.hooks import Hooked, act
 from ws4redis.runtimes.asyncio.hub import Hub, HubSubscription, close_hubs, get_hub
@@ -682,7 +682,7 @@ class Connection(asyncio.Protocol):
     def _too_slow(self) -> None:
         relay, transport = self.relay, self.transport
         assert relay is not None and transport is not None
-        if relay.failure is not None and relay.failure.kind is FailureKind.TOO_SLOW:
+        if relay.behind:
             logger.warning("Closing a websocket that does not read (more than %d bytes waiting)",
                            relay.max_buffer)  # fmt: skip
             asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, transport.abort)

@@ -23,7 +23,7 @@ from typing import Protocol
 from django.core.handlers.wsgi import WSGIRequest
 
 from ws4redis.core.handshake import Rejection
-from ws4redis.core.relay import Delivery, Failure, FailureKind, SocketRelay, Start
+from ws4redis.core.relay import Delivery, Failure, SocketRelay, Start
 from ws4redis.core.stats import STATS
 from ws4redis.runtimes.hooks import Hook, judged, opening_hook, text_of
 from ws4redis.runtimes.opening import open_connection
@@ -65,7 +65,8 @@ class Connection:
         """From the hub's thread: queue a message and wake the writer."""
         with self.changed:
             if self.relay.deliver(delivery):
-                self._cut_off_if_too_slow()
+                if self.relay.failure is not None:  # rare: the steady stream pays one test
+                    self._cut_off_if_too_slow()
                 self.changed.notify()
         return False
 
@@ -231,8 +232,7 @@ class Connection:
         at once by whichever thread failed it. Its writer may be blocked in a send to it for
         up to :data:`SOCKET_WAIT`, while its reader would go on taking (and dropping)
         whatever it floods in."""
-        failure = self.relay.failure
-        if not self.cut and failure is not None and failure.kind is FailureKind.TOO_SLOW:
+        if not self.cut and self.relay.behind:
             self.cut = True
             logger.warning("Closing a websocket that does not read")
             # Reset, not closed in order: the client's unread data may have closed the
